@@ -68,6 +68,7 @@ def run(args):
         labeled, _ = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
     else:
         labeled = np.arange(len(data.y_train))
+    folder.create()
 
     keras.utils.set_random_seed(args.seed)
     model = small_cnn(data.image_shape, data.num_classes)
@@ -83,11 +84,13 @@ def run(args):
                             lambda image, seed: weak_augment(image, seed, flip=flip),
                             seed=args.seed, start_step=step)
     test = eval_dataset(data.x_test, data.y_test)
-    history = model.fit(stream, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                        initial_epoch=step // args.steps_per_epoch, validation_data=test, shuffle=False,
-                        callbacks=[checkpoint, keras.callbacks.TensorBoard(folder.tensorboard)]).history
-    previous = folder.read_metrics().get("history", {}) if args.resume else {}
-    history = {key: previous.get(key, []) + values for key, values in history.items()}
+    model.fit(stream, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+              initial_epoch=step // args.steps_per_epoch, validation_data=test, shuffle=False,
+              # The history is logged before the checkpoint is saved: a crash between the two
+              # leaves an epoch logged twice at worst, which the resumed run overwrites.
+              callbacks=[folder.history_logger(), keras.callbacks.TensorBoard(folder.tensorboard),
+                         checkpoint])
+    history = folder.read_metrics()["history"]
     test_loss, accuracy = model.evaluate(test, verbose=0)
     metrics = {"dataset": args.dataset, "num_labels": int(len(labeled)), "preset": args.preset,
                "steps": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),

@@ -14,6 +14,8 @@ def build_parser():
 
 def run(args):
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
+    data = ...                # load and check every input first
+    folder.create()
     ...                       # build, model.fit(..., callbacks=folder.callbacks(...)), export
     folder.write_metrics({"accuracy": ...})
 
@@ -131,7 +133,7 @@ class RunFolder:
 
     A folder that already holds a run is refused unless `resume` (continue it) or
     `overwrite` (start over: the run's files are removed, nothing else in the folder is)
-    is given. Nothing is created or removed until the checks pass.
+    is given. The constructor only checks; `create()` writes.
     """
 
     def __init__(self, path: str, resume: bool = False, overwrite: bool = False):
@@ -150,16 +152,25 @@ class RunFolder:
             probe = os.path.dirname(probe) or "."
         if not os.access(probe, os.W_OK | os.X_OK):
             raise InputError(f"--output {path}: {probe} is not writable")
+        self._clear = has_run and overwrite and not resume
+
+    def create(self) -> "RunFolder":
+        """Creates the folder (clearing an earlier run's files on --overwrite).
+
+        Call it once every input has been checked, so bad input leaves the disk untouched.
+        """
         try:
-            if has_run and overwrite and not resume:
+            if self._clear:
                 for name in RUN_SUBFOLDERS:
-                    shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+                    shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
                 if os.path.exists(self.metrics_path):
                     os.remove(self.metrics_path)
             for name in RUN_SUBFOLDERS:
-                os.makedirs(os.path.join(path, name), exist_ok=True)
+                os.makedirs(os.path.join(self.path, name), exist_ok=True)
         except OSError as err:
-            raise InputError(f"--output {path}: cannot create the run folder ({err.strerror})") from None
+            raise InputError(f"--output {self.path}: cannot create the run folder ({err.strerror})") from None
+        self._clear = False
+        return self
 
     checkpoints = property(lambda self: os.path.join(self.path, "checkpoints"))
     tensorboard = property(lambda self: os.path.join(self.path, "tensorboard"))
@@ -173,6 +184,27 @@ class RunFolder:
             json.dump(metrics, f, indent=2, sort_keys=True, default=_jsonable)
         os.replace(staging, self.metrics_path)
         return self.metrics_path
+
+    def history_logger(self):
+        """A Keras callback that appends each epoch's logs to `metrics.json`'s "history".
+
+        The file is rewritten at every epoch end, so an interrupted run keeps its curves and
+        a resumed run continues them (epochs already logged are replaced, not repeated).
+        """
+        import keras
+
+        folder = self
+
+        class HistoryLogger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                metrics = folder.read_metrics()
+                history = metrics.setdefault("history", {})
+                for key, value in (logs or {}).items():
+                    history[key] = history.get(key, [])[:epoch] + [float(value)]
+                metrics["epochs_done"] = epoch + 1
+                folder.write_metrics(metrics)
+
+        return HistoryLogger()
 
     def read_metrics(self) -> dict:
         if not os.path.exists(self.metrics_path):

@@ -22,10 +22,16 @@ def read_npz(path: str, required: tuple[str, ...] = ("x", "y")) -> dict[str, np.
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found, expected an .npz file with arrays {', '.join(required)}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        else:  # a plain .npy file: np.load returns the array itself
+            arrays = None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise InputError(f"{path}: not a readable NumPy .npz archive ({type(err).__name__}: {err})") from None
+    if arrays is None:
+        raise InputError(f"{path}: a single .npy array, expected an .npz archive with arrays {', '.join(required)}")
     missing = [key for key in required if key not in arrays]
     if missing:
         raise InputError(f"{path}: no array named {', '.join(repr(k) for k in missing)}; expected arrays "

@@ -24,9 +24,11 @@ When the data is neither prepared nor downloadable, `load_tfds_images` raises `I
 with one line saying so (no TensorFlow traceback). Offline alternatives that need no tfds data
 are the apps' `--dataset mnist5k` and `--dataset npz:PATH`.
 
-Every split is read in one piece (`batch_size=-1`, tfds' auto-cache off), so memory is about
-one copy of the arrays plus, for `svhn_extra`, one more copy of train+extra while they are
-concatenated (about 2 GB each for SVHN with extra; STL-10's unlabelled split is 2.8 GB).
+Splits are read in chunks into arrays allocated once from the splits' sizes (tfds' auto-cache
+off), so memory is about one copy of the result: 1.9 GB for SVHN with extra, 2.8 GB for STL-10's
+unlabelled split, 0.2 GB for CIFAR. (`batch_size=-1` is not used: it batches by the total number
+of examples tfds has on record, which is unknown, hence `sys.maxsize`, for datasets built from
+code alone, as under `tfds.testing.mock_data`, and that aborts the process.)
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ TFDS_DATASETS: dict[str, str] = {
     "stl10": "stl10",
 }
 
+_CHUNK = 4096  # images per read step
+
 _OFFLINE_HINT = ("on a machine with internet run `tfds build {tfds_name} --data_dir DIR` and copy "
-                 "DIR/{tfds_name} into {root} (or pass its parent as --data-dir), or use "
+                 "DIR/{tfds_name} into {root} (or copy it anywhere and pass its parent folder as "
+                 "--data-dir), or use "
                  "--dataset mnist5k or --dataset npz:PATH offline")
 
 
@@ -83,13 +88,10 @@ def load_tfds_images(name: str, data_dir: str | os.PathLike | None = None, svhn_
     builder = tfds.builder(tfds_name, data_dir=None if data_dir is None else os.fspath(data_dir))
     _prepare(builder, name, download)
 
-    x_train, y_train = _read_split(builder, name, "train")
-    if name == "svhn" and svhn_extra:
-        x_extra, y_extra = _read_split(builder, name, "extra")
-        x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
-        del x_extra, y_extra
-    x_test, y_test = _read_split(builder, name, "test")
-    x_unlabeled = _read_split(builder, name, "unlabelled")[0] if name == "stl10" else None
+    train_splits = ["train", "extra"] if name == "svhn" and svhn_extra else ["train"]
+    x_train, y_train = _read_splits(builder, name, train_splits)
+    x_test, y_test = _read_splits(builder, name, ["test"])
+    x_unlabeled = _read_splits(builder, name, ["unlabelled"])[0] if name == "stl10" else None
 
     label = builder.info.features["label"]
     return ImageData(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
@@ -103,7 +105,8 @@ def _prepare(builder, name: str, download: bool) -> None:
         try:
             builder.download_and_prepare()  # a no-op when the data is already prepared
         except Exception as err:  # no internet, blocked URL, disk full, ...: tfds raises anything
-            raise InputError(_unavailable(builder, name, f"could not be downloaded ({_one_line(err)})")) from None
+            why = f"could not be downloaded ({_one_line(err)})"
+            raise InputError(_unavailable(builder, name, why)) from None
     elif not builder.is_prepared():
         raise InputError(_unavailable(builder, name, "downloading is disabled"))
 
@@ -114,17 +117,35 @@ def _unavailable(builder, name: str, why: str) -> str:
     return f"dataset {name!r}: tfds dataset {builder.name!r} is not prepared in {root} and {why}; {hint}"
 
 
-def _read_split(builder, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads one whole split as `(uint8 images [N, H, W, C], int64 labels [N])`."""
+def _read_splits(builder, name: str, splits: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Reads whole splits, one after the other, as `(uint8 images [N, H, W, C], int64 labels [N])`.
+
+    The arrays are allocated once from the splits' sizes and filled chunk by chunk, so peak
+    memory is the result plus one chunk.
+    """
+    read_config = tfds.ReadConfig(try_autocache=False)  # no extra in-memory copy via ds.cache()
     try:
-        images, labels = tfds.as_numpy(builder.as_dataset(
-            split=split, batch_size=-1, as_supervised=True,
-            read_config=tfds.ReadConfig(try_autocache=False)))  # no second in-memory copy
+        datasets = [builder.as_dataset(split=split, as_supervised=True, read_config=read_config)
+                    for split in splits]
+        sizes = [int(ds.cardinality()) for ds in datasets]
+        if min(sizes) < 0:  # size unknown (tfds normally knows it): collect chunks, then join
+            chunks = [chunk for ds in datasets for chunk in tfds.as_numpy(ds.batch(_CHUNK))]
+            return (np.concatenate([x for x, _ in chunks]).astype(np.uint8, copy=False),
+                    np.concatenate([y for _, y in chunks]).astype(np.int64, copy=False))
+        images = np.empty((sum(sizes), *builder.info.features["image"].shape), np.uint8)
+        labels = np.empty(sum(sizes), np.int64)
+        start = 0
+        for ds in datasets:
+            for x, y in tfds.as_numpy(ds.batch(_CHUNK)):
+                images[start:start + len(x)], labels[start:start + len(x)] = x, y
+                start += len(x)
+        if start != len(images):
+            raise OSError(f"read {start} examples, the dataset info says {len(images)}")
     except (tf.errors.OpError, OSError) as err:
-        raise InputError(f"dataset {name!r}: cannot read split {split!r} of {builder.name!r} from "
-                         f"{os.fspath(builder.data_dir)} ({_one_line(err)}); expected a complete "
+        raise InputError(f"dataset {name!r}: cannot read split {'+'.join(splits)!r} of {builder.name!r} "
+                         f"from {os.fspath(builder.data_dir)} ({_one_line(err)}); expected a complete "
                          f"`tfds build {builder.name}` folder") from None
-    return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+    return images, labels
 
 
 def _one_line(err: BaseException, limit: int = 200) -> str:

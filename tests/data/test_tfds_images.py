@@ -127,7 +127,8 @@ def test_data_dir_is_passed_to_tfds(tmp_path, monkeypatch):
         load_tfds_images("svhn", data_dir=tmp_path)
         load_tfds_images("cifar10", data_dir=str(tmp_path / "tfds"))
         load_tfds_images("stl10")
-    assert seen == [("svhn_cropped", str(tmp_path)), ("cifar10", str(tmp_path / "tfds")), ("stl10", None)]
+    assert seen == [("svhn_cropped", str(tmp_path)), ("cifar10", str(tmp_path / "tfds")),
+                    ("stl10", None)]
 
 
 def test_unknown_name_lists_known_names():
@@ -171,3 +172,22 @@ def test_download_failure_becomes_one_line_input_error(tmp_path, monkeypatch):
     assert "could not be downloaded (ConnectionError: Failed to establish a new connection" in message
     assert "tfds build stl10 --data_dir DIR" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no TF traceback chained
+
+
+def test_splits_of_unknown_size_are_read_too():
+    # a dataset whose cardinality tf.data does not know (a generator): read in chunks and joined
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        n, tag = {"train": 5, "extra": 4, "test": 3}[str(split)], SPLIT_TAG[str(split)]
+        shape = self.info.features["image"].shape
+        return tf.data.Dataset.from_generator(
+            lambda: ({"image": np.full(shape, tag, np.uint8), "label": np.int64(tag)}
+                     for _ in range(n)),
+            output_signature={"image": tf.TensorSpec(shape, tf.uint8),
+                              "label": tf.TensorSpec((), tf.int64)})
+
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=as_dataset):
+        data = load_tfds_images("svhn", svhn_extra=True)
+    assert data.x_train.shape == (9, 32, 32, 3) and data.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(data.y_train, [1] * 5 + [2] * 4)
+    assert data.y_train.dtype == np.int64
+    np.testing.assert_array_equal(data.x_test, 3)
