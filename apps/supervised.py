@@ -86,6 +86,7 @@ def run(args):
     test = eval_dataset(data.x_test, data.y_test)
     model.fit(stream, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
               initial_epoch=step // args.steps_per_epoch, validation_data=test, shuffle=False,
+              verbose=app.fit_verbosity(),
               # The history is logged before the checkpoint is saved: a crash between the two
               # leaves an epoch logged twice at worst, which the resumed run overwrites.
               callbacks=[folder.history_logger(), keras.callbacks.TensorBoard(folder.tensorboard),

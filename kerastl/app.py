@@ -16,7 +16,7 @@ def run(args):
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
     data = ...                # load and check every input first
     folder.create()
-    ...                       # build, model.fit(..., callbacks=folder.callbacks(...)), export
+    ...                       # build; model.fit(..., callbacks=[folder.history_logger(), ...]); export
     folder.write_metrics({"accuracy": ...})
 
 if __name__ == "__main__":
@@ -126,6 +126,11 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def fit_verbosity() -> int:
+    """Keras progress bars on a terminal; one line per epoch in logs and CI (no \\r floods)."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 class RunFolder:
