@@ -7,3 +7,6 @@ in [0, 1], a shape-[2] integer seed), so the same seed always gives the same vie
 from kerastl.augment.weak import weak_augment
 
 __all__ = ["weak_augment"]
+from kerastl.augment.randaugment import rand_augment, strong_augment  # noqa: E402
+
+__all__ += ["rand_augment", "strong_augment"]

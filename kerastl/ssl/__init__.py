@@ -1,0 +1,17 @@
+"""Semi-supervised learning: `SemiSupervisedModel`, thresholds and the TorchSSL algorithms.
+
+- `SemiSupervisedModel(network, algorithm)`: trains with `model.fit` on the stream of
+  `kerastl.data.pipeline.ssl_stream`; evaluates and predicts with EMA weights.
+- `FixedThreshold`, `CurriculumThreshold` (FlexMatch's CPL).
+- Algorithms (`build_algorithm(name, ...)`): flexmatch, fixmatch, pseudolabel,
+  flex_pseudolabel, uda, flex_uda, supervised.
+- `torchssl_optimizer`, `SGDWithL2`, `CosineSchedule`: TorchSSL's optimizer and schedule.
+"""
+
+from kerastl.ssl.algorithms import ALGORITHMS, build_algorithm
+from kerastl.ssl.model import SemiSupervisedModel
+from kerastl.ssl.optim import CosineSchedule, SGDWithL2, torchssl_optimizer
+from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
+
+__all__ = ["ALGORITHMS", "CosineSchedule", "CurriculumThreshold", "FixedThreshold", "SGDWithL2",
+           "SemiSupervisedModel", "build_algorithm", "torchssl_optimizer"]

@@ -1,0 +1,127 @@
+"""`SemiSupervisedModel`: a classifier trained on labeled + unlabeled batches with `model.fit`."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution
+
+from kerastl.ssl.algorithms.base import SSLAlgorithm
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class SemiSupervisedModel(keras.Model):
+    """Wraps a network (images -> logits) and an SSL algorithm.
+
+    Training batches are `((x_lb, y_lb), (index, x_weak, x_strong))` (the views the algorithm
+    names, see `kerastl.data.pipeline.ssl_stream`), or `(x_lb, y_lb)` for the supervised
+    baseline. Each step runs ONE forward pass over the concatenation of the labeled batch
+    and the unlabeled views, so batch norm sees every image of the step (as in TorchSSL), and
+    minimises `CE(labeled) + weight(step) * algorithm.unsupervised_loss(...)`.
+
+    An exponential moving average of the weights (`ema_network`, decay 0.999; BN statistics
+    copied) is what `evaluate`, `predict` and `model(x)` use, and what apps export. With
+    `ema_warmup`, the decay at step k is `min(decay, (1 + k) / (10 + k))`, so short runs are
+    not evaluated on weights that barely moved from their initialisation.
+
+    Metrics: `loss`, `sup_loss`, `unsup_loss`, `mask_ratio` (share of unlabeled examples
+    whose pseudo-label passed the threshold) during training; `loss`, `accuracy` in evaluation.
+
+    Example:
+    >>> from kerastl.ssl import SemiSupervisedModel, build_algorithm, torchssl_optimizer
+    >>> model = SemiSupervisedModel(small_cnn((28, 28, 1), 10),
+    ...                             build_algorithm("flexmatch", len(x_ulb), 10, total_steps=5000))
+    >>> model.compile(optimizer=torchssl_optimizer(0.03, total_steps=5000))
+    >>> model.fit(ssl_stream(...), steps_per_epoch=500, epochs=10,
+    ...           validation_data=eval_dataset(x_test, y_test))                 # doctest: +SKIP
+    """
+
+    def __init__(self, network: keras.Model, algorithm: SSLAlgorithm, ema_decay: float = 0.999,
+                 ema_warmup: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(network, dict):
+            network = keras.saving.deserialize_keras_object(network)
+        if isinstance(algorithm, dict):
+            algorithm = keras.saving.deserialize_keras_object(algorithm)
+        self.network = network
+        self.algorithm = algorithm
+        self.ema_decay = float(ema_decay)
+        self.ema_warmup = bool(ema_warmup)
+        self.ema_network = keras.models.clone_model(network)
+        self.ema_network.set_weights(network.get_weights())
+        self.ema_network.trainable = False
+        self._pairs = list(zip(network.weights, self.ema_network.weights))
+        for online, ema in self._pairs:
+            if tuple(online.shape) != tuple(ema.shape):
+                raise ValueError("the EMA copy's weights do not line up with the network's")
+        self._trackers = {name: keras.metrics.Mean(name=name)
+                          for name in ("loss", "sup_loss", "unsup_loss", "mask_ratio")}
+        self._eval_loss = keras.metrics.Mean(name="loss")
+        self._eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [*self._trackers.values(), self._eval_loss, self._eval_accuracy]
+
+    def call(self, inputs, training=False):
+        # Inference (evaluate, predict, export) uses the EMA weights; training uses the network.
+        return self.network(inputs, training=True) if training else self.ema_network(inputs, training=False)
+
+    def _unpack(self, data):
+        if not self.algorithm.views:
+            labeled = data[0] if isinstance(data[0], (tuple, list)) else data
+            return labeled[0], labeled[1], None, []
+        (x_lb, y_lb), unlabeled = data
+        return x_lb, y_lb, unlabeled[0], list(unlabeled[1:1 + len(self.algorithm.views)])
+
+    def train_step(self, data):
+        x_lb, y_lb, index, views = self._unpack(data)
+        num_lb = tf.shape(x_lb)[0]
+        step = self.optimizer.iterations
+        inputs = tf.concat([x_lb, *views], axis=0) if views else x_lb
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.network(inputs, training=True), tf.float32)
+            sup_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(y_lb, tf.int32), logits=logits[:num_lb]))
+            if views:
+                parts = tf.split(logits[num_lb:], len(views), axis=0)
+                unsup_loss, mask = self.algorithm.unsupervised_loss(
+                    dict(zip(self.algorithm.views, parts)), index, step)
+                loss = sup_loss + self.algorithm.loss_weight(step) * unsup_loss
+            else:
+                unsup_loss, mask, loss = tf.constant(0.0), None, sup_loss
+            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(loss))
+        variables = self.network.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        self._update_ema(step)
+        self._trackers["loss"].update_state(loss)
+        self._trackers["sup_loss"].update_state(sup_loss)
+        self._trackers["unsup_loss"].update_state(unsup_loss)
+        if mask is not None:
+            self._trackers["mask_ratio"].update_state(tf.reduce_mean(mask))
+        return {name: tracker.result() for name, tracker in self._trackers.items()
+                if name != "mask_ratio" or views}
+
+    def _update_ema(self, step):
+        decay = self.ema_decay
+        if self.ema_warmup:
+            k = tf.cast(step, tf.float32)
+            decay = tf.minimum(decay, (1.0 + k) / (10.0 + k))
+        for online, ema in self._pairs:
+            if online.trainable:
+                ema.assign(decay * ema + (1.0 - decay) * online)
+            else:  # BN moving statistics are copied, as TorchSSL's EMA copies buffers
+                ema.assign(online)
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = tf.cast(self(x, training=False), tf.float32)
+        self._eval_loss.update_state(tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)))
+        self._eval_accuracy.update_state(y, logits)
+        return {"loss": self._eval_loss.result(), "accuracy": self._eval_accuracy.result()}
+
+    def get_config(self):
+        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
+                "algorithm": keras.saving.serialize_keras_object(self.algorithm),
+                "ema_decay": self.ema_decay, "ema_warmup": self.ema_warmup}

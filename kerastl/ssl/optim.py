@@ -1,0 +1,63 @@
+"""TorchSSL's optimizer and schedule: SGD + Nesterov with coupled L2 decay, cosine 7*pi/16."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class CosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`lr * cos(7 * pi * step / (16 * total_steps))` (TorchSSL / FixMatch: ends at ~0.2 lr)."""
+
+    def __init__(self, learning_rate: float, total_steps: int, cycles: float = 7 / 16):
+        self.learning_rate = float(learning_rate)
+        self.total_steps = int(total_steps)
+        self.cycles = float(cycles)
+
+    def __call__(self, step):
+        progress = tf.cast(step, tf.float32) / float(max(self.total_steps, 1))
+        return self.learning_rate * tf.cos(math.pi * self.cycles * progress)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps, "cycles": self.cycles}
+
+
+def decays(variable) -> bool:
+    """L2 decay applies to conv and dense kernels, not to BN parameters or biases (TorchSSL)."""
+    return variable.name.endswith("kernel")
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class SGDWithL2(keras.optimizers.SGD):
+    """SGD whose weight decay is PyTorch's: `grad += l2 * w` for kernels only, before momentum.
+
+    (Keras' own `weight_decay` is decoupled, AdamW-style, which is a different method.)
+
+    Example:
+    >>> optimizer = SGDWithL2(l2=5e-4, learning_rate=CosineSchedule(0.03, 2**20),
+    ...                       momentum=0.9, nesterov=True)
+    """
+
+    def __init__(self, l2: float = 5e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.l2 = float(l2)
+
+    def apply(self, grads, trainable_variables=None):
+        variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+        if self.l2:
+            grads = [g if g is None or not decays(v) else g + self.l2 * tf.cast(v.value, g.dtype)
+                     for g, v in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+def torchssl_optimizer(learning_rate: float = 0.03, total_steps: int = 2**20, l2: float = 5e-4,
+                       momentum: float = 0.9) -> SGDWithL2:
+    """The optimizer of the paper preset: SGD(lr 0.03, momentum 0.9, Nesterov), L2 5e-4, cosine."""
+    return SGDWithL2(l2=l2, learning_rate=CosineSchedule(learning_rate, total_steps),
+                     momentum=momentum, nesterov=True)
