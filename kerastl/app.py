@@ -190,11 +190,13 @@ class RunFolder:
         os.replace(staging, self.metrics_path)
         return self.metrics_path
 
-    def history_logger(self):
+    def history_logger(self, extra: Callable[[], dict] | None = None):
         """A Keras callback that appends each epoch's logs to `metrics.json`'s "history".
 
-        The file is rewritten at every epoch end, so an interrupted run keeps its curves and
-        a resumed run continues them (epochs already logged are replaced, not repeated).
+        `extra()` may add per-epoch values of its own (lists are fine, e.g. per-class
+        state). The file is rewritten at every epoch end, so an interrupted run keeps its
+        curves and a resumed run continues them (epochs already logged are replaced, not
+        repeated).
         """
         import keras
 
@@ -204,8 +206,10 @@ class RunFolder:
             def on_epoch_end(self, epoch, logs=None):
                 metrics = folder.read_metrics()
                 history = metrics.setdefault("history", {})
-                for key, value in (logs or {}).items():
-                    history[key] = history.get(key, [])[:epoch] + [float(value)]
+                values = {key: float(value) for key, value in (logs or {}).items()}
+                values.update(extra() if extra else {})
+                for key, value in values.items():
+                    history[key] = history.get(key, [])[:epoch] + [_jsonable(value)]
                 metrics["epochs_done"] = epoch + 1
                 folder.write_metrics(metrics)
 
@@ -221,4 +225,6 @@ class RunFolder:
 def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
+    if isinstance(value, (int, float, str, list, dict, type(None))):
+        return value
     return str(value)

