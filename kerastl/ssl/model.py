@@ -59,6 +59,12 @@ class SemiSupervisedModel(keras.Model):
         self._eval_loss = keras.metrics.Mean(name="loss")
         self._eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
+    def build(self, input_shape=None):
+        # The network and its EMA copy are built at construction; the algorithm's state
+        # (e.g. CPL's counters) is created in its constructor.
+        self.algorithm.built = True
+        self.built = True
+
     @property
     def metrics(self):
         return [*self._trackers.values(), self._eval_loss, self._eval_accuracy]

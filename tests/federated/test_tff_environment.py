@@ -15,11 +15,9 @@ import time
 
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
-tff = pytest.importorskip("tensorflow_federated")
-
-from proc_cleanup import process_group_alive, stop_process_group  # noqa: E402
+import tensorflow as tf
+import tensorflow_federated as tff
+from proc_cleanup import process_group_alive, stop_process_group
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

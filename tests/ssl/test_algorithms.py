@@ -65,7 +65,7 @@ def test_fixmatch_default_threshold_and_lambda():
     assert isinstance(algorithm.threshold, FixedThreshold) and algorithm.threshold.tau == 0.95
     assert algorithm.views == ("weak", "strong") and algorithm.lambda_u == 1.0
     assert not algorithm.soft_labels and algorithm.temperature == 0.5
-    # with tau .95 only the .95-confident... row 0 (.9) and row 1 (2/3) are out for sure
+    # tau .91: rows 0 (.9) and 1 (2/3) fall below it, row 2 (.95) passes
     _, mask, _, _ = loss_and_grads(FixMatch(FixedThreshold(0.91)))
     np.testing.assert_array_equal(mask, [0, 0, 1])
     assert float(FixMatch(lambda_u=2.5).loss_weight(tf.constant(7))) == 2.5
