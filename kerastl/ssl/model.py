@@ -65,6 +65,21 @@ class SemiSupervisedModel(keras.Model):
         self.algorithm.built = True
         self.built = True
 
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # Build the optimizer now (inside the strategy scope, like the model), so that fit
+        # finds everything built; see _maybe_symbolic_build.
+        self.optimizer.build(self.network.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras reduces a sample batch across replicas to trace shapes before the first fit;
+        # under MultiWorkerMirroredStrategy that reduction fails on nested batches (Keras
+        # 3.15). This model is fully built at construction and compile, so there is nothing
+        # to trace.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return [*self._trackers.values(), self._eval_loss, self._eval_accuracy]
@@ -105,8 +120,8 @@ class SemiSupervisedModel(keras.Model):
         self._trackers["unsup_loss"].update_state(unsup_loss)
         if mask is not None:
             self._trackers["mask_ratio"].update_state(tf.reduce_mean(mask))
-        return {name: tracker.result() for name, tracker in self._trackers.items()
-                if name != "mask_ratio" or views}
+        return _loggable({name: tracker.result() for name, tracker in self._trackers.items()
+                          if name != "mask_ratio" or views})
 
     def _update_ema(self, step):
         decay = self.ema_decay
@@ -125,9 +140,20 @@ class SemiSupervisedModel(keras.Model):
         self._eval_loss.update_state(tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)))
         self._eval_accuracy.update_state(y, logits)
-        return {"loss": self._eval_loss.result(), "accuracy": self._eval_accuracy.result()}
+        return _loggable({"loss": self._eval_loss.result(), "accuracy": self._eval_accuracy.result()})
 
     def get_config(self):
         return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
                 "algorithm": keras.saving.serialize_keras_object(self.algorithm),
                 "ema_decay": self.ema_decay, "ema_warmup": self.ema_warmup}
+
+
+def _loggable(logs: dict) -> dict:
+    """Step outputs that Keras can reduce under every strategy.
+
+    Keras 3 reduces the per-worker logs of MultiWorkerMirroredStrategy with a mean over
+    axis 0, which fails on scalars (tensorflow/tensorflow#72388): there, logs are shaped [1].
+    """
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {key: tf.reshape(value, [1]) for key, value in logs.items()}
+    return logs

@@ -48,7 +48,11 @@ class SGDWithL2(keras.optimizers.SGD):
     def apply(self, grads, trainable_variables=None):
         variables = trainable_variables if trainable_variables is not None else self._trainable_variables
         if self.l2:
-            grads = [g if g is None or not decays(v) else g + self.l2 * tf.cast(v.value, g.dtype)
+            # Under tf.distribute the replicas' gradients are summed after this point: each
+            # replica adds its share of the decay so that the sum adds it once.
+            context = tf.distribute.get_replica_context()
+            share = self.l2 / (context.num_replicas_in_sync if context is not None else 1)
+            grads = [g if g is None or not decays(v) else g + share * tf.cast(v.value, g.dtype)
                      for g, v in zip(grads, variables)]
         return super().apply(grads, trainable_variables)
 

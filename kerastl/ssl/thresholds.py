@@ -114,7 +114,8 @@ class CurriculumThreshold(keras.layers.Layer):
     def _record(self, select, pseudo_labels, index):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            select = context.all_gather(select, axis=0)
+            # Collectives take no booleans: gather the selection as integers.
+            select = tf.cast(context.all_gather(tf.cast(select, tf.int32), axis=0), tf.bool)
             pseudo_labels = context.all_gather(pseudo_labels, axis=0)
             index = context.all_gather(index, axis=0)
         chosen = tf.boolean_mask(index, select)
