@@ -142,16 +142,9 @@ def run(args):
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from kerastl.augment import strong_augment, weak_augment
-    from kerastl.checkpoint import TrainingCheckpoint
     from kerastl.data import labeled_unlabeled_split, load_image_dataset
-    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
-    from kerastl.export import export_classifier
-    from kerastl.nets import build_network
-    from kerastl.ssl import CurriculumThreshold, SemiSupervisedModel, build_algorithm, torchssl_optimizer
-    from kerastl.ssl.report import error_summary, plot_learning
 
     data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
@@ -159,6 +152,15 @@ def run(args):
     if data.x_unlabeled is not None:
         x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
     strategy = distribution_strategy(args.strategy)
+    chief = args.strategy != "multi_worker" or strategy.cluster_resolver.task_id == 0
+    if not chief:
+        # Every worker takes part in saving checkpoints; only the chief writes the run folder
+        # and the export, the others write to a scratch folder.
+        import tempfile
+
+        folder = app.RunFolder(tempfile.mkdtemp(prefix=f"{APP}-worker{strategy.cluster_resolver.task_id}-"),
+                               resume=False)
+        args.no_export = True
     folder.create()
     with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -167,8 +169,25 @@ def run(args):
                                   and "digit" not in args.dataset.lower())
     weak = lambda image, seed: weak_augment(image, seed, flip=flip)  # noqa: E731
     strong = lambda image, seed: strong_augment(image, seed, flip=flip)  # noqa: E731
+    policy = keras.mixed_precision.global_policy()
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, weak, strong)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, weak, strong):
+    import keras
+
+    from kerastl.checkpoint import TrainingCheckpoint
+    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
+    from kerastl.export import export_classifier
+    from kerastl.nets import build_network
+    from kerastl.ssl import CurriculumThreshold, SemiSupervisedModel, build_algorithm, torchssl_optimizer
+    from kerastl.ssl.report import error_summary, plot_learning
+
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
         network = build_network(args.net, data.image_shape, data.num_classes, args.bn_momentum, args.width)
@@ -216,6 +235,11 @@ def run(args):
                                               metadata={"dataset": args.dataset, "algorithm": args.algorithm,
                                                         "weights": "EMA"})
     folder.write_metrics(metrics)
+    if not chief:
+        import shutil
+
+        shutil.rmtree(folder.path, ignore_errors=True)
+        return
     print(f"{args.algorithm}: test error {metrics['test_error_final']:.2f} % (best "
           f"{metrics['test_error_best']:.2f} %) after {metrics['iterations']} iterations; {folder.metrics_path}")
 

@@ -32,7 +32,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         """Restores the latest checkpoint, if any; returns the optimizer step reached."""
         model = self._model_to_save
         if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         if self.manager.latest_checkpoint:
             self._checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(model.optimizer.iterations.numpy())

@@ -137,7 +137,7 @@ def export_classifier(
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
 
     def outputs(**inputs):
-        scores = model(inputs[input_name], training=False)
+        scores = tf.cast(model(inputs[input_name], training=False), tf.float32)  # float16 under mixed precision
         probabilities = tf.nn.softmax(scores, axis=-1) if from_logits else scores
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 

@@ -64,6 +64,14 @@ def index_stream(n: int, seed: int, start: int = 0) -> tf.data.Dataset:
     return tf.data.Dataset.zip(positions, indices)
 
 
+def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # Streams come from in-memory arrays, not files: under multi-worker strategies each
+    # worker takes its share of every global batch.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _element_seed(salt: int, position: tf.Tensor) -> tf.Tensor:
     return tf.stack([tf.constant(salt, tf.int64), position])
 
@@ -87,10 +95,10 @@ def labeled_stream(
             image = augment(image, _element_seed(salt, position))
         return image, tf.gather(labels, index)
 
-    return (index_stream(len(x), seed, start_step * batch_size)
-            .map(load, num_parallel_calls=AUTOTUNE)
-            .batch(batch_size, drop_remainder=True)
-            .prefetch(AUTOTUNE))
+    return _distributable(index_stream(len(x), seed, start_step * batch_size)
+                          .map(load, num_parallel_calls=AUTOTUNE)
+                          .batch(batch_size, drop_remainder=True)
+                          .prefetch(AUTOTUNE))
 
 
 def unlabeled_stream(
@@ -117,10 +125,10 @@ def unlabeled_stream(
             return index, weak(image, weak_seed)
         return index, weak(image, weak_seed), strong(image, strong_seed)
 
-    return (index_stream(len(x), seed + 7919, start_step * batch_size)
-            .map(load, num_parallel_calls=AUTOTUNE)
-            .batch(batch_size, drop_remainder=True)
-            .prefetch(AUTOTUNE))
+    return _distributable(index_stream(len(x), seed + 7919, start_step * batch_size)
+                          .map(load, num_parallel_calls=AUTOTUNE)
+                          .batch(batch_size, drop_remainder=True)
+                          .prefetch(AUTOTUNE))
 
 
 def ssl_stream(
@@ -141,13 +149,13 @@ def ssl_stream(
     """
     labeled = labeled_stream(x_lb, y_lb, batch_size, weak, seed, start_step)
     unlabeled = unlabeled_stream(x_ulb, uratio * batch_size, weak, strong, seed, start_step)
-    return tf.data.Dataset.zip(labeled, unlabeled).prefetch(AUTOTUNE)
+    return _distributable(tf.data.Dataset.zip(labeled, unlabeled).prefetch(AUTOTUNE))
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 256) -> tf.data.Dataset:
     """Finite, unshuffled batches of float images (and labels) for `evaluate` / `predict`."""
     images = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(to_float_images)
     if y is None:
-        return images.prefetch(AUTOTUNE)
+        return _distributable(images.prefetch(AUTOTUNE))
     labels = tf.data.Dataset.from_tensor_slices(np.asarray(y, np.int64)).batch(batch_size)
-    return tf.data.Dataset.zip(images, labels).prefetch(AUTOTUNE)
+    return _distributable(tf.data.Dataset.zip(images, labels).prefetch(AUTOTUNE))

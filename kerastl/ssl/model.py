@@ -65,20 +65,15 @@ class SemiSupervisedModel(keras.Model):
         self.algorithm.built = True
         self.built = True
 
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
-        # Build the optimizer now (inside the strategy scope, like the model), so that fit
-        # finds everything built; see _maybe_symbolic_build.
-        self.optimizer.build(self.network.trainable_variables)
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras reduces a sample batch across replicas to trace shapes before the first fit;
-        # under MultiWorkerMirroredStrategy that reduction fails on nested batches (Keras
-        # 3.15). This model is fully built at construction and compile, so there is nothing
-        # to trace.
-        if self.built and self.optimizer is not None and self.optimizer.built:
-            return None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        # Keras traces a sample batch, reduced across replicas, to build what is unbuilt
+        # before the first fit; under MultiWorkerMirroredStrategy that reduction fails on
+        # nested batches (Keras 3.15). The network is built at construction and the metrics
+        # are plain trackers: only the optimizer needs building, in the strategy's scope.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.network.trainable_variables)
+        return None
 
     @property
     def metrics(self):

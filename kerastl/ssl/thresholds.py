@@ -25,6 +25,7 @@ class FixedThreshold(keras.layers.Layer):
     """
 
     def __init__(self, tau: float = 0.95, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # thresholds stay float32 under mixed precision
         super().__init__(**kwargs)
         self.tau = float(tau)
 
@@ -73,6 +74,7 @@ class CurriculumThreshold(keras.layers.Layer):
 
     def __init__(self, num_unlabeled: int, num_classes: int, tau: float = 0.95, warmup: bool = True,
                  mapping: str = "convex", **kwargs):
+        kwargs.setdefault("dtype", "float32")  # counts and beta stay float32 under mixed precision
         super().__init__(**kwargs)
         if mapping not in MAPPINGS:
             raise ValueError(f"mapping {mapping!r}: expected one of {', '.join(MAPPINGS)}")

@@ -108,6 +108,19 @@ def test_resume_after_interruption_reproduces_cpl_state_and_weights(finished_run
         np.testing.assert_allclose(ema_resumed[key], ema_full[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
 
+@pytest.mark.parametrize("flag", ["--mixed-precision", "--jit-compile"])
+def test_mixed_precision_and_xla_runs(flag, tmp_path):
+    import keras
+
+    assert run_app(SMOKE + [flag, "--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "x")]) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert np.isfinite(metrics["history"]["loss"]).all() and metrics["accuracy"] > 0.2
+    assert keras.mixed_precision.global_policy().name == "float32"  # the app restores the policy
+    served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](images=tf.zeros([2, 28, 28, 1]))
+    assert served["probabilities"].dtype == tf.float32
+    np.testing.assert_allclose(served["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-3)
+
+
 def test_flexmatch_beats_supervised_on_real_digits_with_40_labels(tmp_path):
     budget = ["--preset", "smoke", "--num-labels", "40", "--iterations", "120", "--eval-every", "40",
               "--batch-size", "16", "--uratio", "7", "--width", "16", "--no-export"]
@@ -117,6 +130,38 @@ def test_flexmatch_beats_supervised_on_real_digits_with_40_labels(tmp_path):
     # Measured on this machine: flexmatch 0.827, supervised 0.715 (1,000 held-out digits).
     assert flex > 0.77, flex
     assert flex - sup > 0.06, (flex, sup)
+
+
+def test_two_workers_on_localhost_write_one_run_folder_and_one_export(tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "apps.flexmatch", "--preset", "smoke", "--strategy", "multi_worker",
+             "--iterations", "20", "--eval-every", "10", "--output", str(tmp_path / "run"),
+             "--export-dir", str(tmp_path / "exports")], cwd=ROOT, text=True,
+            env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["iterations"] == 20 and len(metrics["history"]["loss"]) == 2
+    assert os.listdir(tmp_path / "exports" / "flexmatch") == ["1"]
+    # Both workers trained the same replicated model: the same loss in both logs.
+    losses = [re.findall(r"- loss: ([0-9.]+)", output) for output in outputs]
+    assert losses[0] and losses[0] == losses[1]
+    assert "metrics.json" in outputs[0] and "test error" not in outputs[1]
 
 
 def write_npz(path, **arrays):

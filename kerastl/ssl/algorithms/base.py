@@ -34,6 +34,7 @@ class SSLAlgorithm(keras.layers.Layer):
     views: tuple[str, ...] = ("weak", "strong")
 
     def __init__(self, lambda_u: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision
         super().__init__(**kwargs)
         self.lambda_u = float(lambda_u)
 
