@@ -48,7 +48,8 @@ def digits_stream(batch_size, uratio, seed=0):
 
 def timed_steps(model, batches, steps):
     """Median seconds per train step over `steps` steps (after 3 warm-up steps)."""
-    step = model.make_train_function()
+    model.make_train_function()
+    step = model.train_function
     times = []
     for i, batch in enumerate(batches[: steps + 3]):
         start = time.perf_counter()
@@ -64,6 +65,7 @@ def ssl_model(algorithm, num_unlabeled, net="small_cnn", shape=(28, 28, 1), jit=
     model = SemiSupervisedModel(build_network(net, shape, 10, 0.9, width),
                                 build_algorithm(algorithm, num_unlabeled, 10, 1000), ema_warmup=True)
     model.compile(optimizer=torchssl_optimizer(0.03, 1000), jit_compile=jit)
+    model.optimizer.build(model.network.trainable_variables)
     return model
 
 

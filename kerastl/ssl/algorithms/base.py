@@ -10,8 +10,7 @@ class MyAlgorithm(SSLAlgorithm):
     views = ("weak", "strong")             # which unlabeled views the step feeds
 
     def unsupervised_loss(self, logits, index, step):
-        probs, pseudo = hard_pseudo_labels(logits["weak"])
-        mask = self.threshold(tf.reduce_max(probs, -1), pseudo, index)
+        pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         return masked_mean(cross_entropy(pseudo, logits["strong"]), mask), mask
 ```
 """
@@ -21,6 +20,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerastl.ssl.thresholds import FixedThreshold
+
 
 class SSLAlgorithm(keras.layers.Layer):
     """Base class. Subclasses set `views` and implement `unsupervised_loss`.
@@ -28,15 +29,29 @@ class SSLAlgorithm(keras.layers.Layer):
     Attributes:
         views: the unlabeled views the algorithm needs, a subset of ("weak", "strong") in
             the order the data stream yields them; empty for the supervised baseline.
+        threshold: the confidence threshold layer (`FixedThreshold(default_tau)` unless
+            one is given, e.g. a `CurriculumThreshold`); None when `default_tau` is None.
         lambda_u: weight of the unsupervised loss.
     """
 
     views: tuple[str, ...] = ("weak", "strong")
+    default_tau: float | None = 0.95
 
-    def __init__(self, lambda_u: float = 1.0, **kwargs):
+    def __init__(self, threshold=None, lambda_u: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision
         super().__init__(**kwargs)
+        if isinstance(threshold, dict):
+            threshold = keras.saving.deserialize_keras_object(threshold)
+        if threshold is None and self.default_tau is not None:
+            threshold = FixedThreshold(self.default_tau)
+        self.threshold = threshold
         self.lambda_u = float(lambda_u)
+
+    def confident_pseudo_labels(self, logits_weak: tf.Tensor, index: tf.Tensor):
+        """Hard pseudo-labels of the weak view and the threshold's mask (which may update
+        the threshold's state, e.g. CPL's counters)."""
+        probs, pseudo = hard_pseudo_labels(logits_weak)
+        return pseudo, self.threshold(tf.reduce_max(probs, axis=-1), pseudo, index)
 
     def unsupervised_loss(self, logits: dict[str, tf.Tensor], index: tf.Tensor, step: tf.Tensor):
         """Returns `(loss, mask)`: a scalar loss and the float mask of examples that count."""
@@ -47,7 +62,8 @@ class SSLAlgorithm(keras.layers.Layer):
         return tf.constant(self.lambda_u, tf.float32)
 
     def get_config(self):
-        return {**super().get_config(), "lambda_u": self.lambda_u}
+        threshold = None if self.threshold is None else keras.saving.serialize_keras_object(self.threshold)
+        return {**super().get_config(), "lambda_u": self.lambda_u, "threshold": threshold}
 
 
 def hard_pseudo_labels(logits: tf.Tensor, temperature: float = 1.0):

@@ -9,8 +9,6 @@ With `soft_labels=True` the target is `softmax(logits_weak / T)` (T = 0.5 by def
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
-
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
@@ -28,22 +26,17 @@ class FixMatch(SSLAlgorithm):
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, soft_labels: bool = False,
                  temperature: float = 0.5, **kwargs):
-        super().__init__(lambda_u=lambda_u, **kwargs)
-        if isinstance(threshold, dict):
-            threshold = keras.saving.deserialize_keras_object(threshold)
-        self.threshold = threshold if threshold is not None else FixedThreshold(0.95)
+        super().__init__(threshold, lambda_u, **kwargs)
         self.soft_labels = bool(soft_labels)
         self.temperature = float(temperature)
 
     def unsupervised_loss(self, logits, index, step):
-        probs, pseudo = hard_pseudo_labels(logits["weak"])
-        mask = self.threshold(tf.reduce_max(probs, axis=-1), pseudo, index)
+        pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         target = hard_pseudo_labels(logits["weak"], self.temperature)[0] if self.soft_labels else pseudo
         return masked_mean(cross_entropy(target, logits["strong"]), mask), mask
 
     def get_config(self):
-        return {**super().get_config(), "threshold": keras.saving.serialize_keras_object(self.threshold),
-                "soft_labels": self.soft_labels, "temperature": self.temperature}
+        return {**super().get_config(), "soft_labels": self.soft_labels, "temperature": self.temperature}
 
 
 def fixmatch(tau: float = 0.95, lambda_u: float = 1.0) -> FixMatch:

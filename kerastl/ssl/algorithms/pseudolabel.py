@@ -9,9 +9,8 @@ lambda_u 1, the unsupervised weight ramped up linearly over the first 40 % of tr
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
-from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, hard_pseudo_labels, linear_rampup,
+from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup,
                                          masked_mean)
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
@@ -23,23 +22,18 @@ class PseudoLabel(SSLAlgorithm):
     views = ("weak",)
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, rampup_steps: int = 0, **kwargs):
-        super().__init__(lambda_u=lambda_u, **kwargs)
-        if isinstance(threshold, dict):
-            threshold = keras.saving.deserialize_keras_object(threshold)
-        self.threshold = threshold if threshold is not None else FixedThreshold(0.95)
+        super().__init__(threshold, lambda_u, **kwargs)
         self.rampup_steps = int(rampup_steps)
 
     def unsupervised_loss(self, logits, index, step):
-        probs, pseudo = hard_pseudo_labels(logits["weak"])
-        mask = self.threshold(tf.reduce_max(probs, axis=-1), pseudo, index)
+        pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         return masked_mean(cross_entropy(pseudo, logits["weak"]), mask), mask
 
     def loss_weight(self, step):
         return self.lambda_u * linear_rampup(step, self.rampup_steps)
 
     def get_config(self):
-        return {**super().get_config(), "threshold": keras.saving.serialize_keras_object(self.threshold),
-                "rampup_steps": self.rampup_steps}
+        return {**super().get_config(), "rampup_steps": self.rampup_steps}
 
 
 def pseudolabel(total_steps: int, tau: float = 0.95, lambda_u: float = 1.0, rampup: float = 0.4) -> PseudoLabel:

@@ -13,6 +13,7 @@ class Supervised(SSLAlgorithm):
     """Trains on the labeled batch alone (the unlabeled stream is not read)."""
 
     views = ()
+    default_tau = None
 
     def unsupervised_loss(self, logits, index, step):
         return tf.constant(0.0), tf.zeros([0])

@@ -9,7 +9,6 @@ replaces the fixed mask with CPL at tau = 0.8.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
@@ -21,22 +20,19 @@ class UDA(SSLAlgorithm):
 
     views = ("weak", "strong")
 
+    default_tau = 0.8
+
     def __init__(self, threshold=None, lambda_u: float = 1.0, temperature: float = 0.4, **kwargs):
-        super().__init__(lambda_u=lambda_u, **kwargs)
-        if isinstance(threshold, dict):
-            threshold = keras.saving.deserialize_keras_object(threshold)
-        self.threshold = threshold if threshold is not None else FixedThreshold(0.8)
+        super().__init__(threshold, lambda_u, **kwargs)
         self.temperature = float(temperature)
 
     def unsupervised_loss(self, logits, index, step):
-        probs, pseudo = hard_pseudo_labels(logits["weak"])
-        mask = self.threshold(tf.reduce_max(probs, axis=-1), pseudo, index)
+        _, mask = self.confident_pseudo_labels(logits["weak"], index)
         sharpened, _ = hard_pseudo_labels(logits["weak"], self.temperature)
         return masked_mean(cross_entropy(sharpened, logits["strong"]), mask), mask
 
     def get_config(self):
-        return {**super().get_config(), "threshold": keras.saving.serialize_keras_object(self.threshold),
-                "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 def uda(tau: float = 0.8, lambda_u: float = 1.0, temperature: float = 0.4) -> UDA:
