@@ -75,6 +75,9 @@ def build_parser():
     parser.add_argument("--flip", default="auto", choices=("auto", "yes", "no"),
                         help="horizontal flips in the weak view; auto = no for svhn, mnist5k and npz digits"
                              " sets named *digit*, yes otherwise")
+    parser.add_argument("--svhn-extra", action="store_true",
+                        help="svhn: add the 531,131 'extra' images to the training set (TorchSSL does; the "
+                             "official FixMatch does not)")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (for GPUs)")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
@@ -85,7 +88,8 @@ def build_parser():
 
 def run_config(args) -> dict:
     """What a checkpoint must agree with to be resumed."""
-    keys = ("dataset", "algorithm", "num_labels", "seed", "net", "width", "batch_size", "uratio", "iterations")
+    keys = ("dataset", "algorithm", "num_labels", "seed", "net", "width", "batch_size", "uratio", "iterations",
+            "svhn_extra")
     return {key: getattr(args, key) for key in keys}
 
 
@@ -146,7 +150,7 @@ def run(args):
     from kerastl.augment import strong_augment, weak_augment
     from kerastl.data import labeled_unlabeled_split, load_image_dataset
 
-    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, svhn_extra=args.svhn_extra)
     labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
     x_unlabeled = data.x_train[unlabeled]
     if data.x_unlabeled is not None:
