@@ -39,7 +39,7 @@ PRESETS = {
     "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
               "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
     "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": 7, "lr": 0.03,
-            "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 32},
+            "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
     # TorchSSL: 2^20 iterations, B 64, mu 7, SGD 0.03 Nesterov, wd 5e-4 (1e-3 for cifar100),
     # EMA 0.999, evaluation every 5,000 iterations, WRN chosen by dataset.
     "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "batch_size": 64, "uratio": 7, "lr": 0.03,
