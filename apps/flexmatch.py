@@ -101,6 +101,8 @@ def check_args(args):
         raise app.InputError(f"--iterations {args.iterations}: expected a multiple of --eval-every {args.eval_every}")
     if args.tau is not None and not 0.0 < args.tau <= 1.0:
         raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
+    if args.tau is not None and args.algorithm == "supervised":
+        raise app.InputError("--tau: the supervised baseline has no confidence threshold")
 
 
 def check_resumable(folder, config):
