@@ -111,7 +111,8 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "flexmatch_accuracy.json"), "w") as f:
         json.dump({"summary": summary, "checks": checks, "convergence": speedups,
-                   "runs": {f"{a}/{n}/{s}": {k: v for k, v in m.items() if k != "history"}
+                   "runs": {f"{a}/{n}/{s}": {**{k: v for k, v in m.items() if k != "history"},
+                                             "val_accuracy": m["history"]["val_accuracy"]}
                             for (a, n, s), m in rows.items()}}, f, indent=2)
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items()) + "\n"
     with open(os.path.join(HERE, "results", "flexmatch_accuracy.md"), "w") as f:
