@@ -136,7 +136,7 @@ def bench_memory():
         raise RuntimeError(run.stderr[-3000:])
     peak = int(next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("PEAK_RSS_BYTES")))
     return {"peak_rss_gb": peak / 2**30, "target": "< 4 GB", "sampled_every_s": 0.02,
-            "run": "apps.flexmatch --preset cpu (mnist5k, small_cnn, B 32, mu 7), 200 iterations"}
+            "run": "apps.flexmatch --preset cpu (mnist5k, small_cnn width 16, B 32, mu 7), 200 iterations"}
 
 
 def main():
