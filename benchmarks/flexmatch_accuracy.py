@@ -13,6 +13,7 @@ cores; use --algorithms / --labels / --seeds for a part.
 Usage:
   python benchmarks/flexmatch_accuracy.py
   python benchmarks/flexmatch_accuracy.py --algorithms flexmatch fixmatch --labels 40 --seeds 0
+  python benchmarks/flexmatch_accuracy.py --report-only     # tables from the finished runs
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 ALGORITHMS = ("supervised", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "fixmatch", "flexmatch")
 
 
-def run_one(algorithm, labels, seed, runs, extra):
+def run_one(algorithm, labels, seed, runs, extra, report_only=False):
     folder = os.path.join(runs, f"{algorithm}-{labels}-{seed}")
     metrics_path = os.path.join(folder, "metrics.json")
     if os.path.exists(metrics_path):
@@ -38,6 +39,8 @@ def run_one(algorithm, labels, seed, runs, extra):
             metrics = json.load(f)
         if "test_error_final" in metrics:
             return metrics
+    if report_only:
+        return None
     resume = ["--resume"] if os.path.isdir(os.path.join(folder, "checkpoints")) else []
     command = [sys.executable, "-m", "apps.flexmatch", "--dataset", "mnist5k", "--preset", "cpu",
                "--algorithm", algorithm, "--num-labels", str(labels), "--seed", str(seed),
@@ -61,6 +64,8 @@ def main():
     parser.add_argument("--labels", nargs="+", type=int, default=[40, 250])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-flexmatch"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="summarise the finished runs only; start none (cells say how many seeds they hold)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further apps.flexmatch options, e.g. --extra --iterations 500")
     args = parser.parse_args()
@@ -69,7 +74,9 @@ def main():
     for labels in args.labels:
         for algorithm in args.algorithms:
             for seed in args.seeds:
-                rows[(algorithm, labels, seed)] = run_one(algorithm, labels, seed, args.runs, args.extra)
+                metrics = run_one(algorithm, labels, seed, args.runs, args.extra, args.report_only)
+                if metrics is not None:
+                    rows[(algorithm, labels, seed)] = metrics
 
     table = {}
     for (algorithm, labels, seed), m in rows.items():
@@ -81,18 +88,23 @@ def main():
         cells = []
         for labels in args.labels:
             runs = table.get((algorithm, labels), [])
+            if not runs:
+                cells.append("not run")
+                continue
             final = np.array([m["test_error_final"] for m in runs])
             best = np.array([m["test_error_best"] for m in runs])
             summary[f"{algorithm}/{labels}"] = {"final_mean": final.mean(), "final_std": final.std(),
                                                 "best_mean": best.mean(), "best_std": best.std(), "n": len(runs)}
-            cells.append(f"{final.mean():.2f} +- {final.std():.2f} / {best.mean():.2f} +- {best.std():.2f}")
+            cells.append(f"{final.mean():.2f} +- {final.std():.2f} / {best.mean():.2f} +- {best.std():.2f}"
+                         + ("" if len(runs) == len(args.seeds) else f" ({len(runs)} of {len(args.seeds)} seeds)"))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
 
     checks = {}
-    for plain, flex in (("pseudolabel", "flex_pseudolabel"), ("uda", "flex_uda"), ("fixmatch", "flexmatch")):
-        a, b = summary.get(f"{plain}/40"), summary.get(f"{flex}/40")
-        if a and b:
-            checks[f"{flex} beats {plain} at 40 labels"] = bool(b["final_mean"] < a["final_mean"])
+    for labels in args.labels:
+        for plain, flex in (("pseudolabel", "flex_pseudolabel"), ("uda", "flex_uda"), ("fixmatch", "flexmatch")):
+            a, b = summary.get(f"{plain}/{labels}"), summary.get(f"{flex}/{labels}")
+            if a and b:
+                checks[f"{flex} beats {plain} at {labels} labels"] = bool(b["final_mean"] < a["final_mean"])
     speedups = []
     for labels in args.labels:
         for seed in args.seeds:
