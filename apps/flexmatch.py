@@ -225,7 +225,7 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
               callbacks=[folder.history_logger(extra), keras.callbacks.TensorBoard(folder.tensorboard),
                          checkpoint])
     history = folder.read_metrics()["history"]
-    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    accuracy = history["val_accuracy"][-1]  # the last evaluation is of the final EMA weights
     metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": int(len(labeled)),
                "num_unlabeled": int(len(x_unlabeled)), "preset": args.preset, "net": args.net,
                "iterations": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),

@@ -39,7 +39,7 @@ from typing import Any, Callable
 # Apps import this module before TensorFlow: keep TF's C++ start-up chatter off the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerastl.errors import InputError  # noqa: F401  (apps raise app.InputError)
+from kerastl.errors import InputError, require_writable  # noqa: E402  (apps raise app.InputError)
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 RUN_SUBFOLDERS = ("checkpoints", "tensorboard", "plots")
@@ -152,11 +152,7 @@ class RunFolder:
         if has_run and not (resume or overwrite):
             raise InputError(f"--output {path}: already holds a run; pass --resume to continue it, "
                              "--overwrite to start over, or choose another --output")
-        probe = path
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe) or "."
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise InputError(f"--output {path}: {probe} is not writable")
+        require_writable(path, "--output")
         self._clear = has_run and overwrite and not resume
 
     def create(self) -> "RunFolder":

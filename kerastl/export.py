@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from kerastl.errors import InputError
+from kerastl.errors import InputError, require_writable
 
 METADATA_FILE = os.path.join("assets.extra", "kerastl.json")
 
@@ -43,11 +43,7 @@ def version_dir(export_dir: str, app: str, version: int | None, overwrite: bool 
     if os.path.exists(path) and not overwrite:
         raise InputError(f"--version {version}: {path} already exists; pass --overwrite to replace it "
                          "or choose another --version")
-    parent = export_dir
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent) or "."
-    if not os.access(parent or ".", os.W_OK):
-        raise InputError(f"--export-dir {export_dir}: {parent} is not writable")
+    require_writable(base, "--export-dir", given=export_dir)
     return path, version
 
 

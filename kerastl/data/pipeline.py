@@ -149,7 +149,7 @@ def ssl_stream(
     """
     labeled = labeled_stream(x_lb, y_lb, batch_size, weak, seed, start_step)
     unlabeled = unlabeled_stream(x_ulb, uratio * batch_size, weak, strong, seed, start_step)
-    return _distributable(tf.data.Dataset.zip(labeled, unlabeled).prefetch(AUTOTUNE))
+    return tf.data.Dataset.zip(labeled, unlabeled).prefetch(AUTOTUNE)  # keeps both inputs' options
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 256) -> tf.data.Dataset:
