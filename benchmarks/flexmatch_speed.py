@@ -42,7 +42,7 @@ def digits_stream(batch_size, uratio, seed=0):
     weak = lambda im, s: weak_augment(im, s, flip=False)  # noqa: E731
     strong = lambda im, s: strong_augment(im, s, flip=False)  # noqa: E731
     return ssl_stream(data.x_train[labeled], data.y_train[labeled], data.x_train[unlabeled], batch_size, uratio,
-                      weak, strong, seed=seed), len(unlabeled)
+                      weak, (weak, strong), seed=seed), len(unlabeled)
 
 
 def timed_steps(model, batches, steps):

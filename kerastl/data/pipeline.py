@@ -12,14 +12,14 @@ View functions have the signature `view(image, seed) -> image`, with `image` a f
 larger than 2 GB do not end up as constants in the tf.data graph.
 
 Example (semi-supervised stream, FlexMatch-style):
->>> stream = ssl_stream(x_lb, y_lb, x_ulb, batch_size=64, uratio=7,
-...                     weak=weak_augment, strong=strong_augment, seed=0)  # doctest: +SKIP
+>>> stream = ssl_stream(x_lb, y_lb, x_ulb, batch_size=64, uratio=7, weak=weak_augment,
+...                     unlabeled_views=(weak_augment, strong_augment), seed=0)  # doctest: +SKIP
 >>> (x, y), (idx, x_weak, x_strong) = next(iter(stream))                 # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -104,26 +104,28 @@ def labeled_stream(
 def unlabeled_stream(
     x: np.ndarray,
     batch_size: int,
-    weak: View,
-    strong: View | None,
+    views: Sequence[View],
     seed: int = 0,
     start_step: int = 0,
 ) -> tf.data.Dataset:
-    """Infinite `(index, weak_view, strong_view)` batches (or `(index, weak_view)`).
+    """Infinite `(index, view_1, ..., view_n)` batches: each view function applied to the
+    same element with its own seed (two weak views of one image differ).
 
-    Both views are made from the same element in one `map`; `index` is the element's
+    All views are made from the same element in one `map`; `index` is the element's
     position in `x`, so per-example state (e.g. FlexMatch's `selected_label`) can be kept.
     """
+    views = tuple(views)
+    if not views:
+        raise ValueError("unlabeled_stream needs at least one view function")
     lookup = _image_bank(x)
     salt = seed * 2 + 2
 
     def load(position, index):
         image = lookup(index)
-        weak_seed, strong_seed = tf.unstack(
-            tf.random.experimental.stateless_split(_element_seed(salt, position), 2))
-        if strong is None:
-            return index, weak(image, weak_seed)
-        return index, weak(image, weak_seed), strong(image, strong_seed)
+        # At least two seeds, so a stream's first views keep their seeds when views are added.
+        seeds = tf.unstack(tf.random.experimental.stateless_split(_element_seed(salt, position),
+                                                                  max(2, len(views))))
+        return (index, *(view(image, view_seed) for view, view_seed in zip(views, seeds)))
 
     return _distributable(index_stream(len(x), seed + 7919, start_step * batch_size)
                           .map(load, num_parallel_calls=AUTOTUNE)
@@ -138,17 +140,18 @@ def ssl_stream(
     batch_size: int,
     uratio: int,
     weak: View,
-    strong: View | None,
+    unlabeled_views: Sequence[View],
     seed: int = 0,
     start_step: int = 0,
 ) -> tf.data.Dataset:
-    """The semi-supervised training stream: `((x_lb, y_lb), (idx, x_weak, x_strong))`.
+    """The semi-supervised training stream: `((x_lb, y_lb), (idx, *unlabeled_views))`, e.g.
+    `((x_lb, y_lb), (idx, x_weak, x_strong))` for `unlabeled_views=(weak, strong)`.
 
-    Labeled batches of `batch_size` (weak view) zipped with unlabeled batches of
+    Labeled batches of `batch_size` (`weak` view) zipped with unlabeled batches of
     `uratio * batch_size`. Infinite: train with `model.fit(stream, steps_per_epoch=...)`.
     """
     labeled = labeled_stream(x_lb, y_lb, batch_size, weak, seed, start_step)
-    unlabeled = unlabeled_stream(x_ulb, uratio * batch_size, weak, strong, seed, start_step)
+    unlabeled = unlabeled_stream(x_ulb, uratio * batch_size, unlabeled_views, seed, start_step)
     return tf.data.Dataset.zip(labeled, unlabeled).prefetch(AUTOTUNE)  # keeps both inputs' options
 
 

@@ -29,7 +29,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, width: int = 32,
             x = layers.LeakyReLU(0.1, name=f"act{stage}_{repeat}")(x)
         if stage < 2:
             x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name="features")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, kernel_initializer="glorot_normal", name="logits")(x)

@@ -4,7 +4,8 @@
   `kerastl.data.pipeline.ssl_stream`; evaluates and predicts with EMA weights.
 - `FixedThreshold`, `CurriculumThreshold` (FlexMatch's CPL).
 - Algorithms (`build_algorithm(name, ...)`): flexmatch, fixmatch, pseudolabel,
-  flex_pseudolabel, uda, flex_uda, supervised.
+  flex_pseudolabel, uda, flex_uda, pimodel, meanteacher, vat, mixmatch, remixmatch,
+  supervised; a new one is a short `SSLAlgorithm` subclass (see `algorithms/base.py`).
 - `torchssl_optimizer`, `SGDWithL2`, `CosineSchedule`: TorchSSL's optimizer and schedule.
 """
 

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution
 
-from kerastl.ssl.algorithms.base import SSLAlgorithm
+from kerastl.ssl.algorithms.base import SSLAlgorithm, StepNetworks
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -15,9 +15,11 @@ class SemiSupervisedModel(keras.Model):
 
     Training batches are `((x_lb, y_lb), (index, x_weak, x_strong))` (the views the algorithm
     names, see `kerastl.data.pipeline.ssl_stream`), or `(x_lb, y_lb)` for the supervised
-    baseline. Each step runs ONE forward pass over the concatenation of the labeled batch
-    and the unlabeled views, so batch norm sees every image of the step (as in TorchSSL), and
-    minimises `CE(labeled) + weight(step) * algorithm.unsupervised_loss(...)`.
+    baseline. Each step minimises what `algorithm.compute_losses` returns; by default that
+    is ONE forward pass over the concatenation of the labeled batch and the unlabeled views
+    (batch norm sees every image of the step, as in TorchSSL) and
+    `CE(labeled) + weight(step) * algorithm.unsupervised_loss(...)`. The algorithm's own
+    trainable weights (e.g. ReMixMatch's rotation head) are trained with the network's.
 
     An exponential moving average of the weights (`ema_network`, decay 0.999; BN statistics
     copied) is what `evaluate`, `predict` and `model(x)` use, and what apps export. With
@@ -51,6 +53,8 @@ class SemiSupervisedModel(keras.Model):
         self.ema_network.set_weights(network.get_weights())
         self.ema_network.trainable = False
         self._pairs = list(zip(network.weights, self.ema_network.weights))
+        self._feature_network = _Untracked(_feature_network(network))
+        self.algorithm.attach(network)
         for online, ema in self._pairs:
             if tuple(online.shape) != tuple(ema.shape):
                 raise ValueError("the EMA copy's weights do not line up with the network's")
@@ -72,8 +76,12 @@ class SemiSupervisedModel(keras.Model):
         # are plain trackers: only the optimizer needs building, in the strategy's scope.
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
-                self.optimizer.build(self.network.trainable_variables)
+                self.optimizer.build(self._trained_variables())
         return None
+
+    def _trained_variables(self):
+        # The network's, plus any weights of the algorithm itself (ReMixMatch's rotation head).
+        return self.network.trainable_variables + self.algorithm.trainable_variables
 
     @property
     def metrics(self):
@@ -92,31 +100,21 @@ class SemiSupervisedModel(keras.Model):
 
     def train_step(self, data):
         x_lb, y_lb, index, views = self._unpack(data)
-        num_lb = tf.shape(x_lb)[0]
         step = tf.convert_to_tensor(self.optimizer.iterations)  # this step's k, read before the update
-        inputs = tf.concat([x_lb, *views], axis=0) if views else x_lb
+        nets = StepNetworks(self.network, self.ema_network, self._feature_network.value)
         with tf.GradientTape() as tape:
-            logits = tf.cast(self.network(inputs, training=True), tf.float32)
-            sup_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(y_lb, tf.int32), logits=logits[:num_lb]))
-            if views:
-                parts = tf.split(logits[num_lb:], len(views), axis=0)
-                unsup_loss, mask = self.algorithm.unsupervised_loss(
-                    dict(zip(self.algorithm.views, parts)), index, step)
-                loss = sup_loss + self.algorithm.loss_weight(step) * unsup_loss
-            else:
-                unsup_loss, mask, loss = tf.constant(0.0), None, sup_loss
-            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(loss))
-        variables = self.network.trainable_variables
+            losses = self.algorithm.compute_losses(nets, x_lb, y_lb, index, views, step)
+            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(losses["loss"]))
+        variables = self._trained_variables()
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self._update_ema(step)
-        self._trackers["loss"].update_state(loss)
-        self._trackers["sup_loss"].update_state(sup_loss)
-        self._trackers["unsup_loss"].update_state(unsup_loss)
-        if mask is not None:
-            self._trackers["mask_ratio"].update_state(tf.reduce_mean(mask))
+        for name in ("loss", "sup_loss", "unsup_loss"):
+            self._trackers[name].update_state(losses[name])
+        masked = losses.get("mask") is not None
+        if masked:
+            self._trackers["mask_ratio"].update_state(tf.reduce_mean(losses["mask"]))
         return _loggable({name: tracker.result() for name, tracker in self._trackers.items()
-                          if name != "mask_ratio" or views})
+                          if name != "mask_ratio" or masked})
 
     def _update_ema(self, step):
         decay = self.ema_decay
@@ -141,6 +139,23 @@ class SemiSupervisedModel(keras.Model):
         return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
                 "algorithm": keras.saving.serialize_keras_object(self.algorithm),
                 "ema_decay": self.ema_decay, "ema_warmup": self.ema_warmup}
+
+
+class _Untracked:
+    """Holds an object out of Keras' attribute tracking (the feature view shares the
+    network's layers; tracking it would list their weights twice)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _feature_network(network):
+    """`network` with two outputs, `(features, logits)`, when it has a `features` layer."""
+    try:
+        features = network.get_layer("features").output
+    except ValueError:
+        return None
+    return keras.Model(network.inputs, [features, network.outputs[0]], name=f"{network.name}_features")
 
 
 def _loggable(logs: dict) -> dict:

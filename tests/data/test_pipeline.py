@@ -138,7 +138,7 @@ def test_labeled_stream_start_step():
 def test_unlabeled_stream_indices_match_both_views():
     n, batch = 17, 6
     x = tagged(n)
-    batches = take(unlabeled_stream(x, batch, weak=identity, strong=invert, seed=4), 6)
+    batches = take(unlabeled_stream(x, batch, (identity, invert), seed=4), 6)
     expected_order = [i for _, i in take(index_stream(n, seed=4 + 7919), 6 * batch)]
     got_order = []
     for idx, weak, strong in batches:
@@ -156,7 +156,7 @@ def test_unlabeled_stream_indices_match_both_views():
 
 def test_unlabeled_stream_without_strong_view():
     x = tagged(5)
-    batches = take(unlabeled_stream(x, 5, weak=invert, strong=None, seed=0), 2)
+    batches = take(unlabeled_stream(x, 5, (invert,), seed=0), 2)
     for element in batches:
         assert len(element) == 2
         idx, weak = element
@@ -168,7 +168,7 @@ def test_unlabeled_stream_views_get_different_seeds():
     def seed_view(image, seed):
         return tf.fill(tf.shape(image), tf.cast(seed[1] % 100003, tf.float32))
 
-    (idx, weak, strong), = take(unlabeled_stream(tagged(8), 8, weak=seed_view, strong=seed_view, seed=0), 1)
+    (idx, weak, strong), = take(unlabeled_stream(tagged(8), 8, (seed_view, seed_view), seed=0), 1)
     weak_seeds, strong_seeds = weak[:, 0, 0, 0], strong[:, 0, 0, 0]
     assert np.all(weak_seeds != strong_seeds)          # weak and strong seeds differ
     assert len(set(weak_seeds.tolist())) == 8          # and differ between elements
@@ -178,7 +178,7 @@ def test_unlabeled_stream_weak_augment_reproducible_by_seed():
     x = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
 
     def run(seed):
-        return take(unlabeled_stream(x, 4, weak=weak_augment, strong=strong_like, seed=seed), 3)
+        return take(unlabeled_stream(x, 4, (weak_augment, strong_like), seed=seed), 3)
 
     a, b, c = run(5), run(5), run(6)
     for (ia, wa, sa), (ib, wb, sb) in zip(a, b):
@@ -217,7 +217,7 @@ def test_ssl_stream_resume_gives_batch_k(k):
     x_lb = rng.integers(0, 256, (10, 12, 12, 3), dtype=np.uint8)
     y_lb = rng.integers(0, 4, 10)
     x_ulb = rng.integers(0, 256, (25, 12, 12, 3), dtype=np.uint8)
-    kwargs = dict(batch_size=3, uratio=2, weak=weak_augment, strong=strong_like, seed=9)
+    kwargs = dict(batch_size=3, uratio=2, weak=weak_augment, unlabeled_views=(weak_augment, strong_like), seed=9)
     full = take(ssl_stream(x_lb, y_lb, x_ulb, **kwargs), k + 2)
     resumed = take(ssl_stream(x_lb, y_lb, x_ulb, start_step=k, **kwargs), 2)
     for ((xa, ya), (ia, wa, sa)), ((xb, yb), (ib, wb, sb)) in zip(full[k:], resumed):
@@ -232,7 +232,7 @@ def test_ssl_stream_structure_and_pairing():
     x_lb, y_lb = tagged(8, (6, 6, 1)), np.arange(8) % 2
     x_ulb = tagged(30, (6, 6, 1))
     (xl, yl), (idx, weak, strong) = take(
-        ssl_stream(x_lb, y_lb, x_ulb, batch_size=4, uratio=3, weak=identity, strong=invert, seed=0), 1)[0]
+        ssl_stream(x_lb, y_lb, x_ulb, batch_size=4, uratio=3, weak=identity, unlabeled_views=(identity, invert), seed=0), 1)[0]
     assert xl.shape == (4, 6, 6, 1) and yl.shape == (4,)
     assert idx.shape == (12,) and weak.shape == strong.shape == (12, 6, 6, 1)
     ids = np.rint(xl[:, 0, 0, 0] * 255).astype(int)

@@ -230,13 +230,12 @@ def test_build_algorithm_defaults(name, warmup):
 
 
 def test_build_algorithm_names_and_errors():
-    assert set(ALGORITHMS) == set(EXPECTED) | {"supervised"}
+    older = {"pimodel", "meanteacher", "vat", "mixmatch", "remixmatch"}  # tests/ssl/test_older_algorithms.py
+    assert set(ALGORITHMS) == set(EXPECTED) | older | {"supervised"}
     supervised = build_algorithm("supervised", 10, 3, 100)
-    assert type(supervised) is Supervised and supervised.views == ()
-    loss, mask = supervised.unsupervised_loss({}, None, tf.constant(0))
-    assert float(loss) == 0.0 and mask.shape == (0,)
-    with pytest.raises(ValueError, match="mixmatch"):
-        build_algorithm("mixmatch", 10, 3, 100)
+    assert type(supervised) is Supervised and supervised.views == () and supervised.threshold is None
+    with pytest.raises(ValueError, match="remixmatch"):
+        build_algorithm("fixmatch2", 10, 3, 100)
     with pytest.raises(ValueError):
         build_algorithm("FlexMatch", 10, 3, 100)
 

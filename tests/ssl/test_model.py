@@ -343,7 +343,8 @@ def test_real_training_steps_on_ssl_stream():
     model.compile(optimizer=torchssl_optimizer(0.03, total_steps=10))
 
     def make_stream():
-        return ssl_stream(x_lb, y_lb, x_ulb, batch_size, uratio, weak=weak_augment, strong=strong_augment, seed=0)
+        return ssl_stream(x_lb, y_lb, x_ulb, batch_size, uratio, weak=weak_augment,
+                          unlabeled_views=(weak_augment, strong_augment), seed=0)
 
     indices = [el[1][0].numpy() for el in make_stream().take(2)]   # the unlabeled indices of steps 1, 2
     assert len(set(np.concatenate(indices).tolist())) == 2 * uratio * batch_size

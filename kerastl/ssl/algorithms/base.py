@@ -1,9 +1,9 @@
 """What every semi-supervised algorithm shares: the interface and the pseudo-labelling hooks.
 
-An algorithm is a Keras layer that turns the unlabeled logits of one training step into an
-unsupervised loss. `SemiSupervisedModel.train_step` does everything else (one forward pass
-over labeled + unlabeled views, the supervised loss, the optimizer, EMA, metrics), so a new
-algorithm is one short file:
+An algorithm is a Keras layer that turns one training step's batch into losses.
+`SemiSupervisedModel.train_step` does the rest (the optimizer, EMA, metrics). The default
+`compute_losses` runs ONE forward pass over labeled + unlabeled views and the supervised
+loss, so an algorithm that only needs the unlabeled logits is one short file:
 
 ```python
 class MyAlgorithm(SSLAlgorithm):
@@ -13,6 +13,9 @@ class MyAlgorithm(SSLAlgorithm):
         pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         return masked_mean(cross_entropy(pseudo, logits["strong"]), mask), mask
 ```
+
+Algorithms that need more (a teacher network, extra passes, mixed inputs) override
+`compute_losses`, which receives a `StepNetworks` with the forward passes they may run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class SSLAlgorithm(keras.layers.Layer):
 
     views: tuple[str, ...] = ("weak", "strong")
     default_tau: float | None = 0.95
+    default_uratio: int = 7  # unlabeled batch = uratio * labeled batch, TorchSSL's value for the algorithm
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision
@@ -53,17 +57,90 @@ class SSLAlgorithm(keras.layers.Layer):
         probs, pseudo = hard_pseudo_labels(logits_weak)
         return pseudo, self.threshold(tf.reduce_max(probs, axis=-1), pseudo, index)
 
+    def attach(self, network: keras.Model) -> None:
+        """Called once by `SemiSupervisedModel` with the network, before training, so an
+        algorithm can build weights sized by it (e.g. ReMixMatch's rotation head)."""
+
+    def compute_losses(self, nets: "StepNetworks", x_lb: tf.Tensor, y_lb: tf.Tensor, index,
+                       views: list[tf.Tensor], step: tf.Tensor) -> dict:
+        """Losses of one training step: a dict with `loss` (what is minimised), `sup_loss`,
+        `unsup_loss` and `mask` (float mask of unlabeled examples that counted, or None).
+
+        Default: one forward pass over `[x_lb, *views]`, cross-entropy on the labeled part,
+        `unsupervised_loss` on the unlabeled logits (a dict by view name), weighted by
+        `loss_weight(step)`.
+        """
+        num_lb = tf.shape(x_lb)[0]
+        logits = nets(tf.concat([x_lb, *views], axis=0) if views else x_lb)
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), logits[:num_lb]))
+        if not views:
+            return {"loss": sup_loss, "sup_loss": sup_loss, "unsup_loss": tf.constant(0.0), "mask": None}
+        parts = tf.split(logits[num_lb:], len(views), axis=0)
+        unsup_loss, mask = self.unsupervised_loss(dict(zip(self.views, parts)), index, step)
+        return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
+                "unsup_loss": unsup_loss, "mask": mask}
+
     def unsupervised_loss(self, logits: dict[str, tf.Tensor], index: tf.Tensor, step: tf.Tensor):
-        """Returns `(loss, mask)`: a scalar loss and the float mask of examples that count."""
-        raise NotImplementedError
+        """The hook of the default `compute_losses`: returns `(loss, mask)`, a scalar loss and
+        the float mask of examples that count (None when nothing is masked)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement unsupervised_loss or compute_losses")
 
     def loss_weight(self, step: tf.Tensor) -> tf.Tensor:
         """Weight of the unsupervised loss at `step` (a ramp-up overrides this)."""
         return tf.constant(self.lambda_u, tf.float32)
 
     def get_config(self):
-        threshold = None if self.threshold is None else keras.saving.serialize_keras_object(self.threshold)
-        return {**super().get_config(), "lambda_u": self.lambda_u, "threshold": threshold}
+        config = {**super().get_config(), "lambda_u": self.lambda_u}
+        if self.threshold is not None:
+            config["threshold"] = keras.saving.serialize_keras_object(self.threshold)
+        return config
+
+
+class StepNetworks:
+    """The forward passes an algorithm may run inside a training step.
+
+    `nets(x)` is the trained network in training mode (float32 logits). `frozen_bn(x)` is the
+    same pass with the batch-norm moving statistics left as they were (TorchSSL's
+    `freeze_bn`: extra passes over perturbed or repeated inputs must not move them).
+    `teacher(x)` is the EMA network (inference mode, no gradient). `features(x)` returns
+    `(features, logits)` of the network's `features` layer (frozen batch norm), or fails
+    when the network has none.
+    """
+
+    def __init__(self, network, teacher=None, feature_network=None):
+        self.network = network
+        self._teacher = teacher
+        self._feature_network = feature_network
+
+    def __call__(self, x):
+        return tf.cast(self.network(x, training=True), tf.float32)
+
+    def _with_frozen_statistics(self, fn, x):
+        moving = [v for v in self.network.non_trainable_variables]
+        saved = [tf.identity(v) for v in moving]
+        with tf.control_dependencies(saved):
+            out = fn(x)
+        flat = tf.nest.flatten(out)
+        with tf.control_dependencies(flat):
+            for variable, value in zip(moving, saved):
+                variable.assign(value)
+        return out
+
+    def frozen_bn(self, x):
+        return self._with_frozen_statistics(self, x)
+
+    def teacher(self, x):
+        if self._teacher is None:
+            raise ValueError("this model has no teacher (EMA) network")
+        return tf.stop_gradient(tf.cast(self._teacher(x, training=False), tf.float32))
+
+    def features(self, x):
+        if self._feature_network is None:
+            raise ValueError("the network has no layer named 'features' (the penultimate representation)")
+        def run(inputs):
+            features, logits = self._feature_network(inputs, training=True)
+            return tf.cast(features, tf.float32), tf.cast(logits, tf.float32)
+        return self._with_frozen_statistics(run, x)
 
 
 def hard_pseudo_labels(logits: tf.Tensor, temperature: float = 1.0):
@@ -90,3 +167,40 @@ def linear_rampup(step: tf.Tensor, rampup_steps: int) -> tf.Tensor:
     if rampup_steps <= 0:
         return tf.constant(1.0)
     return tf.clip_by_value(tf.cast(step, tf.float32) / float(rampup_steps), 0.0, 1.0)
+
+
+def sharpen(probs: tf.Tensor, temperature: float) -> tf.Tensor:
+    """`p^(1/T)` renormalised over the last axis (MixMatch's sharpening)."""
+    powered = tf.pow(probs, 1.0 / temperature)
+    return powered / tf.reduce_sum(powered, axis=-1, keepdims=True)
+
+
+def step_seed(salt: int, step: tf.Tensor) -> tf.Tensor:
+    """A stateless seed for random choices made inside the training step at `step`, so a
+    resumed run draws what an uninterrupted run would have drawn."""
+    return tf.stack([tf.constant(salt, tf.int64), tf.cast(step, tf.int64)])
+
+
+def mixup(x: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
+    """MixUp as MixMatch uses it: `lam ~ Beta(alpha, alpha)`, `lam = max(lam, 1 - lam)` (so
+    each mixed example stays closer to its own input), partners by a random permutation.
+
+    Returns `(mixed_x, mixed_targets, lam)`.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if alpha > 0:
+        gammas = tf.random.stateless_gamma([2], seeds[0], alpha=alpha)
+        lam = gammas[0] / (gammas[0] + gammas[1])
+    else:
+        lam = tf.constant(1.0)
+    lam = tf.maximum(lam, 1.0 - lam)
+    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(x)[0]), seeds[1])
+    mixed_x = lam * x + (1.0 - lam) * tf.gather(x, order)
+    mixed_targets = lam * targets + (1.0 - lam) * tf.gather(targets, order)
+    return mixed_x, mixed_targets, lam
+
+
+def softmax_mse(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """Mean over examples AND classes of `(softmax(logits) - targets)^2` (PyTorch's
+    `mse_loss(reduction='mean')`, MixMatch's L2 loss divided by the number of classes)."""
+    return tf.reduce_mean(tf.square(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1) - targets))

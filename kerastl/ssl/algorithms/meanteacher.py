@@ -1,0 +1,55 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017).
+
+The teacher is the exponential moving average of the student: `SemiSupervisedModel`'s EMA
+network (decay 0.999), the same weights it evaluates and exports. The student sees one weak
+view of each unlabeled image, the teacher another; the consistency loss is the mean squared
+difference of their softmax outputs. TorchSSL's defaults: lambda_u 50, ramped up linearly
+over the first 40 % of training, uratio 1, EMA 0.999. The teacher runs in inference mode
+(its batch norm uses the moving statistics copied from the student); TorchSSL runs it in
+training mode with frozen statistics.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, linear_rampup, softmax_mse
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class MeanTeacher(SSLAlgorithm):
+    """Student-teacher consistency with an EMA teacher.
+
+    Example:
+    >>> model = SemiSupervisedModel(network, MeanTeacher(50.0, rampup_steps=400), ema_decay=0.999)
+    ...                                                                    # doctest: +SKIP
+    """
+
+    views = ("weak", "weak2")
+    default_tau = None
+    default_uratio = 1
+
+    def __init__(self, lambda_u: float = 50.0, rampup_steps: int = 0, **kwargs):
+        super().__init__(None, lambda_u, **kwargs)
+        self.rampup_steps = int(rampup_steps)
+
+    def compute_losses(self, nets, x_lb, y_lb, index, views, step):
+        teacher_view, student_view = views
+        num_lb = tf.shape(x_lb)[0]
+        logits = nets(tf.concat([x_lb, student_view], axis=0))
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), logits[:num_lb]))
+        teacher_probs = tf.nn.softmax(nets.teacher(teacher_view), axis=-1)
+        unsup_loss = softmax_mse(logits[num_lb:], teacher_probs)
+        return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
+                "unsup_loss": unsup_loss, "mask": None}
+
+    def loss_weight(self, step):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+
+    def get_config(self):
+        return {**super().get_config(), "rampup_steps": self.rampup_steps}
+
+
+def meanteacher(total_steps: int, lambda_u: float = 50.0, rampup: float = 0.4) -> MeanTeacher:
+    return MeanTeacher(lambda_u, int(rampup * total_steps))

@@ -1,0 +1,121 @@
+"""ReMixMatch (Berthelot, Carlini, Cubuk, Kurakin, Sohn, Zhang & Raffel, ICLR 2020).
+
+- Distribution alignment: the weak view's prediction is multiplied by p_target / p_model and
+  renormalised, where p_target is the labeled class distribution and p_model a running
+  mean (momentum 0.999) of the weak predictions; then sharpened with T = 0.5.
+- Augmentation anchoring: the aligned, sharpened weak-view guess is the target of two strong
+  (RandAugment) views.
+- MixUp (alpha 0.75, lam = max(lam, 1 - lam)) over the labeled batch and the strong, strong
+  and weak unlabeled views; cross-entropy on the mixed labeled and unlabeled parts.
+- Pre-mixup loss: cross-entropy of the first strong view against the guess (weight w_kl).
+- Rotation self-supervision: the first strong view rotated by a random multiple of 90
+  degrees; a 4-way head on the network's `features` layer predicts the rotation (w_rot).
+
+TorchSSL's defaults: w_match 1.5, w_kl 0.5, w_rot 0.5, w_match and w_kl ramped up over the
+first 1/64 of training, T 0.5, alpha 0.75, uratio 1. As there, the guess, the pre-mixup and
+the rotation passes leave the batch-norm statistics unchanged. Rotations need square images.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup, mixup, sharpen,
+                                         step_seed)
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class ReMixMatch(SSLAlgorithm):
+    """Distribution alignment, augmentation anchoring, MixUp and rotation prediction.
+
+    Example:
+    >>> algorithm = ReMixMatch(num_classes=10, rampup_steps=16)   # p_target uniform
+    """
+
+    views = ("weak", "strong", "strong2")
+    default_tau = None
+    default_uratio = 1
+
+    def __init__(self, num_classes: int, p_target=None, w_match: float = 1.5, w_kl: float = 0.5,
+                 w_rot: float = 0.5, temperature: float = 0.5, alpha: float = 0.75, rampup_steps: int = 0,
+                 seed: int = 0, **kwargs):
+        kwargs.pop("lambda_u", None)  # w_match is ReMixMatch's unsupervised weight
+        super().__init__(None, w_match, **kwargs)
+        self.num_classes = int(num_classes)
+        if p_target is None:
+            p_target = [1.0 / self.num_classes] * self.num_classes
+        self.p_target = [float(p) for p in p_target]
+        if len(self.p_target) != self.num_classes or min(self.p_target) <= 0:
+            raise ValueError(f"p_target: expected {self.num_classes} positive class shares, got {p_target}")
+        self.w_kl, self.w_rot = float(w_kl), float(w_rot)
+        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.rampup_steps = int(rampup_steps)
+        self.seed = int(seed)
+        self.p_model = self.add_weight(shape=(self.num_classes,), initializer="zeros", trainable=False,
+                                       name="p_model", aggregation="only_first_replica")
+        self.rotation_head = keras.layers.Dense(4, name="rotation_head", dtype="float32")
+
+    def attach(self, network):
+        height, width = network.input_shape[1:3]
+        if height != width:
+            raise ValueError(f"ReMixMatch rotates images by 90 degrees: expected square images, got {height}x{width}")
+        features = network.get_layer("features").output.shape[-1]
+        if not self.rotation_head.built:
+            self.rotation_head.build((None, features))
+
+    def align(self, probs: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """Distribution alignment: updates `p_model` with this batch's mean prediction (the
+        batch mean itself at step 0), returns `probs * p_target / p_model` renormalised."""
+        mean = tf.reduce_mean(probs, axis=0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            mean = context.all_reduce("MEAN", mean)
+        p_model = tf.where(tf.equal(step, 0), mean, 0.999 * self.p_model + 0.001 * mean)
+        self.p_model.assign(p_model)
+        aligned = probs * tf.constant(self.p_target) / p_model
+        return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
+
+    def compute_losses(self, nets, x_lb, y_lb, index, views, step):
+        weak, strong, strong2 = views
+        num_lb = tf.shape(x_lb)[0]
+        probs = tf.nn.softmax(tf.stop_gradient(nets.frozen_bn(weak)), axis=-1)
+        guess = tf.stop_gradient(sharpen(self.align(probs, step), self.temperature))
+        seeds = tf.random.experimental.stateless_split(step_seed(self.seed * 3 + 17, step), 2)
+        targets = tf.concat([tf.one_hot(tf.cast(y_lb, tf.int32), self.num_classes), guess, guess, guess], axis=0)
+        mixed_x, mixed_targets, _ = mixup(tf.concat([x_lb, strong, strong2, weak], axis=0), targets,
+                                          self.alpha, seeds[0])
+        logits = nets(mixed_x)
+        sup_loss = tf.reduce_mean(cross_entropy(mixed_targets[:num_lb], logits[:num_lb]))
+        match_loss = tf.reduce_mean(cross_entropy(mixed_targets[num_lb:], logits[num_lb:]))
+        premix_loss = tf.reduce_mean(cross_entropy(guess, nets.frozen_bn(strong)))
+        rotated, quarter_turns = rotate_randomly(strong, seeds[1])
+        features, _ = nets.features(rotated)
+        rotation_loss = tf.reduce_mean(cross_entropy(quarter_turns, self.rotation_head(features)))
+        ramp = linear_rampup(step, self.rampup_steps)
+        loss = (sup_loss + self.w_rot * rotation_loss + self.w_kl * ramp * premix_loss
+                + self.lambda_u * ramp * match_loss)
+        return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": match_loss, "mask": None}
+
+    def loss_weight(self, step):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("lambda_u")
+        return {**config, "num_classes": self.num_classes, "p_target": self.p_target, "w_match": self.lambda_u,
+                "w_kl": self.w_kl, "w_rot": self.w_rot, "temperature": self.temperature, "alpha": self.alpha,
+                "rampup_steps": self.rampup_steps, "seed": self.seed}
+
+
+def rotate_randomly(images: tf.Tensor, seed: tf.Tensor):
+    """Each square image rotated by k * 90 degrees, k uniform in {0, 1, 2, 3}; returns
+    `(rotated, k)`."""
+    quarter_turns = tf.random.stateless_uniform([tf.shape(images)[0]], seed, 0, 4, dtype=tf.int32)
+    rotations = tf.stack([tf.image.rot90(images, k) for k in range(4)], axis=1)  # [batch, 4, H, W, C]
+    return tf.gather(rotations, quarter_turns, axis=1, batch_dims=1), quarter_turns
+
+
+def remixmatch(num_classes: int, total_steps: int, p_target=None, warmup: float = 1 / 64,
+               seed: int = 0) -> ReMixMatch:
+    return ReMixMatch(num_classes, p_target, rampup_steps=int(warmup * total_steps), seed=seed)

@@ -1,0 +1,97 @@
+"""Virtual Adversarial Training (Miyato, Maeda, Koyama & Ishii, TPAMI 2018), with entropy
+minimisation (VAT + EntMin).
+
+For each unlabeled image x (weak view) with prediction p(x), the adversarial direction is
+found by power iteration: start from a random unit direction d, take the gradient of
+KL(p(x) || p(x + xi * d)) with respect to d, normalise it (one iteration by default); the
+perturbation r_adv = eps * d has L2 norm eps per image. The loss is KL(p(x) || p(x + r_adv))
+(p(x) without gradient), plus `entmin_weight` times the entropy of p(x).
+
+TorchSSL's defaults: vat weight 0.3 ramped up linearly over the first 40 % of training, eps
+6, xi 1e-6, one power iteration, entropy weight 0.06, uratio 1. As there, the labeled batch
+alone updates the batch-norm statistics; the clean and perturbed unlabeled passes leave
+them unchanged. TorchSSL measures eps on standardised inputs; our
+networks see pixels in [0, 1], so the perturbation is `eps * input_scale` (the app passes
+the training images' pixel standard deviation), the same relative size.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, linear_rampup, step_seed
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class VAT(SSLAlgorithm):
+    """Local distributional smoothness against the most sensitive direction.
+
+    Example:
+    >>> algorithm = VAT(lambda_u=0.3, eps=6.0, input_scale=0.3, rampup_steps=400)
+    """
+
+    views = ("weak",)
+    default_tau = None
+    default_uratio = 1
+
+    def __init__(self, lambda_u: float = 0.3, eps: float = 6.0, xi: float = 1e-6, power_iterations: int = 1,
+                 entmin_weight: float = 0.06, input_scale: float = 1.0, rampup_steps: int = 0, seed: int = 0,
+                 **kwargs):
+        super().__init__(None, lambda_u, **kwargs)
+        self.eps, self.xi, self.input_scale = float(eps), float(xi), float(input_scale)
+        self.power_iterations = int(power_iterations)
+        self.entmin_weight = float(entmin_weight)
+        self.rampup_steps = int(rampup_steps)
+        self.seed = int(seed)
+
+    def adversarial_perturbation(self, nets, x, logits, seed):
+        """r_adv for images `x` whose clean logits are `logits`: L2 norm `eps * input_scale`
+        per image, along the power-iteration estimate of the most KL-sensitive direction."""
+        d = tf.random.stateless_normal(tf.shape(x), seed)
+        for _ in range(self.power_iterations):
+            d = self.xi * l2_normalize(d)
+            with tf.GradientTape() as tape:
+                tape.watch(d)
+                divergence = kl_divergence(logits, nets.frozen_bn(x + d))
+            d = tf.stop_gradient(tape.gradient(divergence, d))
+        return self.eps * self.input_scale * l2_normalize(d)
+
+    def compute_losses(self, nets, x_lb, y_lb, index, views, step):
+        (x_ulb,) = views
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
+        # Clean and perturbed unlabeled passes normalise over the same kind of batch (the
+        # unlabeled one), so their difference is the perturbation's effect alone.
+        logits_ulb = nets.frozen_bn(x_ulb)
+        clean = tf.stop_gradient(logits_ulb)
+        r_adv = self.adversarial_perturbation(nets, x_ulb, clean, step_seed(self.seed * 3 + 11, step))
+        vat_loss = kl_divergence(clean, nets.frozen_bn(x_ulb + r_adv))
+        entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
+        loss = sup_loss + self.loss_weight(step) * vat_loss + self.entmin_weight * entropy
+        return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": vat_loss, "mask": None}
+
+    def loss_weight(self, step):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps, "xi": self.xi, "power_iterations": self.power_iterations,
+                "entmin_weight": self.entmin_weight, "input_scale": self.input_scale,
+                "rampup_steps": self.rampup_steps, "seed": self.seed}
+
+
+def l2_normalize(d: tf.Tensor) -> tf.Tensor:
+    """Each example of `d` scaled to unit L2 norm over all its other axes."""
+    axes = tf.range(1, tf.rank(d))
+    return d / (tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True)) + 1e-16)
+
+
+def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
+    """Batch mean of KL(softmax(logits_p) || softmax(logits_q))."""
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32), axis=-1)
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32), axis=-1)
+    return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
+
+
+def vat(total_steps: int, input_scale: float = 1.0, lambda_u: float = 0.3, rampup: float = 0.4,
+        seed: int = 0) -> VAT:
+    return VAT(lambda_u, input_scale=input_scale, rampup_steps=int(rampup * total_steps), seed=seed)
