@@ -7,8 +7,10 @@ checks the expected shape: Flex-* beat their fixed-threshold versions at 40 labe
 FlexMatch reaches FixMatch's final accuracy in at most a third of the iterations.
 
 Runs that already have a metrics.json under --runs are reused, so the script can be stopped
-and started again. A full grid (7 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU
-cores; use --algorithms / --labels / --seeds for a part.
+and started again. A full grid (12 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU
+cores; use --algorithms / --labels / --seeds for a part (the tables then hold only that part).
+Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch run with TorchSSL's uratio 1, the others
+with 7 (the app's per-algorithm default).
 
 Usage:
   python benchmarks/flexmatch_accuracy.py
@@ -28,7 +30,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ALGORITHMS = ("supervised", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "fixmatch", "flexmatch")
+# TorchSSL's table order, then the Flex-* variants beside their fixed-threshold versions.
+ALGORITHMS = ("supervised", "pimodel", "meanteacher", "vat", "mixmatch", "remixmatch", "pseudolabel",
+              "flex_pseudolabel", "uda", "flex_uda", "fixmatch", "flexmatch")
 
 
 def run_one(algorithm, labels, seed, runs, extra, report_only=False):

@@ -243,7 +243,37 @@ BAD_INPUTS = {
         r"--resume: the checkpoint in .*old_run/checkpoints is from --dataset mnist5k"),
     "iterations not a multiple": (lambda d: ["--iterations", "50", "--eval-every", "20"],
                                   r"--iterations 50: expected a multiple of --eval-every 20"),
+    "tau without a threshold": (lambda d: ["--algorithm", "mixmatch", "--tau", "0.9"],
+                                r"--tau: --algorithm mixmatch has no confidence threshold"),
+    "remixmatch on non-square images": (
+        lambda d: ["--algorithm", "remixmatch", "--dataset", "npz:" + write_npz(
+            f"{d}/wide.npz", x=np.zeros((40, 8, 12, 1), "uint8"), y=np.arange(40) % 4), "--num-labels", "8"],
+        r"--algorithm remixmatch: its rotation task needs square images; npz:.*wide\.npz has 8x12"),
 }
+
+
+@pytest.mark.parametrize("algorithm", ["pimodel", "meanteacher", "vat", "mixmatch", "remixmatch"])
+def test_older_algorithms_run_with_torchssl_uratio_and_export(algorithm, tmp_path):
+    args = ["--preset", "smoke", "--algorithm", algorithm, "--dataset", "npz:" + write_npz(
+        tmp_path / "d.npz", **good_arrays()), "--num-labels", "8", "--iterations", "4", "--eval-every", "2",
+        "--uratio", "1", "--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "x")]
+    assert run_app(args) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["algorithm"] == algorithm and metrics["iterations"] == 4 and metrics["mask_ratio"] is None
+    assert np.isfinite(metrics["history"]["loss"]).all()
+    served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](images=tf.zeros([2, 8, 8, 1]))
+    np.testing.assert_allclose(served["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_uratio_defaults_to_the_algorithms_torchssl_value():
+    parse = flexmatch.build_parser().parse_args
+    for algorithm, uratio in (("flexmatch", 7), ("uda", 7), ("mixmatch", 1), ("remixmatch", 1), ("vat", 1)):
+        args = parse(["--preset", "cpu", "--algorithm", algorithm])
+        flexmatch.check_args(args)
+        assert args.uratio == uratio, algorithm
+    args = parse(["--preset", "cpu", "--algorithm", "mixmatch", "--uratio", "3"])
+    flexmatch.check_args(args)
+    assert args.uratio == 3
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -4,7 +4,9 @@ minimisation (VAT + EntMin).
 For each unlabeled image x (weak view) with prediction p(x), the adversarial direction is
 found by power iteration: start from a random unit direction d, take the gradient of
 KL(p(x) || p(x + xi * d)) with respect to d, normalise it (one iteration by default); the
-perturbation r_adv = eps * d has L2 norm eps per image. The loss is KL(p(x) || p(x + r_adv))
+perturbation r_adv = eps * d has L2 norm eps per image (where float32 cannot resolve the
+xi-step, i.e. the gradient is exactly zero on a saturated prediction, the random start
+direction is kept rather than a zero perturbation). The loss is KL(p(x) || p(x + r_adv))
 (p(x) without gradient), plus `entmin_weight` times the entropy of p(x).
 
 TorchSSL's defaults: vat weight 0.3 ramped up linearly over the first 40 % of training, eps
@@ -48,14 +50,18 @@ class VAT(SSLAlgorithm):
     def adversarial_perturbation(self, nets, x, logits, seed):
         """r_adv for images `x` whose clean logits are `logits`: L2 norm `eps * input_scale`
         per image, along the power-iteration estimate of the most KL-sensitive direction."""
-        d = tf.random.stateless_normal(tf.shape(x), seed)
+        d = l2_normalize(tf.random.stateless_normal(tf.shape(x), seed))
         for _ in range(self.power_iterations):
-            d = self.xi * l2_normalize(d)
+            probe = self.xi * d
             with tf.GradientTape() as tape:
-                tape.watch(d)
-                divergence = kl_divergence(logits, nets.frozen_bn(x + d))
-            d = tf.stop_gradient(tape.gradient(divergence, d))
-        return self.eps * self.input_scale * l2_normalize(d)
+                tape.watch(probe)
+                divergence = kl_divergence(logits, nets.frozen_bn(x + probe))
+            gradient = tf.stop_gradient(tape.gradient(divergence, probe))
+            # float32 cannot resolve the xi-step where a prediction is saturated (the gradient
+            # is exactly 0): those examples keep their current direction.
+            resolved = tf.reduce_any(tf.not_equal(gradient, 0.0), axis=tf.range(1, tf.rank(d)), keepdims=True)
+            d = tf.where(resolved, l2_normalize(gradient), d)
+        return self.eps * self.input_scale * d
 
     def compute_losses(self, nets, x_lb, y_lb, index, views, step):
         (x_ulb,) = views
