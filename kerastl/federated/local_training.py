@@ -1,0 +1,70 @@
+"""A client's local work in plain TF: SGD epochs (optionally with FedProx's proximal term)
+and accuracy, on a Keras 2 or Keras 3 model whose output is logits.
+
+Plain SGD without momentum, as the reference's clients use: a client carries no optimizer
+state from one round to the next, so its model alone is its state.
+
+Example:
+>>> train = make_local_trainer(model, learning_rate=0.01)
+>>> train(dataset, epochs=1)          # dataset of (x, y) batches; updates model in place
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0):
+    """`train(dataset, epochs)`: runs `epochs` passes of SGD over `dataset` (elements
+    `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch.
+
+    With `prox_mu > 0` the loss adds `prox_mu / 2 * ||w - w_start||^2` over the trainable
+    variables, w_start being the weights at the start of the call (the model the client
+    received): FedProx as in its paper (the reference code uses the unsquared norm).
+    """
+    variables = model.trainable_variables
+
+    @tf.function
+    def train(dataset, epochs):
+        anchor = [tf.identity(v) for v in variables]
+        seen = tf.constant(0, tf.int64)
+        for _ in tf.range(epochs):
+            seen = tf.constant(0, tf.int64)
+            for element in dataset:
+                x, y = split_element(element)
+                with tf.GradientTape() as tape:
+                    logits = tf.cast(model(x, training=True), tf.float32)
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=tf.cast(y, tf.int32), logits=logits))
+                    if prox_mu > 0:
+                        loss += prox_mu / 2.0 * tf.add_n(
+                            [tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
+                for variable, gradient in zip(variables, tape.gradient(loss, variables)):
+                    variable.assign_sub(learning_rate * gradient)
+                seen += tf.cast(tf.shape(y)[0], tf.int64)
+        return seen
+
+    return train
+
+
+def make_evaluator(model):
+    """`evaluate(dataset) -> (correct, count)` with the model in inference mode."""
+
+    @tf.function
+    def evaluate(dataset):
+        def add(totals, element):
+            x, y = split_element(element)
+            predicted = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+            correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), tf.int64))
+            return totals[0] + correct, totals[1] + tf.cast(tf.shape(y)[0], tf.int64)
+
+        return dataset.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
+
+    return evaluate
+
+
+def split_element(element):
+    """`(x, y)` of a dataset element given as a tuple or as a dict with keys x, y."""
+    if isinstance(element, dict):
+        return element["x"], element["y"]
+    return element[0], element[1]
