@@ -52,6 +52,13 @@ class SemiSupervisedModel(keras.Model):
         self.ema_network = keras.models.clone_model(network)
         self.ema_network.set_weights(network.get_weights())
         self.ema_network.trainable = False
+        # Keras runs a non-trainable BN layer in inference mode even with training=True. A
+        # teacher pass (Mean Teacher) must normalise with batch statistics, as TorchSSL's
+        # does, so the EMA copy's BN layers stay "trainable": no optimizer ever sees them,
+        # and their moving statistics are overwritten by the online network's every step.
+        for layer in self.ema_network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
         self._pairs = list(zip(network.weights, self.ema_network.weights))
         self._feature_network = _Untracked(_feature_network(network))
         self.algorithm.attach(network)

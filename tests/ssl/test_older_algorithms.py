@@ -128,7 +128,7 @@ def test_meanteacher_consistency_uses_the_ema_teacher_without_gradient():
     with tf.GradientTape(persistent=True) as tape:
         losses = algorithm.compute_losses(nets, x_lb, y_lb, None, [view1, view2], tf.constant(20))
     student_logits = student(tf.concat([x_lb, view2], 0), training=True).numpy()
-    target = softmax(teacher(view1, training=False).numpy())
+    target = softmax(teacher(view1, training=True).numpy())
     expected = np.mean((softmax(student_logits[2:]) - target) ** 2)
     assert float(losses["unsup_loss"]) == pytest.approx(expected, rel=1e-4)
     assert float(losses["loss"]) == pytest.approx(float(losses["sup_loss"]) + 50 * 20 / 40 * expected, rel=1e-4)

@@ -102,7 +102,9 @@ class StepNetworks:
     `nets(x)` is the trained network in training mode (float32 logits). `frozen_bn(x)` is the
     same pass with the batch-norm moving statistics left as they were (TorchSSL's
     `freeze_bn`: extra passes over perturbed or repeated inputs must not move them).
-    `teacher(x)` is the EMA network (inference mode, no gradient). `features(x)` returns
+    `teacher(x)` is the EMA network in training mode (batch statistics, as TorchSSL's teacher
+    pass; its moving statistics are replaced by the online network's after the step), without
+    gradient. `features(x)` returns
     `(features, logits)` of the network's `features` layer (frozen batch norm), or fails
     when the network has none.
     """
@@ -132,7 +134,7 @@ class StepNetworks:
     def teacher(self, x):
         if self._teacher is None:
             raise ValueError("this model has no teacher (EMA) network")
-        return tf.stop_gradient(tf.cast(self._teacher(x, training=False), tf.float32))
+        return tf.stop_gradient(tf.cast(self._teacher(x, training=True), tf.float32))
 
     def features(self, x):
         if self._feature_network is None:
