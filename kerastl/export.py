@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import os
 import shutil
@@ -87,7 +88,9 @@ def export_model(
     staging = os.path.join(parent, f".staging-{os.path.basename(path)}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        archive.write_out(staging, verbose=False)
+        # Keras 2 (the federated environment) has no `verbose` argument.
+        quiet = {"verbose": False} if "verbose" in inspect.signature(archive.write_out).parameters else {}
+        archive.write_out(staging, **quiet)
         facts = {
             "inputs": {s.name: {"shape": s.shape.as_list(), "dtype": s.dtype.name} for s in specs},
             "signature": "serving_default",

@@ -34,6 +34,21 @@ class Client:
     name: str = ""
 
 
+def make_clients(data, batch_size: int = 32, shuffle_seed: int | None = None) -> list[Client]:
+    """`Client`s from `kerastl.data.clients.FederatedData`. With `shuffle_seed`, each client's
+    training examples are shuffled once (seeded) and then visited in that order every epoch:
+    a TFF client re-runs its serialised dataset from the start each round, so this is the
+    order both engines can share (the reference reshuffles every epoch)."""
+    def batches(x, y, shuffle=False):
+        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle and shuffle_seed is not None:
+            dataset = dataset.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=False)
+        return dataset.batch(batch_size)
+
+    return [Client(batches(c.x_train, c.y_train, True), batches(c.x_val, c.y_val), batches(c.x_test, c.y_test),
+                   c.name) for c in data.clients]
+
+
 class FederatedSimulation:
     """Rounds of local training and per-client aggregation for one of `ALGORITHMS`.
 
@@ -103,6 +118,12 @@ class FederatedSimulation:
                     variances = [np.zeros_like(m) for m in means]
                 for layer, (_, mean, var) in enumerate(statistics):
                     means[layer][i], variances[layer][i] = mean.numpy(), var.numpy()
+        self._aggregate(present, counts, trained, means, variances)
+        self.round += 1
+        return present
+
+    def _aggregate(self, present, counts, trained, means, variances):
+        n = len(self.clients)
         if present.any():
             if means is None:  # not a statistics round: the rule ignores them
                 means, variances = [np.zeros((n, 1))], [np.zeros((n, 1))]
@@ -112,8 +133,6 @@ class FederatedSimulation:
                                        self.shared, self.self_weight, self.pretrain_rounds)
             self.weights = [w.numpy() for w in new]
             self.matrix = matrix.numpy()
-        self.round += 1
-        return present
 
     def evaluate(self, split: str) -> np.ndarray:
         """Accuracy of every client's own model on its `split` (validation or test)."""
@@ -129,6 +148,7 @@ class FederatedSimulation:
         figures: `client_accuracy` (per client test accuracy) and `mean_accuracy` at the round
         with the best mean validation accuracy, `best_round`, and the per-round `history`."""
         history = {"val_mean": [], "test_mean": [], "test_clients": [], "present": []}
+        self.best_weights = None
         for _ in range(rounds):
             present = self.run_round(absent(self.round) if absent else frozenset())
             validation, test = self.evaluate("validation"), self.evaluate("test")
@@ -136,6 +156,8 @@ class FederatedSimulation:
             history["test_mean"].append(float(test.mean()))
             history["test_clients"].append(test.tolist())
             history["present"].append(present.tolist())
+            if history["val_mean"][-1] >= max(history["val_mean"]):
+                self.best_weights = [w.copy() for w in self.weights]  # the models the figures are of
             if progress is not None:
                 progress(self.round, validation, test)
         best = int(np.argmax(history["val_mean"]))

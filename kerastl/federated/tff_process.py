@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from kerastl.federated.aggregation import ALGORITHMS, round_update, shared_variables
 from kerastl.federated.local_training import make_local_trainer
+from kerastl.federated.simulation import FederatedSimulation
 from kerastl.federated.statistics import bn_input_model, client_bn_statistics
 
 
@@ -130,3 +131,39 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
         return tff.federated_map(server_update, (state, tff.federated_sum(outputs)))
 
     return tff.templates.IterativeProcess(initialize, next_fn)
+
+
+def with_client_ids(dataset: tf.data.Dataset, client: int) -> tf.data.Dataset:
+    """`(x, y)` batches -> the process's elements: OrderedDict(client, x, y), `client`
+    repeated per example (sorted keys: TFF serialises only unambiguous containers)."""
+    return dataset.map(lambda x, y: collections.OrderedDict(
+        client=tf.fill(tf.shape(y)[:1], tf.constant(client, tf.int32)), x=x, y=y))
+
+
+class TFFSimulation(FederatedSimulation):
+    """`FederatedSimulation`'s interface with every round run by the TFF process: the app
+    and the parity tests drive both engines the same way. Evaluation reads each client's
+    row of the process state (the server holds every personalised model in simulation)."""
+
+    def __init__(self, model_fn, clients, algorithm: str = "fedap", learning_rate: float = 0.01,
+                 local_epochs: int = 1, self_weight: float = 0.5, prox_mu: float = 0.01, local_layers: int = 1,
+                 pretrain_rounds: int = 1, initial_weights=None):
+        if initial_weights is None:
+            initial_weights = model_fn().get_weights()
+        data = [with_client_ids(c.train, i) for i, c in enumerate(clients)]
+        # Keras 2 invalidates eager models made before a model is built inside a graph (which
+        # TFF's tracing does), so the process comes first and the evaluation model after it.
+        self.process = build_fedap_process(model_fn, len(clients), data[0].element_spec, algorithm,
+                                           learning_rate, local_epochs, self_weight, prox_mu, local_layers,
+                                           pretrain_rounds, initial_weights)
+        super().__init__(model_fn, clients, algorithm, learning_rate, local_epochs, self_weight, prox_mu,
+                         local_layers, pretrain_rounds, initial_weights)
+        self._data = data
+        self.state = self.process.initialize()
+
+    def run_round(self, absent=frozenset()):
+        self.state = self.process.next(self.state, [d for i, d in enumerate(self._data) if i not in absent])
+        self.weights = [np.asarray(w) for w in self.state["weights"]]
+        self.matrix = np.asarray(self.state["matrix"])
+        self.round = int(self.state["round"])
+        return np.array([i not in absent for i in range(len(self.clients))])
