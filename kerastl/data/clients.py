@@ -87,7 +87,7 @@ def package_file(package: str, *parts: str) -> str:
 def split_client(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> ClientData:
     """40 / 30 / 30 train / test / validation, per class where possible (seeded)."""
     if len(y) < 3:
-        raise InputError(f"client {name}: {len(y)} examples, expected at least 3 (train, test and validation)")
+        raise InputError(f"{name}: {len(y)} examples, expected at least 3 (train, test and validation)")
     rng = np.random.default_rng(seed)
     parts = ([], [], [])
     for label in np.unique(y):
@@ -244,7 +244,11 @@ def npz_clients(path: str, seed: int = 0) -> FederatedData:
     clients = []
     for c in np.unique(client):
         members = np.flatnonzero(client == c)
-        clients.append(split_client(f"client {c}", x[members], y[members].astype(np.int64), seed))
+        label = c.item() if not isinstance(c.item(), float) or not c.item().is_integer() else int(c.item())
+        if len(members) < 3:
+            raise InputError(f"{path}: client {label}: {len(members)} examples, expected at least 3 (train, test "
+                             "and validation)")
+        clients.append(split_client(f"client {label}", x[members], y[members].astype(np.int64), seed))
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(num_classes)]
     return FederatedData(f"npz:{path}", clients, num_classes, names)
 

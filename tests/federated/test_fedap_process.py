@@ -1,0 +1,158 @@
+"""FedAP and the baselines as TFF processes: parity with the local engine, dropped clients,
+remote execution on worker services, and apps.adafed --engine tff.
+
+Runs only in ``tox -e federated`` (TF 2.14 / Keras 2 / tensorflow-federated 0.87.0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import portpicker
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from kerastl.federated import remote
+from kerastl.federated.simulation import Client, FederatedSimulation
+from kerastl.federated.tff_process import TFFSimulation, build_fedap_process, with_client_ids
+
+NUM_CLIENTS = 4
+
+
+def model_fn():
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((6,))
+    x = tf.keras.layers.Dense(8)(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(3)(x))
+
+
+def batches(seed: int, n: int = 40, shift: float = 0.0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = (np.eye(3, 6)[y] * 2 + rng.normal(size=(n, 6)) + shift).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def make_clients(train_override: dict | None = None) -> list[Client]:
+    # Shifted inputs: the clients' BN statistics differ, so FedAP's W is far from uniform.
+    clients = [Client(batches(c, shift=0.5 * c), batches(c + 10, shift=0.5 * c), batches(c + 20, shift=0.5 * c),
+                      f"c{c}") for c in range(NUM_CLIENTS)]
+    for index, dataset in (train_override or {}).items():
+        clients[index].train = dataset
+    return clients
+
+
+def max_difference(a, b) -> float:
+    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("algorithm", ["fedap", "fedavg"])
+def test_tff_process_matches_the_local_engine_after_two_rounds(algorithm):
+    local = FederatedSimulation(model_fn, make_clients(), algorithm, learning_rate=0.05)
+    process = TFFSimulation(model_fn, make_clients(), algorithm, learning_rate=0.05)
+    for _ in range(2):
+        local.run_round()
+        process.run_round()
+    assert process.round == local.round == 2
+    assert max_difference(process.weights, local.weights) < 1e-5
+    np.testing.assert_allclose(process.matrix, local.matrix, atol=1e-6)
+    if algorithm == "fedap":
+        # W was taken at round 1 (after one FedAvg pre-training round) and is personal.
+        np.testing.assert_allclose(np.diag(process.matrix), 0.5)
+        assert np.ptp(process.matrix[0, 1:]) > 0.01
+        # Every client has its own model after the second round.
+        first = [w[0] for w in process.weights]
+        assert any(not np.allclose(w[1], f) for w, f in zip(process.weights, first))
+
+
+@pytest.mark.parametrize("algorithm", ["fedbn", "fedprox", "fedper", "base"])
+def test_baselines_as_tff_processes_match_the_local_engine(algorithm):
+    local = FederatedSimulation(model_fn, make_clients(), algorithm, learning_rate=0.05)
+    process = TFFSimulation(model_fn, make_clients(), algorithm, learning_rate=0.05)
+    local.run_round()
+    process.run_round()
+    assert max_difference(process.weights, local.weights) < 1e-5
+
+
+def test_the_process_state_is_what_the_docs_say():
+    data = with_client_ids(batches(0), 0)
+    assert list(data.element_spec) == ["client", "x", "y"]
+    process = build_fedap_process(model_fn, NUM_CLIENTS, data.element_spec, "fedap")
+    state = process.initialize()
+    assert int(state["round"]) == 0
+    np.testing.assert_array_equal(state["matrix"], np.eye(NUM_CLIENTS))
+    template = model_fn().get_weights()
+    assert [tuple(w.shape) for w in state["weights"]] == [(NUM_CLIENTS, *t.shape) for t in template]
+    with pytest.raises(ValueError, match="client"):
+        build_fedap_process(model_fn, NUM_CLIENTS, batches(0).element_spec)
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+def test_a_dropped_client_keeps_its_model_in_the_tff_process(how):
+    override = {2: batches(2).take(0)} if how == "empty" else None   # empty: absent from every round
+    process = TFFSimulation(model_fn, make_clients(override), "fedap", learning_rate=0.05)
+    local = FederatedSimulation(model_fn, make_clients(override), "fedap", learning_rate=0.05)
+    process.run_round()
+    local.run_round()
+    before = [w[2].copy() for w in process.weights]
+    # Round 1 (W is taken) without client 2: not in the list, or with no data.
+    absent = {2} if how == "missing" else set()
+    process.run_round(absent=absent)
+    local.run_round(absent={2})
+    for old, new in zip(before, process.weights):
+        np.testing.assert_array_equal(old, new[2])
+    assert max_difference(process.weights, local.weights) < 1e-5
+    assert process.matrix[2, 2] == pytest.approx(1.0) and np.allclose(process.matrix[:, 2][[0, 1, 3]], 0.0)
+
+
+def test_rounds_run_on_tff_worker_services_at_127_0_0_1_ports():
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    workers = [remote.start_worker(port) for port in ports]
+    try:
+        local = FederatedSimulation(model_fn, make_clients(), "fedap", learning_rate=0.05)
+        for _ in range(2):
+            local.run_round()
+        for addresses in ([f"127.0.0.1:{ports[0]}"], [f"127.0.0.1:{p}" for p in ports]):
+            remote.set_remote_execution_context(addresses)
+            process = TFFSimulation(model_fn, make_clients(), "fedap", learning_rate=0.05)
+            for _ in range(2):
+                process.run_round()
+            assert max_difference(process.weights, local.weights) < 1e-5, addresses
+    finally:
+        tff.backends.native.set_sync_local_cpp_execution_context()
+        for worker in workers:
+            worker.kill()
+            worker.wait(timeout=30)
+    assert all(worker.poll() is not None for worker in workers)
+
+
+def test_adafed_app_with_the_tff_engine_equals_the_local_engine(tmp_path):
+    from apps import adafed
+    from kerastl import app
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    x = (np.eye(3, 6)[y][:, None, :] * 2 + rng.normal(size=(90, 12, 6))).astype(np.float32)
+    client = np.repeat(np.arange(3), 30)
+    np.savez(tmp_path / "data.npz", x=x, y=y, client=client)
+    outputs = {}
+    for engine in ("tff", "local"):
+        args = ["--preset", "smoke", "--engine", engine, "--dataset", f"npz:{tmp_path}/data.npz",
+                "--algorithm", "fedap,fedavg", "--rounds", "3", "--lr", "0.05", "--output", str(tmp_path / engine),
+                "--export-dir", str(tmp_path / f"exports-{engine}")]
+        assert app.main(adafed.build_parser, adafed.run, args) == 0
+        with open(tmp_path / engine / "metrics.json") as f:
+            outputs[engine] = json.load(f)
+    tff_run, local_run = outputs["tff"], outputs["local"]
+    assert tff_run["engine"] == "tff" and len(tff_run["client_accuracy"]) == 3
+    for name in ("fedap", "fedavg"):
+        np.testing.assert_allclose(tff_run["results"][name]["history"]["val_mean"],
+                                   local_run["results"][name]["history"]["val_mean"], atol=1e-6)
+    served = tf.saved_model.load(tff_run["export"][0]).signatures["serving_default"](x=tf.constant(x[:4]))
+    np.testing.assert_allclose(served["probabilities"].numpy().sum(1), 1.0, rtol=1e-5)
+    assert os.path.getsize(tmp_path / "tff" / "plots" / "similarity.png") > 5_000
