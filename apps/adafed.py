@@ -70,6 +70,9 @@ def build_parser():
     app.add_preset_option(parser, "--pretrain-rounds", type=int,
                           help="FedAP: FedAvg rounds before the BN statistics and W are taken")
     parser.add_argument("--local-layers", type=int, default=1, help="FedPer: last weighted layers kept local")
+    parser.add_argument("--tff-workers", metavar="HOST:PORT,...", default=None,
+                        help="--engine tff: run the rounds on TFF worker services (worker_binary --port=P on each "
+                             "host; see the README) instead of a local worker")
     parser.add_argument("--window", type=int, default=None,
                         help="sensor window length (watch: 100 = 2 s; pamap2: 200 = 2 s); stride is half of it")
     return parser
@@ -97,6 +100,8 @@ def check_args(args) -> list[str]:
 
         if importlib.util.find_spec("tensorflow_federated") is None:
             raise app.InputError(TFF_HINT)
+    elif args.tff_workers:
+        raise app.InputError("--tff-workers: only with --engine tff")
     return algorithms
 
 
@@ -136,9 +141,15 @@ def run(args):
 
     engine = FederatedSimulation
     if args.engine == "tff":
+        import atexit
+
+        from kerastl.federated.remote import set_remote_execution_context, stop_tff_workers
         from kerastl.federated.tff_process import TFFSimulation
 
         engine = TFFSimulation
+        atexit.register(stop_tff_workers)  # TFF's local worker would outlive us and hold our output open
+        if args.tff_workers:
+            set_remote_execution_context(args.tff_workers.split(","))
     clients = make_clients(data, args.batch_size, shuffle_seed=args.seed)
     results, simulations = {}, {}
     for name in algorithms:

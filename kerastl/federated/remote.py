@@ -82,3 +82,34 @@ def set_remote_execution_context(addresses: list[str], timeout: float = 60.0) ->
         context = tff.backends.native.create_mergeable_comp_execution_context(
             [_remote_context(address, asynchronous=True, timeout=timeout) for address in addresses])
     tff.framework.set_default_context(context)
+
+
+def stop_tff_workers(timeout: float = 3.0) -> list[int]:
+    """Stops the `worker_binary` processes TFF's local execution started under this process.
+
+    TFF 0.87 starts one per local execution context and never stops it; it outlives Python
+    and holds the parent's stdout/stderr open, so `python -m apps.adafed --engine tff | tail`
+    would never end. Apps call this when they finish. Returns the pids stopped.
+    """
+    import psutil
+
+    workers = [p for p in psutil.Process().children(recursive=True) if _is_worker(p)]
+    for process in workers:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(workers, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return [p.pid for p in workers]
+
+
+def _is_worker(process) -> bool:
+    try:
+        return os.path.basename(process.exe() or process.name()) == "worker_binary"
+    except Exception:  # a process that ended meanwhile, or one we may not inspect
+        return False

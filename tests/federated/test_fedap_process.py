@@ -156,3 +156,49 @@ def test_adafed_app_with_the_tff_engine_equals_the_local_engine(tmp_path):
     served = tf.saved_model.load(tff_run["export"][0]).signatures["serving_default"](x=tf.constant(x[:4]))
     np.testing.assert_allclose(served["probabilities"].numpy().sum(1), 1.0, rtol=1e-5)
     assert os.path.getsize(tmp_path / "tff" / "plots" / "similarity.png") > 5_000
+
+
+def test_the_tff_app_exits_through_a_pipe_and_leaves_no_worker(tmp_path):
+    import subprocess
+    import sys
+
+    from proc_cleanup import process_group_alive, stop_process_group
+
+    data = tmp_path / "data.npz"
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 60)
+    np.savez(data, x=rng.normal(size=(60, 12, 6)).astype(np.float32), y=y, client=np.repeat(np.arange(2), 30))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = subprocess.Popen([sys.executable, "-m", "apps.adafed", "--engine", "tff", "--preset", "smoke",
+                              "--dataset", f"npz:{data}", "--output", str(tmp_path / "run"), "--no-export"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+    try:
+        output, _ = child.communicate(timeout=300)   # returns only when every holder of the pipe is gone
+    finally:
+        leftover = stop_process_group(child.pid)
+    assert child.returncode == 0, output.decode()[-2000:]
+    assert b"fedap: mean client accuracy" in output
+    # The app stopped TFF's worker itself: nothing was left in its process group.
+    assert not leftover and not process_group_alive(child.pid)
+
+
+def test_adafed_app_runs_on_worker_services_given_by_tff_workers(tmp_path):
+    from apps import adafed
+    from kerastl import app
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 60)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 12, 6)).astype(np.float32), y=y,
+             client=np.repeat(np.arange(2), 30))
+    port = portpicker.pick_unused_port()
+    worker = remote.start_worker(port)
+    try:
+        args = ["--engine", "tff", "--preset", "smoke", "--dataset", f"npz:{tmp_path}/d.npz", "--no-export",
+                "--tff-workers", f"127.0.0.1:{port}", "--output", str(tmp_path / "run")]
+        assert app.main(adafed.build_parser, adafed.run, args) == 0
+    finally:
+        tff.backends.native.set_sync_local_cpp_execution_context()
+        worker.kill()
+        worker.wait(timeout=30)
+    with open(tmp_path / "run" / "metrics.json") as f:
+        assert len(json.load(f)["client_accuracy"]) == 2

@@ -1,0 +1,134 @@
+"""The shape of AdaFed's PAMAP table on offline data: mean and per-client accuracy of Base,
+FedAvg, FedBN, FedProx, FedPer and FedAP, plus the TFF process's time per round relative to
+the local engine.
+
+Accuracy (main or federated environment; local engine): for each setting x seed, one
+`apps.adafed --algorithm all` run; settings: the smartwatch subjects as clients (`watch`),
+mnist5k over 20 clients with Dirichlet alpha 0.1 and 0.01. Finished runs (metrics.json under
+--runs) are reused. Writes benchmarks/results/adafed_benchmark.{json,md}.
+
+Timing (federated environment only, `--only tff-time`): the same rounds through both engines
+on the watch clients; writes benchmarks/results/adafed_tff_time.json.
+
+Usage:
+  python benchmarks/adafed_benchmark.py                       # accuracy table (hours on 2 cores)
+  python benchmarks/adafed_benchmark.py --settings watch --seeds 0
+  .tox/federated/bin/python benchmarks/adafed_benchmark.py --only tff-time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ALGORITHMS = ("base", "fedavg", "fedbn", "fedprox", "fedper", "fedap")
+SETTINGS = {
+    "watch": ["--dataset", "watch"],
+    "mnist5k-a0.1": ["--dataset", "mnist5k", "--clients", "20", "--alpha", "0.1"],
+    "mnist5k-a0.01": ["--dataset", "mnist5k", "--clients", "20", "--alpha", "0.01"],
+}
+
+
+def run_setting(setting, seed, runs, extra):
+    folder = os.path.join(runs, f"{setting}-{seed}")
+    path = os.path.join(folder, "metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    command = [sys.executable, "-m", "apps.adafed", "--preset", "cpu", "--algorithm", "all", "--seed", str(seed),
+               "--output", folder, "--overwrite", "--no-export", *SETTINGS[setting], *extra]
+    print(" ".join(command[1:]), flush=True)
+    start = time.time()
+    subprocess.run(command, check=True, cwd=ROOT)
+    with open(path) as f:
+        metrics = json.load(f)
+    metrics["wall_seconds"] = time.time() - start
+    with open(path, "w") as f:
+        json.dump(metrics, f)
+    return metrics
+
+
+def accuracy(args):
+    rows = {}
+    for setting in args.settings:
+        for seed in args.seeds:
+            rows[(setting, seed)] = run_setting(setting, seed, args.runs, args.extra)
+    summary, lines = {}, ["| algorithm | " + " | ".join(args.settings) + " |", "|---|" + "---|" * len(args.settings)]
+    for algorithm in ALGORITHMS:
+        cells = []
+        for setting in args.settings:
+            means = [rows[(setting, s)]["results"][algorithm]["mean_accuracy"] for s in args.seeds]
+            summary[f"{algorithm}/{setting}"] = {"mean": float(np.mean(means)), "std": float(np.std(means)),
+                                                 "seeds": means}
+            cells.append(f"{100 * np.mean(means):.2f} +- {100 * np.std(means):.2f}")
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+    per_client = {f"{setting}/{seed}": {a: m["results"][a]["client_accuracy"] for a in ALGORITHMS}
+                  for (setting, seed), m in rows.items()}
+    checks = {f"fedap beats fedavg on {s}": summary[f"fedap/{s}"]["mean"] > summary[f"fedavg/{s}"]["mean"]
+              for s in args.settings}
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "adafed_benchmark.json"), "w") as f:
+        json.dump({"summary": summary, "checks": checks, "per_client": per_client, "seeds": args.seeds,
+                   "extra": args.extra}, f, indent=2)
+    text = ("mean client test accuracy % at the best-validation round (mean +- std over seeds "
+            f"{args.seeds})\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items()))
+    with open(os.path.join(HERE, "results", "adafed_benchmark.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+def tff_time(args):
+    sys.path.insert(0, ROOT)
+    import tensorflow_federated as tff  # noqa: F401  (fails outside the federated environment)
+
+    from kerastl.data.clients import load_federated_data
+    from kerastl.federated.models import model_for
+    from kerastl.federated.simulation import FederatedSimulation, make_clients
+    from kerastl.federated.tff_process import TFFSimulation
+
+    data = load_federated_data("watch")
+    clients = make_clients(data, 32, shuffle_seed=0)
+    times = {}
+    try:
+        for name, engine in (("tff", TFFSimulation), ("local", FederatedSimulation)):
+            simulation = engine(lambda: model_for(data.input_shape, data.num_classes), clients, "fedap", 0.05)
+            simulation.run_round()  # the first round traces and compiles
+            start = time.perf_counter()
+            for _ in range(args.rounds):
+                simulation.run_round()
+            times[name] = (time.perf_counter() - start) / args.rounds
+    finally:
+        from kerastl.federated.remote import stop_tff_workers
+
+        stop_tff_workers()
+    result = {"seconds_per_round": times, "tff_over_local": times["tff"] / times["local"], "rounds": args.rounds,
+              "clients": len(clients), "dataset": "watch", "algorithm": "fedap"}
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "adafed_tff_time.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("accuracy", "tff-time"), default="accuracy")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (tff-time)")
+    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-adafed"))
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                        help="further apps.adafed options, e.g. --extra --rounds 20 --lr 0.05")
+    args = parser.parse_args()
+    accuracy(args) if args.only == "accuracy" else tff_time(args)
+
+
+if __name__ == "__main__":
+    main()
