@@ -91,6 +91,17 @@ class SemiSupervisedModel(keras.Model):
         return self.network.trainable_variables + self.algorithm.trainable_variables
 
     @property
+    def trainable_variables(self):
+        # What the optimizer trains, for every caller (e.g. a checkpoint that builds the
+        # optimizer before restoring): never the EMA copy, whose BN layers are flagged
+        # trainable only so that a teacher pass normalises with batch statistics.
+        return self._trained_variables()
+
+    @property
+    def trainable_weights(self):
+        return self._trained_variables()
+
+    @property
     def metrics(self):
         return [*self._trackers.values(), self._eval_loss, self._eval_accuracy]
 

@@ -104,6 +104,6 @@ def test_fedap_beats_fedavg_on_the_real_watch_clients(tmp_path):
     with open(tmp_path / "run" / "metrics.json") as f:
         results = json.load(f)["results"]
     fedap, fedavg = results["fedap"]["mean_accuracy"], results["fedavg"]["mean_accuracy"]
-    # Measured on this machine (seed 0): FedAP 0.59, FedAvg 0.51 mean client test accuracy.
+    # Measured on this machine (seed 0, this command): FedAP 0.5745, FedAvg 0.5128 mean client test accuracy.
     assert fedap > fedavg + 0.03, (fedap, fedavg)
     assert fedap > 0.45

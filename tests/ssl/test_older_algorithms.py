@@ -333,3 +333,18 @@ def test_one_real_step_on_digits_is_finite_and_moves_the_weights(name, digits):
     if name == "remixmatch":
         assert len(extra_before) == 2
         np.testing.assert_allclose(algorithm.p_model.numpy().sum(), 1.0, rtol=1e-5)
+
+
+def test_trainable_variables_are_what_the_optimizer_trains():
+    from kerastl.nets import small_cnn
+
+    model = SemiSupervisedModel(small_cnn((8, 8, 1), 4, width=4), build_algorithm("remixmatch", 10, 4, 10))
+    trained = {id(v) for v in model.trainable_variables}
+    assert trained == ({id(v) for v in model.network.trainable_variables}
+                       | {id(v) for v in model.algorithm.trainable_variables})
+    assert len(model.algorithm.trainable_variables) == 2                       # the rotation head
+    assert not trained & {id(v) for v in model.ema_network.weights}            # the EMA copy is never trained
+    # A checkpoint built before training (as --resume does) sees the same optimizer variables.
+    model.compile(optimizer=torchssl_optimizer(0.03, total_steps=10))
+    model.optimizer.build(model.trainable_variables)
+    assert len(model.optimizer.variables) == 1 + len(model.trainable_variables)  # iterations + a momentum each
