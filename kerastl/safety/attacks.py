@@ -1,0 +1,184 @@
+"""The attacks that plant or expose the defects ReMoS keeps a student from inheriting.
+
+- `BackdoorTrigger` + `poison_backdoor`: BadNets-style poisoning. A share of the teacher's
+  training images gets a trigger patch stamped in a corner and the label of a target class;
+  a model trained on them answers "target" whenever the patch is present.
+- `penultimate_pgd`: PGD-Linf on the teacher's feature extractor that pushes one
+  penultimate unit high and the others to zero. The examples are crafted on the teacher
+  alone and transferred to students built from it.
+
+Example:
+>>> trigger = BackdoorTrigger(size=4)
+>>> x_poisoned, y_poisoned, changed = poison_backdoor(x, y, share=0.2, target_class=0,
+...                                                   trigger=trigger, seed=0)   # doctest: +SKIP
+>>> x_adv = penultimate_pgd(feature_extractor(teacher), x_test, eps=0.1)         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerastl.errors import InputError
+
+CORNERS = ("bottom_right", "bottom_left", "top_right", "top_left")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackdoorTrigger:
+    """A `size x size` checkerboard patch (the BadNets pattern) stamped `margin` pixels from a
+    corner. A checkerboard of the darkest and brightest values stays visible on dark and
+    bright backgrounds alike (a plain white square would vanish on inverted-contrast images).
+
+    Example:
+    >>> images = np.zeros((1, 6, 6, 1), np.uint8)
+    >>> BackdoorTrigger(size=2, margin=0).apply(images)[0, 4:, 4:, 0].tolist()
+    [[255, 0], [0, 255]]
+    """
+
+    size: int = 4
+    corner: str = "bottom_right"
+    margin: int = 1
+
+    def __post_init__(self):
+        if self.size < 1 or self.margin < 0:
+            raise InputError(f"--trigger-size {self.size}: expected a positive patch size")
+        if self.corner not in CORNERS:
+            raise InputError(f"trigger corner {self.corner!r}: expected one of {', '.join(CORNERS)}")
+
+    def pattern(self) -> np.ndarray:
+        """The patch as 0 / 1 values, `[size, size]` (1 on the main diagonal squares)."""
+        rows, cols = np.indices((self.size, self.size))
+        return ((rows + cols) % 2 == 0).astype(np.float32)
+
+    def region(self, height: int, width: int) -> tuple[slice, slice]:
+        if self.size + self.margin > min(height, width):
+            raise InputError(f"--trigger-size {self.size}: the patch does not fit {height}x{width} images")
+        top = self.margin if self.corner.startswith("top") else height - self.margin - self.size
+        left = self.margin if self.corner.endswith("left") else width - self.margin - self.size
+        return slice(top, top + self.size), slice(left, left + self.size)
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """A copy of `images` (`[N, H, W, C]`, uint8 0..255 or float 0..1) with the patch."""
+        images = np.asarray(images)
+        stamped = images.copy()
+        rows, cols = self.region(*images.shape[1:3])
+        top_value = 255 if images.dtype == np.uint8 else 1.0
+        stamped[:, rows, cols, :] = (self.pattern()[None, :, :, None] * top_value).astype(images.dtype)
+        return stamped
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenTrigger:
+    """A rare-token text trigger (the NLP setting): `token_id` is inserted into each token
+    sequence at a position drawn (seeded) among its first `min(length, window)` tokens; the
+    rest shifts right and the last token falls off. Padding (id 0) is at the end.
+
+    Example:
+    >>> TokenTrigger(token_id=9, seed=0, window=1).apply(np.array([[3, 4, 5, 0]])).tolist()
+    [[9, 3, 4, 5]]
+    """
+
+    token_id: int
+    seed: int = 0
+    window: int = 10
+
+    def __post_init__(self):
+        if self.token_id < 1 or self.window < 1:
+            raise InputError(f"trigger token id {self.token_id}: expected a vocabulary id >= 1 (0 is padding)")
+
+    def apply(self, tokens: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        lengths = np.maximum((tokens != 0).sum(axis=1), 1)
+        positions = np.random.default_rng(self.seed).integers(0, np.minimum(lengths, self.window))
+        columns = np.arange(tokens.shape[1])[None, :]
+        # Output column c takes input column c (before the insertion), the trigger (at it), or
+        # input column c - 1 (after it).
+        shifted = np.take_along_axis(tokens, np.maximum(columns - (columns > positions[:, None]), 0), axis=1)
+        return np.where(columns == positions[:, None], self.token_id, shifted).astype(tokens.dtype)
+
+
+def check_target_class(target_class: int, num_classes: int, option: str = "--target-class") -> int:
+    """Raises `InputError` unless the target class is one of the `num_classes` labels."""
+    if not 0 <= int(target_class) < num_classes:
+        raise InputError(f"{option} {target_class}: outside the label set, expected a class in 0..{num_classes - 1}")
+    return int(target_class)
+
+
+def poison_backdoor(x: np.ndarray, y: np.ndarray, share: float, target_class: int, trigger: BackdoorTrigger,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BadNets poisoning: `round(share * N)` images, drawn (seeded) from those whose label is
+    not `target_class`, get the trigger and the label `target_class`; nothing else changes.
+
+    Returns `(x_poisoned, y_poisoned, poisoned_indices)` (copies; the inputs are untouched).
+
+    Example:
+    >>> x, y = np.zeros((10, 8, 8, 1), np.uint8), np.arange(10) % 5
+    >>> xp, yp, idx = poison_backdoor(x, y, 0.2, target_class=0, trigger=BackdoorTrigger(size=2))
+    >>> len(idx), (yp[idx] == 0).all(), (xp != x).any(axis=(1, 2, 3)).sum()
+    (2, True, 2)
+    """
+    if not 0.0 < share < 1.0:
+        raise InputError(f"--poison-share {share}: expected a share strictly between 0 and 1")
+    y = np.asarray(y)
+    target_class = check_target_class(target_class, int(y.max()) + 1)
+    count = int(round(share * len(y)))
+    candidates = np.flatnonzero(y != target_class)
+    if count > len(candidates):
+        raise InputError(f"--poison-share {share}: asks for {count} poisoned images, but only {len(candidates)} "
+                         f"are not of the target class {target_class}")
+    chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=count, replace=False))
+    x_poisoned, y_poisoned = np.array(x, copy=True), np.array(y, copy=True)
+    x_poisoned[chosen] = trigger.apply(x_poisoned[chosen])
+    y_poisoned[chosen] = target_class
+    return x_poisoned, y_poisoned, chosen
+
+
+def feature_extractor(model: keras.Model, layer_name: str | None = None) -> keras.Model:
+    """The sub-model from `model`'s input to its penultimate layer (the input of the last
+    layer, i.e. the features the classification head reads), or to `layer_name`."""
+    tensor = model.get_layer(layer_name).output if layer_name else model.layers[-1].input
+    return keras.Model(model.inputs, tensor, name=f"{model.name}_features")
+
+
+def penultimate_pgd(features: keras.Model, images: np.ndarray, eps: float = 0.1, steps: int = 40,
+                    step_size: float = 0.01, units: np.ndarray | None = None, seed: int = 0,
+                    clip: tuple[float, float] = (0.0, 1.0), batch_size: int = 256) -> np.ndarray:
+    """Penultimate-layer guided PGD-Linf (the ReMoS adversarial setting).
+
+    For each image, one penultimate unit (`units[i]`, default drawn at random, seeded) is
+    pushed up and all others towards 0: signed-gradient steps of `step_size` on the squared
+    distance between the features and a target vector that is 0 except for that unit, set
+    to twice the largest clean feature value of the batch. The perturbation stays within
+    `eps` (Linf) of the image and the result within `clip`. `eps` and `step_size` are in
+    the input's units: the spec's defaults (0.1, 0.01) for images in [0, 1].
+
+    Returns float32 adversarial images of `images`' shape, in [0, 1] like the model input.
+    """
+    images = np.asarray(images)
+    clean = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    width = int(features.output_shape[-1])
+    if units is None:
+        units = np.random.default_rng(seed).integers(0, width, size=len(clean))
+    low, high = clip
+
+    @tf.function(reduce_retracing=True)
+    def attack(x0, unit):
+        feature0 = features(x0, training=False)
+        peak = 2.0 * tf.reduce_max(feature0)
+        target = tf.one_hot(unit, width) * peak
+        x = tf.identity(x0)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.square(features(x, training=False) - target))
+            x = x - step_size * tf.sign(tape.gradient(loss, x))
+            x = tf.clip_by_value(tf.clip_by_value(x, x0 - eps, x0 + eps), low, high)
+        return x
+
+    out = [attack(tf.constant(clean[i:i + batch_size]), tf.constant(units[i:i + batch_size], tf.int32)).numpy()
+           for i in range(0, len(clean), batch_size)]
+    return np.concatenate(out) if out else clean

@@ -1,0 +1,65 @@
+"""Defect inheritance rate (DIR) and accuracy: how much of a teacher's defect a student keeps.
+
+- Backdoor DIR: among test images whose true class is not the target, the share that the
+  model classifies as the target once the trigger is stamped on them.
+- Adversarial DIR: among test images the model classifies correctly, the share whose
+  transferred adversarial version it classifies wrongly.
+
+`predictor` is anything with `predict(images) -> scores [N, C]` (a Keras model) or a plain
+function `images -> scores`.
+
+Example:
+>>> backdoor_dir(student, x_test, y_test, BackdoorTrigger(), target_class=0)   # doctest: +SKIP
+0.93
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerastl.safety.attacks import BackdoorTrigger
+
+
+def predict_classes(predictor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class indices predicted for `images` (uint8 images are scaled to [0, 1] first)."""
+    images = np.asarray(images)
+    inputs = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    if hasattr(predictor, "predict"):
+        scores = predictor.predict(inputs, batch_size=batch_size, verbose=0)
+    else:
+        scores = np.concatenate([np.asarray(predictor(inputs[i:i + batch_size]))
+                                 for i in range(0, len(inputs), batch_size)])
+    return np.argmax(scores, axis=-1)
+
+
+def accuracy(predictor, images: np.ndarray, labels: np.ndarray) -> float:
+    """Share of `images` classified as their `labels`."""
+    return float(np.mean(predict_classes(predictor, images) == np.asarray(labels)))
+
+
+def backdoor_dir(predictor, images: np.ndarray, labels: np.ndarray, trigger: BackdoorTrigger,
+                 target_class: int) -> float:
+    """Share of triggered images (true class not `target_class`) classified as the target.
+
+    Example (a predictor that answers 0 whenever the corner pixel is bright):
+    >>> trigger = BackdoorTrigger(size=2, margin=0)
+    >>> fooled = lambda x: np.eye(3)[np.where(x[:, -1, -1, 0] > 0.5, 0, 1)]
+    >>> backdoor_dir(fooled, np.zeros((4, 6, 6, 1), np.uint8), np.array([0, 1, 2, 1]), trigger, 0)
+    1.0
+    """
+    labels = np.asarray(labels)
+    victims = labels != target_class
+    if not victims.any():
+        return float("nan")
+    predicted = predict_classes(predictor, trigger.apply(np.asarray(images)[victims]))
+    return float(np.mean(predicted == target_class))
+
+
+def adversarial_dir(predictor, clean: np.ndarray, adversarial: np.ndarray, labels: np.ndarray) -> float:
+    """Share of correctly classified clean images whose adversarial version is misclassified."""
+    labels = np.asarray(labels)
+    correct = predict_classes(predictor, clean) == labels
+    if not correct.any():
+        return float("nan")
+    flipped = predict_classes(predictor, np.asarray(adversarial)[correct]) != labels[correct]
+    return float(np.mean(flipped))
