@@ -1,0 +1,221 @@
+"""AMSL: unsupervised anomaly detection on multichannel sensor windows (self-supervised
+views + adaptive global/local memories), with OCSVM, Kernel PCA, conv and LSTM autoencoder
+baselines under one evaluation.
+
+Some activity classes are normal (--normal-classes), the rest abnormal. Normal recordings
+are split 60 % train / 40 % test by recording; every abnormal recording goes to test. Every
+detector trains on the normal training windows only (per-channel min-max scaling fitted on
+them) and flags a test window when its score exceeds the --percentile-th percentile of the
+training scores.
+
+Data: --dataset watch (real smartwatch exercise recordings shipped in seglearn: 7 exercises
+PEN ABD FEL IR ER TRAP ROW, 10 subjects, 6 channels at 50 Hz; default normal IR,ER,TRAP,ROW),
+dsads (DSADS's a01..a19/p1..p8/s01..s60.txt folder, 125 x 45 per file, from --data-dir;
+default normal: the paper's 14 activities, abnormal a05 a06 a12 a18 a19) or npz:PATH
+(arrays x = windows [N, time, channels], y = class labels, optional class_names; default
+normal class 0; --window / --stride do not apply).
+
+Writes <output>/metrics.json: for AMSL at the top level and for every method under
+"methods": accuracy, mpre, mrec, mf1 (macro precision / recall / F1 over normal vs
+abnormal), auroc, threshold, fit_seconds, windows_per_second (scoring throughput); also
+"data" (split sizes, classes), "history" (AMSL's per-epoch losses) and "export";
+plots/score_histograms.png (normal vs abnormal test scores per method) and
+plots/roc_curves.png; tensorboard/; checkpoints/ (AMSL; resume with --resume). Exports the
+AMSL scorer to <export-dir>/amsl/<version>/: input windows (float32 [batch, window,
+channels], raw sensor units: the scaling is inside), outputs score (float32 [batch]) and
+is_anomaly (bool [batch], score > the fitted threshold).
+
+Examples:
+  python -m apps.amsl --dataset watch --preset cpu
+  python -m apps.amsl --dataset watch --normal-classes PEN,TRAP,ROW --baselines ocsvm,conv_ae
+  python -m apps.amsl --dataset dsads --data-dir ~/data/DSADS --preset paper
+  python -m apps.amsl --dataset npz:windows.npz --normal-classes 0,1 --memory global
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from kerastl import app
+
+APP = "amsl"
+BASELINE_NAMES = ("ocsvm", "kpca", "conv_ae", "lstm_ae")
+PRESETS = {
+    "smoke": {"window": 32, "stride": 32, "epochs": 1, "batch_size": 32, "memory_slots": 20, "filters": "4,8",
+              "lr": 1e-3, "lstm_units": 8},
+    # Sized for 2 CPU cores: a run of AMSL and four baselines on the watch data in minutes.
+    "cpu": {"window": 64, "stride": 64, "epochs": 8, "batch_size": 32, "memory_slots": 50, "filters": "8,16",
+            "lr": 1e-3, "lstm_units": 32},
+    # The paper: 500 memory slots, conv 32 / 64, Adam, 100 epochs, batch 16, DSADS's 125-step windows.
+    "paper": {"window": 125, "stride": 125, "epochs": 100, "batch_size": 16, "memory_slots": 500, "filters": "32,64",
+              "lr": 1e-3, "lstm_units": 64},
+}
+
+
+def build_parser():
+    from kerastl.anomaly.transforms import DEFAULT_TRANSFORMATIONS, TRANSFORMATIONS
+
+    parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
+    parser.add_argument("--dataset", default="watch", help="watch, dsads (needs --data-dir) or npz:PATH. Default: watch")
+    parser.add_argument("--normal-classes", default=None,
+                        help="comma-separated normal class names or indices; the other classes are abnormal "
+                             "(default: watch IR,ER,TRAP,ROW; dsads the paper's 14; npz 0)")
+    app.add_preset_option(parser, "--window", type=int, help="window length in time steps")
+    app.add_preset_option(parser, "--stride", type=int, help="steps between window starts")
+    app.add_preset_option(parser, "--memory-slots", type=int, help="slots of each AMSL memory")
+    app.add_preset_option(parser, "--epochs", type=int, help="training epochs (AMSL and the autoencoders)")
+    app.add_preset_option(parser, "--batch-size", type=int, help="training batch size")
+    app.add_preset_option(parser, "--lr", type=float, help="Adam learning rate")
+    app.add_preset_option(parser, "--filters", help="the conv encoder's two widths, e.g. 32,64 (AMSL and conv_ae)")
+    app.add_preset_option(parser, "--lstm-units", type=int, help="LSTM autoencoder width")
+    parser.add_argument("--percentile", type=float, default=98.0,
+                        help="threshold = this percentile of the training windows' scores (default 98)")
+    parser.add_argument("--baselines", default=",".join(BASELINE_NAMES),
+                        help=f"comma-separated baselines to run beside AMSL among {', '.join(BASELINE_NAMES)}, "
+                             "or none. Default: all")
+    parser.add_argument("--memory", default="both", choices=("both", "global", "local", "none"),
+                        help="AMSL's memories: global + local fused (the method), one kind only, or none "
+                             "(ablations). Default: both")
+    parser.add_argument("--transformations", default=",".join(DEFAULT_TRANSFORMATIONS),
+                        help=f"self-supervised views besides the original, among {', '.join(TRANSFORMATIONS)} "
+                             "(smoothing = the reference code's Savitzky-Golay 'time warp'); none = no "
+                             "self-supervision. Default: the paper's six")
+    parser.add_argument("--shrink-threshold", type=float, default=0.0,
+                        help="MemAE hard shrinkage of the memory addressing (0 = off; MemAE uses 1-3 / slots)")
+    parser.add_argument("--scaling", default="minmax", choices=("minmax", "standard"),
+                        help="per-channel scaling fitted on the training normal windows. Default: minmax")
+    return parser
+
+
+def parse_list(text: str, option: str, allowed) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if items == ["none"]:
+        return []
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise app.InputError(f"{option} {text}: {unknown[0]!r} is unknown; expected names among "
+                             f"{', '.join(allowed)}, or none")
+    return list(dict.fromkeys(items))
+
+
+def check_args(args):
+    from kerastl.anomaly.transforms import TRANSFORMATIONS
+
+    for flag in ("window", "stride", "memory_slots", "epochs", "batch_size", "lstm_units"):
+        if getattr(args, flag) <= 0:
+            raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
+    if not 0.0 < args.percentile < 100.0:
+        raise app.InputError(f"--percentile {args.percentile}: expected a number strictly between 0 and 100")
+    if not args.lr > 0:
+        raise app.InputError(f"--lr {args.lr}: expected a positive learning rate")
+    if args.shrink_threshold < 0 or args.shrink_threshold >= 1:
+        raise app.InputError(f"--shrink-threshold {args.shrink_threshold}: expected a number in [0, 1)")
+    try:
+        args.filter_sizes = [int(f) for f in str(args.filters).split(",")]
+    except ValueError:
+        args.filter_sizes = []
+    if len(args.filter_sizes) != 2 or min(args.filter_sizes) <= 0:
+        raise app.InputError(f"--filters {args.filters}: expected two positive integers, e.g. 32,64")
+    args.baseline_list = parse_list(args.baselines, "--baselines", BASELINE_NAMES)
+    args.transformation_list = parse_list(args.transformations, "--transformations", tuple(TRANSFORMATIONS))
+
+
+def run_config(args) -> dict:
+    """What a checkpoint must agree with to be resumed."""
+    keys = ("dataset", "normal_classes", "window", "stride", "memory_slots", "epochs", "batch_size", "filters",
+            "memory", "transformations", "seed", "scaling", "shrink_threshold")
+    return {key: getattr(args, key) for key in keys}
+
+
+def check_resumable(folder, config):
+    path = os.path.join(folder.checkpoints, "run.json")
+    if not os.path.exists(path):
+        raise app.InputError(f"--resume: {folder.checkpoints} has no run.json; it was not written by apps.{APP}")
+    with open(path) as f:
+        saved = json.load(f)
+    for key, value in config.items():
+        if saved.get(key) != value:
+            raise app.InputError(f"--resume: the checkpoint in {folder.checkpoints} is from --{key.replace('_', '-')} "
+                                 f"{saved.get(key)}, not {value}; resume with the same options or choose another --output")
+
+
+def run(args):
+    check_args(args)
+    from kerastl.export import version_dir
+
+    export_path = None
+    if not args.no_export:
+        export_path, _ = version_dir(args.export_dir, APP, args.version, args.overwrite)
+    folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
+
+    from kerastl.anomaly import AMSLDetector, build_baseline
+    from kerastl.data.sensors import load_anomaly_data
+
+    data = load_anomaly_data(args.dataset, args.normal_classes, args.window, args.stride, args.seed,
+                             args.data_dir, scaling=args.scaling)
+    args.normal_classes = ",".join(data.class_names[c] for c in data.normal_classes)
+    config = run_config(args)
+    if args.resume:
+        check_resumable(folder, config)
+    detector = AMSLDetector(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                            percentile=args.percentile, transformations=args.transformation_list,
+                            num_slots=args.memory_slots, memory=args.memory, filters=args.filter_sizes,
+                            shrink_threshold=args.shrink_threshold)
+    detector.prepare(data.x_train)  # checks the window count against the batch size
+    baselines = [build_baseline(name, args.epochs, args.batch_size, args.lr, args.seed, args.percentile,
+                                args.filter_sizes, args.lstm_units) for name in args.baseline_list]
+    for baseline in baselines:
+        if hasattr(baseline, "prepare"):
+            baseline.prepare(data.x_train)
+
+    folder.create()
+    with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    train_and_report(args, folder, data, detector, baselines, export_path)
+
+
+def train_and_report(args, folder, data, detector, baselines, export_path):
+    import keras
+
+    from kerastl.anomaly.detector import KerasDetector, throughput
+    from kerastl.anomaly.report import detection_metrics, plot_roc_curves, plot_score_histograms
+    from kerastl.checkpoint import TrainingCheckpoint
+
+    checkpoint = TrainingCheckpoint(folder.checkpoints, detector.model)
+    step = checkpoint.restore() if args.resume else 0
+    verbose = app.fit_verbosity()
+    print(f"AMSL: {len(data.x_train)} normal training windows {data.x_train.shape[1:]}, normal classes "
+          f"{args.normal_classes}", flush=True)
+    detector.fit(data.x_train, callbacks=[folder.history_logger(), keras.callbacks.TensorBoard(folder.tensorboard),
+                                          checkpoint], verbose=verbose, start_step=step)
+    scores, thresholds, methods = {}, {}, {}
+    for method in [detector, *baselines]:
+        if method is not detector:
+            print(f"baseline {method.name}", flush=True)
+            method.fit(data.x_train, **({"verbose": verbose} if isinstance(method, KerasDetector) else {}))
+        scores[method.name] = method.decision_function(data.x_test)
+        thresholds[method.name] = method.threshold_
+        methods[method.name] = {**detection_metrics(scores[method.name], data.is_abnormal, method.threshold_),
+                                "threshold": method.threshold_, "fit_seconds": round(method.fit_seconds_, 3),
+                                "windows_per_second": round(throughput(method.decision_function, data.x_test), 1)}
+    title = f"{data.name}: normal {args.normal_classes}"
+    plot_score_histograms(scores, data.is_abnormal, thresholds, os.path.join(folder.plots, "score_histograms.png"), title)
+    plot_roc_curves(scores, data.is_abnormal, os.path.join(folder.plots, "roc_curves.png"), title)
+    metrics = folder.read_metrics()
+    metrics.update({key: methods["amsl"][key] for key in ("accuracy", "mpre", "mrec", "mf1", "auroc", "threshold")})
+    metrics.update({"methods": methods, "data": data.summary(), "preset": args.preset, "percentile": args.percentile,
+                    "scaling": data.scaler.to_dict(), "epochs_done": int(detector.model.optimizer.iterations.numpy())
+                    // max(1, len(data.x_train) // args.batch_size)})
+    if export_path is not None:
+        metrics["export"] = detector.export_scorer(
+            export_path, data.scaler.offset, data.scaler.scale, overwrite=args.overwrite,
+            metadata={"app": APP, "dataset": data.name, "normal_classes": data.summary()["normal_classes"],
+                      "channels": data.channel_names})
+    folder.write_metrics(metrics)
+    print("  ".join(f"{name}: mF1 {m['mf1']:.3f} AUROC {m['auroc']:.3f}" for name, m in methods.items()))
+    print(f"metrics: {folder.metrics_path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(app.main(build_parser, run))

@@ -1,0 +1,175 @@
+"""The shape of AMSL's results table on real smartwatch data (seglearn's watch recordings).
+
+For several normal / abnormal splits of the 7 exercises x 3 seeds, trains AMSL, its
+ablations and the baselines on the normal training windows (cpu preset of apps.amsl:
+64-step windows, stride 64, 8 epochs, 50 memory slots, conv widths 8 / 16) and reports
+mPre, mRec, mF1, Acc (threshold: 98th percentile of training scores) and AUROC, as
+mean +- std over seeds per split and over all runs. Also the fit time and the scoring
+throughput (windows/s, test windows) of each method relative to the conv autoencoder,
+measured in the same process one after the other (the machine is shared: ratios, not
+absolute times, are the comparable numbers).
+
+Methods: amsl (global + local memories, fused, six views), amsl_no_ssl (original view only,
+no view classifier), amsl_no_memory, amsl_global_only, amsl_local_only, ocsvm, kpca,
+conv_ae, lstm_ae.
+
+Results go to benchmarks/results/amsl_benchmark.json (every run, written after each one;
+finished runs are reused when the script is started again with the same settings) and
+amsl_benchmark.md (the tables).
+
+Usage:
+  nice -n 10 python benchmarks/amsl_benchmark.py
+  python benchmarks/amsl_benchmark.py --splits IR,ER,TRAP,ROW --seeds 0 --methods amsl conv_ae
+  python benchmarks/amsl_benchmark.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from apps.amsl import PRESETS  # noqa: E402
+
+# Normal exercises per split (the rest are abnormal): an easy, a medium and a hard split on
+# this data (the abnormal exercises of the last one move less than the normal ones).
+SPLITS = ("PEN,TRAP,ROW", "IR,ER,TRAP,ROW", "ABD,FEL,IR,ER")
+AMSL_VARIANTS = {
+    "amsl": {},
+    "amsl_no_ssl": {"transformations": ()},
+    "amsl_no_memory": {"memory": "none"},
+    "amsl_global_only": {"memory": "global"},
+    "amsl_local_only": {"memory": "local"},
+}
+BASELINES = ("ocsvm", "kpca", "conv_ae", "lstm_ae")
+METHODS = (*AMSL_VARIANTS, *BASELINES)
+COLUMNS = (("mpre", "mPre"), ("mrec", "mRec"), ("mf1", "mF1"), ("accuracy", "Acc"), ("auroc", "AUROC"))
+
+
+def build(method, settings, seed):
+    from kerastl.anomaly import AMSLDetector, build_baseline
+
+    filters = [int(f) for f in settings["filters"].split(",")]
+    common = dict(epochs=settings["epochs"], batch_size=settings["batch_size"], learning_rate=settings["lr"],
+                  seed=seed)
+    if method in AMSL_VARIANTS:
+        return AMSLDetector(name=method, num_slots=settings["memory_slots"], filters=filters,
+                            **common, **AMSL_VARIANTS[method])
+    return build_baseline(method, filters=filters, units=settings["lstm_units"], **common)
+
+
+def run_one(method, data, settings, seed):
+    from kerastl.anomaly import detection_metrics
+    from kerastl.anomaly.detector import throughput
+
+    detector = build(method, settings, seed)
+    detector.fit(data.x_train)
+    scores = detector.decision_function(data.x_test)
+    return {**detection_metrics(scores, data.is_abnormal, detector.threshold_),
+            "fit_seconds": detector.fit_seconds_,
+            "windows_per_second": throughput(detector.decision_function, data.x_test)}
+
+
+def mean_std(values):
+    values = np.asarray(values, float)
+    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+
+def report(runs, settings, splits, seeds, methods, elapsed):
+    lines = ["# AMSL benchmark: seglearn smartwatch exercises (real data)", "",
+             f"Settings (apps.amsl cpu preset): {json.dumps(settings)}; threshold = 98th percentile of "
+             "training scores; normal recordings split 60/40 by recording, abnormal recordings all in test. "
+             f"Seeds {', '.join(map(str, seeds))}. Cells: mean ± std over seeds. Total run time "
+             f"{elapsed / 60:.1f} min on 2 shared CPU cores.", "",
+             "Command: `nice -n 10 python benchmarks/amsl_benchmark.py`", ""]
+
+    def table(title, selected):
+        rows = [f"### {title}", "", "| method | " + " | ".join(label for _, label in COLUMNS) + " | runs |",
+                "|---|" + "---|" * (len(COLUMNS) + 1)]
+        for method in methods:
+            chosen = [r for r in selected if r["method"] == method]
+            if chosen:
+                rows.append(f"| {method} | " + " | ".join(mean_std([r[key] for r in chosen]) for key, _ in COLUMNS)
+                            + f" | {len(chosen)} |")
+        return rows + [""]
+
+    for split in splits:
+        lines += table(f"normal {split}", [r for r in runs if r["split"] == split])
+    lines += table("all splits", runs)
+    lines += ["### Cost relative to the conv autoencoder (same run, same split and seed)", "",
+              "| method | fit time / conv_ae | scoring windows/s / conv_ae | fit s (mean) | windows/s (mean) |",
+              "|---|---|---|---|---|"]
+    reference = {(r["split"], r["seed"]): r for r in runs if r["method"] == "conv_ae"}
+    for method in methods:
+        chosen = [r for r in runs if r["method"] == method and (r["split"], r["seed"]) in reference]
+        if chosen:
+            fit_ratio = [r["fit_seconds"] / reference[(r["split"], r["seed"])]["fit_seconds"] for r in chosen]
+            speed_ratio = [r["windows_per_second"] / reference[(r["split"], r["seed"])]["windows_per_second"]
+                           for r in chosen]
+            lines.append(f"| {method} | {mean_std(fit_ratio)} | {mean_std(speed_ratio)} | "
+                         f"{np.mean([r['fit_seconds'] for r in chosen]):.1f} | "
+                         f"{np.mean([r['windows_per_second'] for r in chosen]):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), help="normal exercises per split")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "amsl_benchmark"),
+                        help="results path without extension (.json and .md are written)")
+    parser.add_argument("--report-only", action="store_true", help="write the tables from the saved runs only")
+    args = parser.parse_args()
+
+    settings = dict(PRESETS["cpu"])
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    json_path = args.output + ".json"
+    saved = {}
+    if os.path.exists(json_path):
+        with open(json_path) as f:
+            saved = json.load(f)
+        if saved.get("settings") != settings:
+            saved = {}
+    runs = saved.get("runs", [])
+    elapsed = saved.get("elapsed_seconds", 0.0)
+    done = {(r["split"], r["seed"], r["method"]) for r in runs}
+    if not args.report_only:
+        from kerastl.data.sensors import load_anomaly_data
+
+        for split in args.splits:
+            for seed in args.seeds:
+                todo = [m for m in args.methods if (split, seed, m) not in done]
+                if not todo:
+                    continue
+                data = load_anomaly_data("watch", split, settings["window"], settings["stride"], seed)
+                for method in todo:
+                    start = time.perf_counter()
+                    result = run_one(method, data, settings, seed)
+                    elapsed += time.perf_counter() - start
+                    runs.append({"split": split, "seed": seed, "method": method, **result})
+                    print(f"{split} seed {seed} {method}: mF1 {result['mf1']:.3f} AUROC {result['auroc']:.3f} "
+                          f"fit {result['fit_seconds']:.1f} s", flush=True)
+                    with open(json_path + ".tmp", "w") as f:
+                        json.dump({"settings": settings, "runs": runs, "elapsed_seconds": elapsed}, f, indent=1)
+                    os.replace(json_path + ".tmp", json_path)
+    selected = [r for r in runs if r["split"] in args.splits and r["seed"] in args.seeds and r["method"] in args.methods]
+    text = report(selected, settings, args.splits, args.seeds, args.methods, elapsed)
+    with open(args.output + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Multichannel sensor recordings for anomaly detection: loaders, windows, scaling, splits.
+
+- `load_watch()`: the smartwatch exercise recordings shipped in seglearn (offline, real):
+  140 recordings, 6 channels (3-axis accelerometer + gyroscope) at 50 Hz, 7 shoulder
+  exercises (PEN, ABD, FEL, IR, ER, TRAP, ROW), 10 subjects.
+- `load_dsads(folder)`: the Daily and Sports Activities Data Set's folder layout,
+  `a01..a19/p1..p8/s01..s60.txt`, each file 125 rows (5 s at 25 Hz) x 45 comma-separated
+  columns (5 units x 9 channels); every file is one recording.
+- `make_windows`, `ChannelScaler` (per-channel min-max or standardisation, fitted on the
+  training normal windows only).
+- `anomaly_split` / `load_anomaly_data`: the AMSL protocol. Classes named by
+  `normal_classes` are normal, the rest abnormal; normal *recordings* are split 60 / 40
+  into train / test (by recording, so overlapping windows of one recording never land on
+  both sides), every abnormal recording goes to test.
+- `npz:PATH`: arrays `x` (windows [N, time, channels]) and `y` (class labels) and optional
+  `class_names`; normal windows are split 60 / 40 at random (stratified), abnormal ones go
+  to test.
+
+Example:
+>>> data = load_anomaly_data("watch", "IR,ER,TRAP,ROW", window=64, stride=64)   # doctest: +SKIP
+>>> data.x_train.shape, data.x_test.shape, data.is_abnormal.mean()              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+
+import numpy as np
+
+from kerastl.errors import InputError
+
+WATCH_CLASSES = ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
+DSADS_SEGMENT_SHAPE = (125, 45)
+# The AMSL paper's DSADS protocol: 14 normal activities; abnormal are ascending (a05) and
+# descending (a06) stairs, treadmill running (a12), jumping (a18) and basketball (a19).
+DSADS_ABNORMAL = ("a05", "a06", "a12", "a18", "a19")
+DEFAULT_NORMAL = {"watch": "IR,ER,TRAP,ROW", "npz": "0"}
+
+
+@dataclasses.dataclass
+class Recordings:
+    """Variable-length recordings: `series[i]` is float32 [time_i, channels] of class `labels[i]`."""
+
+    name: str
+    series: list
+    labels: np.ndarray
+    class_names: list
+    groups: np.ndarray          # subject / person of each recording
+    channel_names: list
+
+
+@dataclasses.dataclass
+class AnomalyData:
+    """Scaled windows for one normal / abnormal split.
+
+    `x_train`: normal training windows [N, time, channels]; `x_test`, `is_abnormal` (1 =
+    abnormal), `test_classes` (class index of each test window); `scaler` maps raw windows
+    to the model's units.
+    """
+
+    name: str
+    x_train: np.ndarray
+    x_test: np.ndarray
+    is_abnormal: np.ndarray
+    test_classes: np.ndarray
+    class_names: list
+    normal_classes: list
+    scaler: "ChannelScaler"
+    channel_names: list
+
+    def summary(self) -> dict:
+        return {"dataset": self.name, "normal_classes": [self.class_names[c] for c in self.normal_classes],
+                "abnormal_classes": [n for i, n in enumerate(self.class_names) if i not in self.normal_classes],
+                "train_windows": int(len(self.x_train)), "test_windows": int(len(self.x_test)),
+                "test_abnormal_windows": int(self.is_abnormal.sum()),
+                "window_shape": list(self.x_train.shape[1:])}
+
+
+def load_watch() -> Recordings:
+    """seglearn's smartwatch exercise recordings (see the module docstring)."""
+    from seglearn.datasets import load_watch as seglearn_watch
+
+    data = seglearn_watch()
+    return Recordings(name="watch", series=[np.asarray(s, np.float32) for s in data["X"]],
+                      labels=np.asarray(data["y"], np.int64), class_names=list(data["y_labels"]),
+                      groups=np.asarray(data["subject"], np.int64), channel_names=list(data["X_labels"]))
+
+
+def load_dsads(folder: str, segment_shape: tuple[int, int] = DSADS_SEGMENT_SHAPE) -> Recordings:
+    """Reads DSADS from `folder/aNN/pN/sNN.txt` (one recording per file, `segment_shape`)."""
+    if folder is None:
+        raise InputError("--dataset dsads: give --data-dir, the folder holding DSADS's a01..a19 folders")
+    if not os.path.isdir(folder):
+        raise InputError(f"--data-dir {folder}: not a folder, expected DSADS's a01..a19/p1..p8/s01..s60.txt")
+    activities = sorted(d for d in os.listdir(folder) if re.fullmatch(r"a\d\d", d) and os.path.isdir(os.path.join(folder, d)))
+    if not activities:
+        raise InputError(f"--data-dir {folder}: no activity folders a01..a19, expected DSADS's "
+                         "a01..a19/p1..p8/s01..s60.txt")
+    series, labels, groups = [], [], []
+    for label, activity in enumerate(activities):
+        people = sorted(d for d in os.listdir(os.path.join(folder, activity)) if re.fullmatch(r"p\d+", d))
+        if not people:
+            raise InputError(f"{os.path.join(folder, activity)}: no person folders p1..p8, expected "
+                             f"{activity}/pN/sNN.txt")
+        for person in people:
+            files = sorted(glob.glob(os.path.join(folder, activity, person, "s[0-9][0-9].txt")))
+            if not files:
+                raise InputError(f"{os.path.join(folder, activity, person)}: no segment files s01.txt..s60.txt")
+            for path in files:
+                try:
+                    values = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+                except ValueError as err:
+                    raise InputError(f"{path}: not comma-separated numbers ({str(err).splitlines()[0]})") from None
+                if values.shape != tuple(segment_shape):
+                    raise InputError(f"{path}: {values.shape[0]} rows x {values.shape[1]} columns, expected "
+                                     f"{segment_shape[0]} x {segment_shape[1]} (a DSADS segment)")
+                if not np.isfinite(values).all():
+                    raise InputError(f"{path}: holds NaN or infinite values, expected finite numbers")
+                series.append(values)
+                labels.append(label)
+                groups.append(int(person[1:]))
+    units = ("torso", "right_arm", "left_arm", "right_leg", "left_leg")
+    sensors = [f"{axis}{kind}" for kind in ("acc", "gyro", "mag") for axis in "xyz"]
+    channels = [f"{u}_{s}" for u in units for s in sensors] if segment_shape[1] == 45 else \
+        [f"c{i}" for i in range(segment_shape[1])]
+    return Recordings(name="dsads", series=series, labels=np.asarray(labels, np.int64), class_names=activities,
+                      groups=np.asarray(groups, np.int64), channel_names=channels)
+
+
+def make_windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """Windows `[N, window, channels]` of one recording `[time, channels]`, starting every
+    `stride` steps (the tail that does not fill a window is dropped).
+
+    Example:
+    >>> make_windows(np.arange(10.0)[:, None], window=4, stride=3)[..., 0]
+    array([[0., 1., 2., 3.],
+           [3., 4., 5., 6.],
+           [6., 7., 8., 9.]])
+    """
+    series = np.asarray(series)
+    if window < 1 or stride < 1:
+        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
+    if window > len(series):
+        raise InputError(f"--window {window}: longer than a recording of {len(series)} steps")
+    starts = np.arange(0, len(series) - window + 1, stride)
+    return np.stack([series[s:s + window] for s in starts]) if len(starts) else np.zeros((0, window, series.shape[1]))
+
+
+class ChannelScaler:
+    """Per-channel scaling fitted on training windows: `(x - offset) / scale`.
+
+    `method="minmax"` maps the training range of each channel to [0, 1]; `"standard"` to
+    zero mean, unit variance. Constant channels get scale 1.
+
+    Example:
+    >>> scaler = ChannelScaler().fit(np.array([[[0.0, 10.0], [2.0, 30.0]]]))
+    >>> scaler.transform(np.array([[[1.0, 20.0]]]))
+    array([[[0.5, 0.5]]], dtype=float32)
+    """
+
+    def __init__(self, method: str = "minmax"):
+        if method not in ("minmax", "standard"):
+            raise ValueError(f"method={method!r}: expected 'minmax' or 'standard'")
+        self.method = method
+        self.offset = self.scale = None
+
+    def fit(self, windows: np.ndarray) -> "ChannelScaler":
+        flat = np.asarray(windows, np.float64).reshape(-1, np.shape(windows)[-1])
+        if self.method == "minmax":
+            self.offset, spread = flat.min(axis=0), flat.max(axis=0) - flat.min(axis=0)
+        else:
+            self.offset, spread = flat.mean(axis=0), flat.std(axis=0)
+        self.scale = np.where(spread > 1e-12, spread, 1.0)
+        return self
+
+    def transform(self, windows: np.ndarray) -> np.ndarray:
+        return ((np.asarray(windows, np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "offset": self.offset.tolist(), "scale": self.scale.tolist()}
+
+
+def parse_classes(spec: str, class_names: list, dataset: str, option: str = "--normal-classes") -> list[int]:
+    """Class indices from a comma-separated list of class names or indices."""
+    chosen = []
+    for item in [part.strip() for part in str(spec).split(",") if part.strip()]:
+        if item in class_names:
+            index = class_names.index(item)
+        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(class_names):
+            index = int(item)
+        else:
+            raise InputError(f"{option} {spec}: {item!r} is not a class of {dataset}; expected names among "
+                             f"{', '.join(map(str, class_names))} or indices 0..{len(class_names) - 1}")
+        if index not in chosen:
+            chosen.append(index)
+    if not chosen:
+        raise InputError(f"{option} {spec!r}: expected at least one class name or index")
+    if len(chosen) == len(class_names):
+        raise InputError(f"{option} {spec}: every class of {dataset} is normal, nothing is left to detect; "
+                         "leave at least one class out")
+    return sorted(chosen)
+
+
+def _split_normal(labels: np.ndarray, normal: list[int], test_fraction: float, seed: int):
+    """Indices (train, test) of items: each normal class split `1 - test_fraction` / `test_fraction`
+    (at least one item each side when a class has two), every other item to test."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        items = np.flatnonzero(labels == c)
+        if c not in normal:
+            test.append(items)
+            continue
+        items = rng.permutation(items)
+        held = int(round(test_fraction * len(items)))
+        if len(items) > 1:
+            held = min(max(held, 1), len(items) - 1)
+        test.append(items[:held])
+        train.append(items[held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def anomaly_split(recordings: Recordings, normal_classes: str, window: int, stride: int, seed: int = 0,
+                  test_fraction: float = 0.4, scaling: str = "minmax") -> AnomalyData:
+    """AMSL's protocol over recordings (see the module docstring); windows are scaled with a
+    `ChannelScaler` fitted on the training normal windows only."""
+    normal = parse_classes(normal_classes, recordings.class_names, recordings.name)
+    lengths = np.array([len(s) for s in recordings.series])
+    shortest = int(np.argmin(lengths))
+    if window > lengths[shortest]:
+        raise InputError(f"--window {window}: longer than recording {shortest} of {recordings.name} "
+                         f"({recordings.class_names[recordings.labels[shortest]]}, {lengths[shortest]} steps); "
+                         f"expected at most {lengths[shortest]}")
+    if window < 1 or stride < 1:
+        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
+    train, test = _split_normal(recordings.labels, normal, test_fraction, seed)
+
+    def windows_of(indices):
+        parts = [make_windows(recordings.series[i], window, stride) for i in indices]
+        classes = np.concatenate([np.full(len(p), recordings.labels[i]) for p, i in zip(parts, indices)])
+        return np.concatenate(parts).astype(np.float32), classes.astype(np.int64)
+
+    x_train, _ = windows_of(train)
+    x_test, test_classes = windows_of(test)
+    return _scaled(recordings.name, x_train, x_test, test_classes, recordings.class_names, normal,
+                   recordings.channel_names, scaling)
+
+
+def _scaled(name, x_train, x_test, test_classes, class_names, normal, channel_names, scaling):
+    scaler = ChannelScaler(scaling).fit(x_train)
+    return AnomalyData(name=name, x_train=scaler.transform(x_train), x_test=scaler.transform(x_test),
+                       is_abnormal=(~np.isin(test_classes, normal)).astype(np.int64), test_classes=test_classes,
+                       class_names=list(class_names), normal_classes=normal, scaler=scaler,
+                       channel_names=list(channel_names))
+
+
+def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fraction: float = 0.4,
+                     scaling: str = "minmax") -> AnomalyData:
+    """`npz:PATH` data: `x` windows [N, time, channels], `y` class labels (integers, or
+    strings), optional `class_names` (for integer labels 0..C-1)."""
+    from kerastl.anomaly.detector import check_windows
+    from kerastl.data.files import read_npz
+
+    arrays = read_npz(path)
+    x = check_windows(arrays["x"], f"{path}: x")
+    y = np.asarray(arrays["y"])
+    if y.ndim != 1 or len(y) != len(x):
+        raise InputError(f"{path}: y has shape {y.shape}, expected one label per window of x ({len(x)})")
+    if "class_names" in arrays:
+        class_names = [str(c) for c in arrays["class_names"]]
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(class_names):
+            raise InputError(f"{path}: y must hold integers 0..{len(class_names) - 1} (one per class_names entry)")
+        labels = y.astype(np.int64)
+    else:
+        values, labels = np.unique(y, return_inverse=True)
+        class_names = [str(v) for v in values]
+    normal = parse_classes(normal_classes, class_names, f"npz:{path}")
+    train, test = _split_normal(labels, normal, test_fraction, seed)
+    return _scaled(f"npz:{path}", x[train], x[test], labels[test], class_names, normal,
+                   [f"c{i}" for i in range(x.shape[2])], scaling)
+
+
+def default_normal_classes(dataset: str, class_names: list | None = None) -> str:
+    """The default `--normal-classes` of a dataset (DSADS: the paper's 14 normal activities)."""
+    if dataset == "dsads":
+        return ",".join(c for c in (class_names or []) if c not in DSADS_ABNORMAL)
+    return DEFAULT_NORMAL["npz" if dataset.startswith("npz:") else dataset]
+
+
+def load_anomaly_data(dataset: str, normal_classes: str | None, window: int, stride: int, seed: int = 0,
+                      data_dir: str | None = None, test_fraction: float = 0.4, scaling: str = "minmax") -> AnomalyData:
+    """`watch`, `dsads` (from `data_dir`) or `npz:PATH` -> `AnomalyData` (windows of `window`
+    steps every `stride` steps; npz windows are taken as they are)."""
+    if dataset.startswith("npz:"):
+        return load_npz_windows(dataset[4:], normal_classes or default_normal_classes(dataset), seed,
+                                test_fraction, scaling)
+    if dataset == "watch":
+        recordings = load_watch()
+    elif dataset == "dsads":
+        recordings = load_dsads(data_dir)
+    else:
+        raise InputError(f"--dataset {dataset!r} is unknown; expected watch, dsads or npz:PATH")
+    spec = normal_classes or default_normal_classes(dataset, recordings.class_names)
+    return anomaly_split(recordings, spec, window, stride, seed, test_fraction, scaling)
