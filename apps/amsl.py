@@ -34,7 +34,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 
 from kerastl import app
@@ -128,18 +127,6 @@ def run_config(args) -> dict:
     return {key: getattr(args, key) for key in keys}
 
 
-def check_resumable(folder, config):
-    path = os.path.join(folder.checkpoints, "run.json")
-    if not os.path.exists(path):
-        raise app.InputError(f"--resume: {folder.checkpoints} has no run.json; it was not written by apps.{APP}")
-    with open(path) as f:
-        saved = json.load(f)
-    for key, value in config.items():
-        if saved.get(key) != value:
-            raise app.InputError(f"--resume: the checkpoint in {folder.checkpoints} is from --{key.replace('_', '-')} "
-                                 f"{saved.get(key)}, not {value}; resume with the same options or choose another --output")
-
-
 def run(args):
     check_args(args)
     from kerastl.export import version_dir
@@ -157,7 +144,7 @@ def run(args):
     args.normal_classes = ",".join(data.class_names[c] for c in data.normal_classes)
     config = run_config(args)
     if args.resume:
-        check_resumable(folder, config)
+        folder.check_resumable(config, f"apps.{APP}")
     detector = AMSLDetector(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                             percentile=args.percentile, transformations=args.transformation_list,
                             num_slots=args.memory_slots, memory=args.memory, filters=args.filter_sizes,
@@ -170,8 +157,7 @@ def run(args):
             baseline.prepare(data.x_train)
 
     folder.create()
-    with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    folder.save_config(config)
     train_and_report(args, folder, data, detector, baselines, export_path)
 
 

@@ -27,7 +27,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 
 from kerastl import app
@@ -115,19 +114,6 @@ def check_args(args):
         raise app.InputError(f"--tau: --algorithm {args.algorithm} has no confidence threshold")
 
 
-def check_resumable(folder, config):
-    path = os.path.join(folder.checkpoints, "run.json")
-    if not os.path.exists(path):
-        raise app.InputError(f"--resume: {folder.checkpoints} has no run.json; it was not written by apps.{APP}")
-    with open(path) as f:
-        saved = json.load(f)
-    for key, value in config.items():
-        if saved.get(key) != value:
-            flag = "--" + key.replace("_", "-")
-            raise app.InputError(f"--resume: the checkpoint in {folder.checkpoints} is from {flag} {saved.get(key)}, "
-                                 f"not {value}; resume with the same options or choose another --output")
-
-
 def distribution_strategy(name):
     import tensorflow as tf
 
@@ -154,7 +140,7 @@ def run(args):
         args.weight_decay = 1e-3 if args.dataset == "cifar100" else 5e-4
     config = run_config(args)
     if args.resume:
-        check_resumable(folder, config)
+        folder.check_resumable(config, f"apps.{APP}")
 
     import keras
     import numpy as np
@@ -182,8 +168,7 @@ def run(args):
                                resume=False)
         args.no_export = True
     folder.create()
-    with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    folder.save_config(config)
 
     flip = args.flip == "yes" or (args.flip == "auto" and args.dataset not in ("svhn", "mnist5k")
                                   and "digit" not in args.dataset.lower())

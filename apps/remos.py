@@ -55,7 +55,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 
 from kerastl import app
@@ -194,19 +193,6 @@ def check_args(args):
                              "and a positive step for inputs in [0, 1]")
 
 
-def check_resumable(folder, config):
-    path = os.path.join(folder.checkpoints, "run.json")
-    if not os.path.exists(path):
-        raise app.InputError(f"--resume: {folder.checkpoints} has no run.json; it was not written by apps.{APP}")
-    with open(path) as f:
-        saved = json.load(f)
-    for key, value in config.items():
-        if saved.get(key) != value:
-            raise app.InputError(f"--resume: the checkpoint in {folder.checkpoints} is from --{key.replace('_', '-')} "
-                                 f"{saved.get(key)}, not {value}; resume with the same options or choose another "
-                                 "--output")
-
-
 def load_task(args):
     """The teacher's and student's arrays (and, nlp, the vectorizer), checked; no disk writes."""
     if args.setting == "nlp":
@@ -273,7 +259,7 @@ def run(args):
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
     config = run_config(args)
     if args.resume:
-        check_resumable(folder, config)
+        folder.check_resumable(config, f"apps.{APP}")
     task, vectorizer = load_task(args)
     teacher = None
     if args.teacher is not None:
@@ -282,8 +268,7 @@ def run(args):
         teacher = load_teacher(args.teacher, task.x_student.shape[1:], args.teacher_classes or task.num_classes)
     check_fit(args, task, teacher)
     folder.create()
-    with open(os.path.join(folder.checkpoints, "run.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    folder.save_config(config)
     train_and_report(args, folder, task, teacher, vectorizer)
 
 

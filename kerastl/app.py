@@ -178,6 +178,24 @@ class RunFolder:
     plots = property(lambda self: os.path.join(self.path, "plots"))
     metrics_path = property(lambda self: os.path.join(self.path, "metrics.json"))
 
+    def save_config(self, config: dict) -> None:
+        """Records the options a checkpoint depends on (`checkpoints/run.json`)."""
+        with open(os.path.join(self.checkpoints, "run.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
+    def check_resumable(self, config: dict, prog: str) -> None:
+        """For --resume: the checkpoint must come from `prog` run with the same `config`."""
+        path = os.path.join(self.checkpoints, "run.json")
+        if not os.path.exists(path):
+            raise InputError(f"--resume: {self.checkpoints} has no run.json; it was not written by {prog}")
+        with open(path) as f:
+            saved = json.load(f)
+        for key, value in config.items():
+            if saved.get(key) != value:
+                raise InputError(f"--resume: the checkpoint in {self.checkpoints} is from --{key.replace('_', '-')} "
+                                 f"{saved.get(key)}, not {value}; resume with the same options or choose another "
+                                 "--output")
+
     def write_metrics(self, metrics: dict) -> str:
         """Writes `metrics.json` atomically (a reader never sees half a file)."""
         staging = self.metrics_path + ".tmp"
