@@ -113,6 +113,13 @@ def add_preset_option(parser: argparse.ArgumentParser, flag: str, help: str, **k
     parser.preset_keys.add(dest)
 
 
+def preset_group(parser: argparse.ArgumentParser, title: str):
+    """An argument group (for --help) that `add_preset_option` can add preset options to."""
+    group = parser.add_argument_group(title)
+    group.presets, group.preset_keys = parser.presets, parser.preset_keys
+    return group
+
+
 def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], Any],
          argv: list[str] | None = None) -> int:
     """Parses arguments and runs; bad input becomes one line on stderr and exit code 2."""

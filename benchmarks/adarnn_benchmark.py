@@ -1,0 +1,297 @@
+"""AdaRNN benchmark: the shape of the paper's air-quality table on offline real data.
+
+On the three pvlib TMY stations (hourly air temperature, train Jan-Aug, test Oct-Dec) and the
+taylor half-hourly electricity demand (train 8 weeks, test the last 3): test RMSE and MAE of
+persistence, GRU, MMD-RNN, DANN-RNN, Transformer, AdaRNN and AdaTransformer over 3 seeds
+(mean +- std), and AdaRNN's RMSE change against GRU in %. Then, on greensboro: the number of
+domains K = 2..10 against AdaRNN's RMSE, and TDC vs random vs reversed splits (also on
+taylor); and AdaRNN's training time per epoch relative to GRU (same data, same steps).
+
+Every run is `python -m apps.adarnn --preset cpu` (in this process, without export) with
+the epochs shortened by --epochs / --pre-epoch so the whole benchmark fits ~35 minutes on 2
+shared CPU cores. Finished runs in --runs are reused, so an interrupted benchmark continues.
+RMSE / MAE are on the original scale (degrees C, MW) and on the training min-max scale.
+
+    python benchmarks/adarnn_benchmark.py                       # everything
+    python benchmarks/adarnn_benchmark.py --only table --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from apps import adarnn  # noqa: E402
+from kerastl import app  # noqa: E402
+
+SERIES = {"sand_point": ["--dataset", "pvlib", "--station", "sand_point"],
+          "greensboro": ["--dataset", "pvlib", "--station", "greensboro"],
+          "miami": ["--dataset", "pvlib", "--station", "miami"],
+          "taylor": ["--dataset", "taylor"]}
+MODELS = ("gru", "mmd_rnn", "dann_rnn", "transformer", "adarnn", "adatransformer")
+LABELS = {"persistence": "persistence", "gru": "GRU", "mmd_rnn": "MMD-RNN", "dann_rnn": "DANN-RNN",
+          "transformer": "Transformer", "adarnn": "AdaRNN", "adatransformer": "AdaTransformer"}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def run_once(runs: str, name: str, argv: list[str]) -> dict:
+    folder = os.path.join(runs, name)
+    metrics_path = os.path.join(folder, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        if "rmse" in metrics:
+            return metrics
+    started = time.perf_counter()
+    code = app.main(adarnn.build_parser, adarnn.run,
+                    ["--preset", "cpu", "--no-export", "--output", folder, "--overwrite", *argv])
+    if code != 0:
+        raise SystemExit(f"run {name} failed with exit code {code}")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    metrics["wall_seconds"] = time.perf_counter() - started
+    with open(metrics_path, "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def summary(values):
+    values = np.asarray(values, float)
+    return {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}
+
+
+def table(args, results):
+    rows = results.setdefault("table", {})
+    for seed in args.seeds:  # seed-major: a partial run still covers every cell
+        for series in args.series:
+            data = SERIES[series]
+            for model in MODELS:
+                metrics = run_once(args.runs, f"{series}-{model}-s{seed}",
+                                   data + ["--model", model, "--seed", str(seed), *args.budget])
+                cell = rows.setdefault(series, {}).setdefault(model, {"runs": {}})
+                cell["runs"][str(seed)] = {k: metrics[k] for k in ("rmse", "mae", "rmse_scaled", "mae_scaled")}
+                cell["runs"][str(seed)]["epoch_seconds"] = metrics["history"]["epoch_seconds"]
+                rows[series]["persistence"] = {"runs": {"0": metrics["persistence"]}}
+                rows[series]["unit"] = "degrees C" if series != "taylor" else "MW"
+                save(results)
+    for series, cells in rows.items():
+        for model, cell in cells.items():
+            if isinstance(cell, dict) and "runs" in cell:
+                for key in ("rmse", "mae", "rmse_scaled", "mae_scaled"):
+                    cell[key] = summary([run[key] for run in cell["runs"].values()])
+        if "adarnn" in cells and "gru" in cells:
+            cells["adarnn_rmse_change_vs_gru_percent"] = 100.0 * (cells["adarnn"]["rmse"]["mean"]
+                                                                   / cells["gru"]["rmse"]["mean"] - 1.0)
+    changes = [cells["adarnn_rmse_change_vs_gru_percent"] for cells in rows.values()
+               if "adarnn_rmse_change_vs_gru_percent" in cells]
+    results["average_adarnn_rmse_change_vs_gru_percent"] = float(np.mean(changes)) if changes else None
+    # Time per epoch: median over epochs after the first (which includes tracing), per run.
+    ratios = []
+    for series, cells in rows.items():
+        for seed in cells.get("adarnn", {}).get("runs", {}):
+            ada = np.median(cells["adarnn"]["runs"][seed]["epoch_seconds"][1:])
+            gru = np.median(cells["gru"]["runs"].get(seed, {}).get("epoch_seconds", [np.nan, np.nan])[1:])
+            ratios.append({"series": series, "seed": int(seed), "adarnn_seconds": float(ada),
+                           "gru_seconds": float(gru), "ratio": float(ada / gru)})
+    results["epoch_time"] = {"runs": ratios, "median_ratio": float(np.median([r["ratio"] for r in ratios]))
+                             if ratios else None}
+    save(results)
+
+
+def k_sweep(args, results):
+    sweep = results.setdefault("k_sweep", {"series": "greensboro", "model": "adarnn", "seed": 0, "runs": {}})
+    for k in range(2, 11):
+        # K = 3 is the table's run (the cpu preset's K).
+        metrics = run_once(args.runs, "greensboro-adarnn-s0" if k == 3 else f"greensboro-adarnn-k{k}-s0",
+                           SERIES["greensboro"] + ["--model", "adarnn", "--num-domains", str(k), "--seed", "0",
+                                                   *args.budget])
+        sweep["runs"][str(k)] = {"rmse": metrics["rmse"], "mae": metrics["mae"],
+                                 "rmse_scaled": metrics["rmse_scaled"],
+                                 "boundaries": metrics["segments"]["boundaries"]}
+        save(results)
+
+
+def splits(args, results):
+    comparison = results.setdefault("splits", {"model": "adarnn", "num_domains": 3, "runs": {}})
+    for series in ("greensboro", "taylor"):
+        for method in ("tdc", "random", "reverse"):
+            values = []
+            for seed in args.split_seeds:
+                name = f"{series}-adarnn-s{seed}" if method == "tdc" else f"{series}-adarnn-{method}-s{seed}"
+                metrics = run_once(args.runs, name, SERIES[series] + ["--model", "adarnn", "--split", method,
+                                                                      "--seed", str(seed), *args.budget])
+                values.append({"seed": seed, "rmse": metrics["rmse"], "mae": metrics["mae"],
+                               "boundaries": metrics["segments"]["boundaries"],
+                               "diversity": metrics["segments"]["score"]})
+            comparison["runs"].setdefault(series, {})[method] = {
+                "rmse": summary([v["rmse"] for v in values]), "mae": summary([v["mae"] for v in values]),
+                "runs": values}
+            save(results)
+
+
+def timing(args, results, rounds: int = 10):
+    """AdaRNN vs GRU seconds per training epoch, measured in one process with the epochs of
+    the two models interleaved, so that the load of a shared machine hits both alike."""
+    import keras
+
+    from kerastl.data import series as ts
+    from kerastl.timeseries import TDMCallback, build_forecaster, tdc
+
+    preset = adarnn.PRESETS["cpu"]
+    series = ts.load_series("pvlib", station="greensboro")
+    split = ts.split_by_dates(series, None, None)
+    scaled = ts.MinMaxScaler.fit(series.values[:split.train_end]).transform(series.values)
+    length, k, batch = preset["len_seq"], preset["num_domains"], preset["batch_size"]
+    segments = tdc.split(scaled[:split.train_end], k).segments
+    starts = [ts.window_starts(a, b, length) for a, b in segments]
+    steps = ts.steps_per_epoch(starts, batch)
+    models, seconds = {}, {"gru": [], "adarnn": []}
+    for name in seconds:
+        keras.utils.set_random_seed(0)
+        model = build_forecaster(name, length, len(series.feature_names), k, preset["distance"], preset["tdm_lambda"],
+                                 preset["hidden_size"], preset["num_layers"], None,
+                                 residual_index=series.target_index)
+        model.compile(optimizer=keras.optimizers.Adam(preset["lr"], clipvalue=3.0))
+        stream = ts.segment_batches(scaled, series.target_index, starts, length, batch, seed=0)
+        # One epoch of pre-training to trace, then boosting epochs (the slower phase: the
+        # distances are accumulated for the update).
+        callback = TDMCallback(pre_epoch=1)
+        model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[callback])
+        models[name] = (model, stream, callback)
+    for epoch in range(1, rounds + 1):
+        for name, (model, stream, callback) in models.items():
+            started = time.perf_counter()
+            model.fit(stream, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,
+                      callbacks=[callback])
+            seconds[name].append(time.perf_counter() - started)
+    ratios = [a / g for a, g in zip(seconds["adarnn"], seconds["gru"])]
+    results["epoch_time_interleaved"] = {
+        "series": "greensboro", "num_domains": k, "steps_per_epoch": steps, "batch_per_segment": batch,
+        "seconds": seconds, "median_ratio": float(np.median(ratios)),
+        "ratio_of_fastest": float(min(seconds["adarnn"]) / min(seconds["gru"]))}
+    save(results)
+
+
+def save(results):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "adarnn_benchmark.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(RESULTS, "adarnn_benchmark.md"), "w") as f:
+        f.write(markdown(results))
+
+
+def fmt(cell, key="rmse", digits=3):
+    if not cell or key not in cell:
+        return "—"
+    value = cell[key]
+    if len(value["values"]) == 1:
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+def markdown(results) -> str:
+    lines = [f"# AdaRNN benchmark\n\n{results['setup']}\n"]
+    rows = results.get("table", {})
+    if rows:
+        lines += ["## Test RMSE / MAE (original units), mean ± std over seeds\n",
+                  "| model | " + " | ".join(f"{s} ({rows[s]['unit']}) RMSE / MAE" for s in rows) + " |",
+                  "|---|" + "---|" * len(rows)]
+        for model in ("persistence", *MODELS):
+            cells = [f"{fmt(rows[s].get(model))} / {fmt(rows[s].get(model), 'mae')}" if model != "persistence" else
+                     f"{rows[s]['persistence']['runs']['0']['rmse']:.3f} / {rows[s]['persistence']['runs']['0']['mae']:.3f}"
+                     for s in rows]
+            lines.append(f"| {LABELS[model]} | " + " | ".join(cells) + " |")
+        lines.append("| AdaRNN RMSE vs GRU | " + " | ".join(
+            f"{rows[s]['adarnn_rmse_change_vs_gru_percent']:+.1f} %" if "adarnn_rmse_change_vs_gru_percent" in rows[s]
+            else "—" for s in rows) + " |")
+        average = results.get("average_adarnn_rmse_change_vs_gru_percent")
+        lines.append(f"\nAverage AdaRNN RMSE change vs GRU: {average:+.2f} % (paper, air quality: -73.57 %).\n"
+                     if average is not None else "")
+        lines += ["## The same on the scaled [0, 1] training range (RMSE)\n",
+                  "| model | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        for model in ("persistence", *MODELS):
+            cells = [fmt(rows[s].get(model), "rmse_scaled", 4) if model != "persistence" else
+                     f"{rows[s]['persistence']['runs']['0']['rmse_scaled']:.4f}" for s in rows]
+            lines.append(f"| {LABELS[model]} | " + " | ".join(cells) + " |")
+    timing = results.get("epoch_time")
+    if timing and timing.get("runs"):
+        lines += ["\n## Training time per epoch, AdaRNN / GRU, from the table's runs (separate runs on a shared "
+                  "machine: noisy)\n",
+                  f"Median ratio {timing['median_ratio']:.2f} (target <= 1.5) over "
+                  f"{len(timing['runs'])} run pairs; per pair: " + ", ".join(
+                      f"{r['series']} s{r['seed']} {r['ratio']:.2f}" for r in timing["runs"]) + "\n"]
+    interleaved = results.get("epoch_time_interleaved")
+    if interleaved:
+        lines += ["## Training time per epoch, AdaRNN / GRU, interleaved in one process (greensboro, K = 3, "
+                  f"{interleaved['steps_per_epoch']} steps of {interleaved['num_domains']} x "
+                  f"{interleaved['batch_per_segment']} windows, boosting phase)\n",
+                  f"Median of the per-round ratios {interleaved['median_ratio']:.2f}, ratio of the fastest epochs "
+                  f"{interleaved['ratio_of_fastest']:.2f} (target <= 1.5); GRU "
+                  f"{np.median(interleaved['seconds']['gru']):.2f} s, AdaRNN "
+                  f"{np.median(interleaved['seconds']['adarnn']):.2f} s per epoch (medians).\n"]
+    sweep = results.get("k_sweep", {}).get("runs")
+    if sweep:
+        lines += ["## Number of domains K (greensboro, AdaRNN, seed 0)\n", "| K | RMSE (°C) | MAE | boundaries |",
+                  "|---|---|---|---|"]
+        for k, run in sweep.items():
+            lines.append(f"| {k} | {run['rmse']:.3f} | {run['mae']:.3f} | {run['boundaries']} |")
+    comparison = results.get("splits", {}).get("runs")
+    if comparison:
+        lines += ["\n## TDC vs random vs reversed split (AdaRNN, K = 3)\n",
+                  "| series | split | RMSE | MAE | TDC diversity of the split (seed 0) |", "|---|---|---|---|---|"]
+        for series, methods in comparison.items():
+            for method, cell in methods.items():
+                lines.append(f"| {series} | {method} | {fmt(cell)} | {fmt(cell, 'mae')} | "
+                             f"{cell['runs'][0]['diversity']:.3g} |")
+    lines.append(f"\nTotal time: {results.get('total_minutes') or 0:.1f} min over: " + "; ".join(
+        f"`{i['command']}` ({i['minutes'] or 0:.1f} min)" for i in results.get("invocations", [])) + "\n")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("table", "k", "splits", "timing"), default=None,
+                        help="run one part only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the split comparison (default 0)")
+    parser.add_argument("--series", nargs="+", choices=tuple(SERIES), default=list(SERIES),
+                        help="series of the main table (default all four)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (cpu preset: 30; default 20)")
+    parser.add_argument("--pre-epoch", type=int, default=10, help="pre-training epochs (default 10)")
+    parser.add_argument("--runs", default="runs/bench-adarnn", help="run folders (reused when finished)")
+    args = parser.parse_args()
+    args.budget = ["--epochs", str(args.epochs), "--pre-epoch", str(args.pre_epoch)]
+    started = time.perf_counter()
+    path = os.path.join(RESULTS, "adarnn_benchmark.json")
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+    results["setup"] = (f"apps.adarnn --preset cpu (K = 3, len_seq 24, batch 36 per segment, lr 2e-3, GRU 2 x 64, "
+                        f"adversarial TDM distance, lambda 0.1, forecasting the change from the last value) with "
+                        f"--epochs {args.epochs} --pre-epoch {args.pre_epoch}; the best validation epoch's weights "
+                        f"are evaluated; seeds {args.seeds} (split comparison: {args.split_seeds}); 2 shared CPU cores.")
+    command = "python benchmarks/adarnn_benchmark.py " + " ".join(sys.argv[1:])
+    results["command"] = command
+    # Invocations add up: a later one reuses the finished runs of the earlier ones.
+    invocations = results.setdefault("invocations", [])
+    invocations.append({"command": command, "minutes": None})
+    for part, function in (("table", table), ("k", k_sweep), ("splits", splits), ("timing", timing)):
+        if args.only in (None, part):
+            function(args, results)
+    invocations[-1]["minutes"] = (time.perf_counter() - started) / 60.0
+    results["total_minutes"] = sum(i["minutes"] or 0.0 for i in invocations)
+    save(results)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Distances between two batches of features, differentiable, usable as Keras losses.
+
+Every function takes `source` `[..., N, D]` and `target` `[..., M, D]` (N and M samples of D
+features, any leading dimensions) and returns the distance per leading index, shape `[...]`.
+The leading dimensions are how AdaRNN evaluates all time steps and all segment pairs in one
+call instead of a Python loop.
+
+| name | measures | sees |
+|---|---|---|
+| `mmd_linear` | squared distance of the batch means | mean shifts |
+| `mmd_rbf` | multi-kernel (5 Gaussian bandwidths) MMD^2 | any change of distribution |
+| `coral` | ||C_s - C_t||_F^2 / (4 D^2) of the covariances | covariance shifts |
+| `cosine` | 1 - cos(mean_s, mean_t) | changes of the mean's direction |
+| `kl`, `js` | KL / Jensen-Shannon of the batch-averaged softmax over features | mean and spread shifts |
+| `adversarial` | max(0, 2 log 2 - BCE) of a trained discriminator | what the discriminator learns |
+
+Example:
+>>> import numpy as np
+>>> x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+>>> float(coral(x, x))
+0.0
+>>> distance = get_distance("mmd_rbf")
+>>> bool(distance(x, x + 1.0) > distance(x, x))
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+DISTANCES = ("mmd_linear", "mmd_rbf", "coral", "cosine", "kl", "js", "adversarial")
+_EPS = 1e-8
+
+
+def _as_float(source, target):
+    return tf.convert_to_tensor(source, tf.float32), tf.convert_to_tensor(target, tf.float32)
+
+
+def mmd_linear(source, target):
+    """||mean(source) - mean(target)||^2 (the linear-kernel MMD)."""
+    source, target = _as_float(source, target)
+    delta = tf.reduce_mean(source, axis=-2) - tf.reduce_mean(target, axis=-2)
+    return tf.reduce_sum(tf.square(delta), axis=-1)
+
+
+def mmd_rbf(source, target, kernel_mul: float = 2.0, kernel_num: int = 5):
+    """Multi-kernel MMD^2 with Gaussian kernels.
+
+    Bandwidths: the mean pairwise squared distance of the pooled samples, times
+    kernel_mul^k for k = -(kernel_num // 2) .. kernel_num // 2 (the reference's
+    `guassian_kernel`). The bandwidth is a statistic of the data, not something to optimise:
+    it is held constant for the gradient (otherwise the features could shrink the distance by
+    inflating the bandwidth). Unlike the reference, the MMD itself keeps its gradient.
+    """
+    source, target = _as_float(source, target)
+    n, m = tf.shape(source)[-2], tf.shape(target)[-2]
+    pooled = tf.concat([source, target], axis=-2)
+    squared_norms = tf.reduce_sum(tf.square(pooled), axis=-1)
+    squared_distances = tf.maximum(
+        squared_norms[..., :, None] + squared_norms[..., None, :]
+        - 2.0 * tf.matmul(pooled, pooled, transpose_b=True), 0.0)
+    total = tf.cast(n + m, tf.float32)
+    bandwidth = tf.stop_gradient(tf.reduce_sum(squared_distances, axis=[-2, -1]) / (total * total - total))
+    bandwidth = tf.maximum(bandwidth, _EPS)[..., None, None] / (kernel_mul ** (kernel_num // 2))
+    kernels = tf.add_n([tf.exp(-squared_distances / (bandwidth * kernel_mul ** k)) for k in range(kernel_num)])
+    xx = tf.reduce_mean(kernels[..., :n, :n], axis=[-2, -1])
+    yy = tf.reduce_mean(kernels[..., n:, n:], axis=[-2, -1])
+    xy = tf.reduce_mean(kernels[..., :n, n:], axis=[-2, -1])
+    return xx + yy - 2.0 * xy
+
+
+def _covariance(x):
+    count = tf.cast(tf.shape(x)[-2], tf.float32)
+    centred = x - tf.reduce_mean(x, axis=-2, keepdims=True)
+    return tf.matmul(centred, centred, transpose_a=True) / tf.maximum(count - 1.0, 1.0)
+
+
+def coral(source, target):
+    """CORAL: ||C_source - C_target||_F^2 / (4 D^2), C the unbiased feature covariances."""
+    source, target = _as_float(source, target)
+    dims = tf.cast(tf.shape(source)[-1], tf.float32)
+    difference = _covariance(source) - _covariance(target)
+    return tf.reduce_sum(tf.square(difference), axis=[-2, -1]) / (4.0 * dims * dims)
+
+
+def cosine(source, target):
+    """1 - cosine similarity of the two batch means (per batch, not over the whole tensor)."""
+    source, target = _as_float(source, target)
+    mean_s = tf.reduce_mean(source, axis=-2)
+    mean_t = tf.reduce_mean(target, axis=-2)
+    similarity = tf.reduce_sum(mean_s * mean_t, axis=-1) / (
+        tf.norm(mean_s, axis=-1) * tf.norm(mean_t, axis=-1) + _EPS)
+    return 1.0 - similarity
+
+
+def _feature_distribution(x):
+    # Each sample's softmax over the features, averaged over the batch: a proper
+    # distribution (the reference takes the log of raw, possibly negative, features).
+    return tf.reduce_mean(tf.nn.softmax(x, axis=-1), axis=-2)
+
+
+def _kl(p, q):
+    return tf.reduce_sum(p * (tf.math.log(p + _EPS) - tf.math.log(q + _EPS)), axis=-1)
+
+
+def kl(source, target):
+    """KL(P_source || P_target) of the batch-averaged softmax distributions over features."""
+    source, target = _as_float(source, target)
+    return tf.maximum(_kl(_feature_distribution(source), _feature_distribution(target)), 0.0)
+
+
+def js(source, target):
+    """Jensen-Shannon divergence of the batch-averaged softmax distributions over features."""
+    source, target = _as_float(source, target)
+    p, q = _feature_distribution(source), _feature_distribution(target)
+    middle = 0.5 * (p + q)
+    return tf.maximum(0.5 * _kl(p, middle) + 0.5 * _kl(q, middle), 0.0)
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class AdversarialDistance(keras.layers.Layer):
+    """A domain discriminator that measures how separable two batches are.
+
+    `layer(source, target)` returns max(0, 2 log 2 - BCE), where BCE is the discriminator's
+    binary cross-entropy (source labelled 1, target 0, averaged per domain and summed). That
+    is a lower bound of 2 x the Jensen-Shannon divergence, tight for the best discriminator:
+    0 when the discriminator cannot tell the batches apart, up to 2 log 2 when it separates
+    them perfectly.
+
+    Gradients, so that one optimiser step on `task loss + lambda * distance` trains both
+    sides (the role of DANN's gradient reversal): the features receive the gradient of the
+    distance (minimising it makes the domains indistinguishable) through a copy of the
+    discriminator whose weights are held constant; the discriminator receives the gradient
+    of its own BCE on the features held constant (it learns to separate them). The features
+    stop being pushed once the discriminator does no better than chance (the max with 0):
+    unlike plain gradient reversal, they cannot run off making it confidently wrong.
+
+    The discriminator (MLP hidden -> hidden -> 1) is created once, one per AdaRNN layer, and
+    trained with the model, unlike the reference, which builds a fresh, untrained one at
+    every call. Its output layer starts at zero, so an untrained discriminator answers 1/2
+    everywhere and the distance starts at exactly 0.
+
+    Example:
+    >>> layer = AdversarialDistance(hidden_units=16)
+    >>> float(layer(np.zeros((8, 4), "float32"), np.ones((8, 4), "float32")))
+    0.0
+    """
+
+    def __init__(self, hidden_units: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = hidden_units
+
+    def build(self, source_shape, target_shape=None):
+        dims = [source_shape[-1], self.hidden_units, self.hidden_units, 1]
+        self.kernels, self.biases = [], []
+        for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            last = index == len(dims) - 2
+            self.kernels.append(self.add_weight(
+                shape=(fan_in, fan_out), name=f"kernel_{index}",
+                initializer="zeros" if last else keras.initializers.GlorotUniform()))
+            self.biases.append(self.add_weight(shape=(fan_out,), name=f"bias_{index}", initializer="zeros"))
+        self.built = True
+
+    def discriminate(self, features, frozen: bool = False):
+        """Logits of 'source' for features `[..., D]`; `frozen` holds the weights constant."""
+        hidden = features
+        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            kernel, bias = tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias)
+            if frozen:
+                kernel, bias = tf.stop_gradient(kernel), tf.stop_gradient(bias)
+            hidden = tf.tensordot(hidden, kernel, axes=1) + bias
+            if index < len(self.kernels) - 1:
+                hidden = tf.nn.relu(hidden)
+        return hidden[..., 0]
+
+    @staticmethod
+    def _bce(logits_source, logits_target):
+        return (tf.reduce_mean(tf.nn.softplus(-logits_source), axis=-1)  # -log sigmoid(l): label 1
+                + tf.reduce_mean(tf.nn.softplus(logits_target), axis=-1))  # -log(1 - sigmoid(l)): label 0
+
+    def call(self, source, target):
+        source, target = _as_float(source, target)
+        # What the features minimise (discriminator weights constant) ...
+        bce_features = self._bce(self.discriminate(source, frozen=True), self.discriminate(target, frozen=True))
+        distance = tf.maximum(2.0 * math.log(2.0) - bce_features, 0.0)
+        # ... plus a zero-valued term whose gradient trains the discriminator on fixed features.
+        bce_discriminator = self._bce(self.discriminate(tf.stop_gradient(source)),
+                                      self.discriminate(tf.stop_gradient(target)))
+        return distance + (bce_discriminator - tf.stop_gradient(bce_discriminator))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units}
+
+
+_FUNCTIONS = {"mmd_linear": mmd_linear, "mmd_rbf": mmd_rbf, "coral": coral, "cosine": cosine, "kl": kl, "js": js}
+
+
+def get_distance(name: str, /, **kwargs):
+    """The distance called `name`: a function, or a new `AdversarialDistance` layer.
+
+    `kwargs` go to `AdversarialDistance` (e.g. `hidden_units`); the other distances take none.
+    """
+    if name == "adversarial":
+        return AdversarialDistance(**kwargs)
+    if name not in _FUNCTIONS:
+        raise ValueError(f"distance {name!r}: expected one of {', '.join(DISTANCES)}")
+    return _FUNCTIONS[name]
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class DistributionDistance(keras.losses.Loss):
+    """A stateless distance as a Keras loss: `loss(y_true=source_batch, y_pred=target_batch)`.
+
+    Useful to penalise the gap between two feature batches in `compile(loss=...)` or in a
+    custom training step. (The adversarial distance has weights: use `AdversarialDistance`.)
+
+    Example:
+    >>> loss = DistributionDistance("coral")
+    >>> float(loss(x, x))
+    0.0
+    """
+
+    def __init__(self, distance: str = "mmd_rbf", name: str | None = None, reduction="sum_over_batch_size",
+                 dtype=None):
+        if distance not in _FUNCTIONS:
+            raise ValueError(f"distance {distance!r}: expected one of {', '.join(_FUNCTIONS)}")
+        super().__init__(name=name or distance, reduction=reduction, dtype=dtype)
+        self.distance = distance
+
+    def call(self, y_true, y_pred):
+        return _FUNCTIONS[self.distance](y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "distance": self.distance}

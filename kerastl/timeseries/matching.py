@@ -1,0 +1,242 @@
+"""The training step shared by AdaRNN and AdaTransformer: forecasting loss on K segments plus
+temporal distribution matching between every pair of segments.
+
+A batch holds one batch per segment (domain): `x` `[K, B, len_seq, features]`, `y` `[K, B]`.
+All K*B windows go through the encoder at once; the distances between segments i < j are
+computed for all pairs, all time steps and all layers in a few tensor operations (no
+per-time-step Python loop). For every pair, as in the reference:
+
+    loss_pair = MSE_i + MSE_j + lambda * sum_l sum_t w[l, t] * d(h_i^l[:, t], h_j^l[:, t])
+
+and the step minimises the sum over pairs. `w` is the gate's softmax over time during
+pre-training and the boosted `tdm_weights` afterwards (see `TDMCallback`).
+
+`matching` chooses what is matched:
+- "tdm": every layer, every time step, weighted (AdaRNN / AdaTransformer);
+- "final": only the last layer's final hidden state, unweighted (MMD-RNN, DANN-RNN);
+- "none": no matching (the GRU / Transformer baselines under the same loop).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import tensorflow as tf
+
+from kerastl.timeseries.distances import DISTANCES, get_distance
+from kerastl.timeseries.gates import TemporalGate
+
+MATCHINGS = ("tdm", "final", "none")
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class ForecastHead(keras.layers.Layer):
+    """The prediction from the last time step's hidden state.
+
+    With `bottleneck_width`: Dense(w) -> Dense(w) -> BatchNorm -> ReLU -> Dropout -> Dense(1)
+    (the reference's bottleneck head); otherwise Dense(1). Returns `[batch]`.
+
+    Example:
+    >>> ForecastHead(64)(np.zeros((8, 32), "float32")).shape
+    (8,)
+    """
+
+    def __init__(self, bottleneck_width: int | None = 64, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.bottleneck_width = bottleneck_width
+        self.dropout_rate = dropout
+        self.blocks = []
+        if bottleneck_width:
+            self.blocks = [keras.layers.Dense(bottleneck_width, name="bottleneck_1"),
+                           keras.layers.Dense(bottleneck_width, name="bottleneck_2"),
+                           # momentum 0.9 = PyTorch's BatchNorm momentum 0.1 (the reference's)
+                           keras.layers.BatchNormalization(momentum=0.9, name="bottleneck_norm"),
+                           keras.layers.ReLU(name="bottleneck_relu"),
+                           keras.layers.Dropout(dropout, name="bottleneck_dropout")]
+        self.output_dense = keras.layers.Dense(1, name="output")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for block in self.blocks:
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+        self.output_dense.build(shape)
+        self.built = True
+
+    def call(self, hidden, training=None):
+        for block in self.blocks:
+            hidden = block(hidden, training=training)
+        return self.output_dense(hidden)[..., 0]
+
+    def get_config(self):
+        return {**super().get_config(), "bottleneck_width": self.bottleneck_width, "dropout": self.dropout_rate,
+                "residual_index": self.residual_index}
+
+
+class TemporalMatchingModel(keras.Model):
+    """Base class: a sequence encoder, a forecast head and the TDM training step.
+
+    Subclasses create `self.encoder_layers` (each maps `[B, T, H_in]` to `[B, T, H_l]`) and
+    `self.hidden_sizes`, then call `self._create_matching()`. `model(window)` returns the
+    forecast `[batch]` for windows `[batch, len_seq, features]`; `fit` takes batches
+    `([K, B, len_seq, features], [K, B])` from `kerastl.data.series.segment_batches`;
+    `evaluate` / validation take ordinary `([B, len_seq, features], [B])` batches.
+
+    `residual_index`: when set, the model forecasts the change from the window's last value
+    of that feature (the target's column), i.e. forecast = last value + head(h).
+    """
+
+    def __init__(self, len_seq: int, num_features: int, num_domains: int = 2, matching: str = "tdm",
+                 distance: str = "adversarial", tdm_lambda: float = 0.5, use_gate: bool = True,
+                 bottleneck_width: int | None = 64, dropout: float = 0.0, residual_index: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if matching not in MATCHINGS:
+            raise ValueError(f"matching {matching!r}: expected one of {', '.join(MATCHINGS)}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance {distance!r}: expected one of {', '.join(DISTANCES)}")
+        if num_domains < 2:
+            raise ValueError(f"num_domains {num_domains}: expected at least 2 segments to match")
+        self.len_seq = len_seq
+        self.num_features = num_features
+        self.num_domains = num_domains
+        self.matching = matching
+        self.distance_name = distance
+        self.tdm_lambda = tdm_lambda
+        self.use_gate = bool(use_gate and matching == "tdm")
+        self.bottleneck_width = bottleneck_width
+        self.dropout_rate = dropout
+        self.residual_index = residual_index
+        self.head = ForecastHead(bottleneck_width, dropout, name="head")
+        pairs = list(itertools.combinations(range(num_domains), 2))
+        self._pair_i = tf.constant([i for i, _ in pairs], tf.int32)
+        self._pair_j = tf.constant([j for _, j in pairs], tf.int32)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.mse_tracker = keras.metrics.Mean(name="mse")
+        self.transfer_tracker = keras.metrics.Mean(name="transfer")
+
+    def _create_matching(self):
+        layers = len(self.hidden_sizes)
+        uniform = keras.initializers.Constant(1.0 / self.len_seq)
+        shape = (layers, self.len_seq)
+        # TDM state as model variables: a checkpoint of the model carries it.
+        self.tdm_weights = self.add_weight(shape=shape, initializer=uniform, trainable=False, name="tdm_weights")
+        self.gate_weights = self.add_weight(shape=shape, initializer=uniform, trainable=False, name="gate_weights")
+        self.distance_epoch = self.add_weight(shape=shape, initializer="zeros", trainable=False,
+                                              name="distance_epoch")
+        self.distance_previous = self.add_weight(shape=shape, initializer="zeros", trainable=False,
+                                                 name="distance_previous")
+        self.boosting = self.add_weight(shape=(), initializer="zeros", trainable=False, name="boosting")
+        matched = range(layers) if self.matching == "tdm" else [layers - 1] if self.matching == "final" else []
+        self.matched_layers = list(matched)
+        # One distance per matched layer (the adversarial one has a discriminator per layer).
+        self.distances = [get_distance(self.distance_name, **({"name": f"discriminator_{l}"}
+                                                              if self.distance_name == "adversarial" else {}))
+                          for l in self.matched_layers]
+        self.gates = [TemporalGate(self.len_seq, name=f"gate_{l}") for l in range(layers)] if self.use_gate else []
+
+    # -- forward -------------------------------------------------------------------------
+    def hidden_sequences(self, windows, training=None):
+        """The hidden sequence `[B, T, H_l]` of every encoder layer."""
+        hidden, outputs = windows, []
+        for layer in self.encoder_layers:
+            hidden = layer(hidden, training=training)
+            outputs.append(hidden)
+        return outputs
+
+    def _forecast(self, windows, last_hidden, training):
+        forecast = self.head(last_hidden, training=training)
+        if self.residual_index is not None:
+            # Forecast the change from the last observed value: the hidden states then need
+            # not carry the level, which differs between segments and would fight matching.
+            forecast = forecast + tf.cast(windows[:, -1, self.residual_index], forecast.dtype)
+        return forecast
+
+    def call(self, windows, training=None):
+        return self._forecast(windows, self.hidden_sequences(windows, training)[-1][:, -1, :], training)
+
+    def build(self, input_shape):
+        # A dry run on zeros builds every sub-layer (encoder, head, gates, discriminators),
+        # so fit() need not trace the model symbolically with pair-shaped batches.
+        length, features = input_shape[-2], input_shape[-1]
+        sequences = self.hidden_sequences(tf.zeros((2, length, features)))
+        self.head(sequences[-1][:, -1, :])
+        for gate, hidden in zip(self.gates, sequences):
+            gate(hidden, hidden)
+        for distance, layer in zip(self.distances, self.matched_layers):
+            if isinstance(distance, keras.layers.Layer):
+                distance(sequences[layer], sequences[layer])
+        self.built = True
+
+    # -- training ------------------------------------------------------------------------
+    def _forecast_and_matching_losses(self, windows, targets, training):
+        k = self.num_domains
+        shape = tf.shape(windows)
+        batch = shape[1]
+        flat = tf.reshape(windows, tf.concat([[k * batch], shape[2:]], axis=0))
+        sequences = self.hidden_sequences(flat, training=training)
+        forecast = tf.reshape(self._forecast(flat, sequences[-1][:, -1, :], training), [k, batch])
+        mse = tf.reduce_mean(tf.square(forecast - tf.cast(targets, forecast.dtype)), axis=1)
+        task = tf.reduce_sum(tf.gather(mse, self._pair_i) + tf.gather(mse, self._pair_j))
+        transfer = tf.constant(0.0)
+        layer_distances = [tf.zeros([self.len_seq]) for _ in self.hidden_sizes]
+        gate_means = []
+        for distance, layer in zip(self.distances, self.matched_layers):
+            hidden = sequences[layer]
+            hidden = tf.reshape(hidden, [k, batch, self.len_seq, tf.shape(hidden)[-1]])
+            source, target = tf.gather(hidden, self._pair_i), tf.gather(hidden, self._pair_j)  # [P, B, T, H]
+            if self.matching == "final":
+                transfer += tf.reduce_sum(distance(source[:, :, -1], target[:, :, -1]))
+                continue
+            # [P, T, B, H]: one distance per pair and time step, in one call.
+            per_step = distance(tf.transpose(source, [0, 2, 1, 3]), tf.transpose(target, [0, 2, 1, 3]))
+            layer_distances[layer] = tf.reduce_sum(tf.stop_gradient(per_step), axis=0)
+            weights = tf.broadcast_to(tf.convert_to_tensor(self.tdm_weights)[layer], tf.shape(per_step))
+            if self.use_gate:
+                alpha = self.gates[layer](source, target, training=training)  # [P, T]
+                gate_means.append(tf.reduce_mean(tf.stop_gradient(alpha), axis=0))
+                weights = tf.where(tf.convert_to_tensor(self.boosting) > 0.5, weights, alpha)
+            transfer += tf.reduce_sum(weights * per_step)
+        loss = task + self.tdm_lambda * transfer
+        return loss, tf.reduce_mean(mse), transfer, tf.stack(layer_distances), gate_means
+
+    def train_step(self, data):
+        windows, targets = data[0], data[1]
+        with tf.GradientTape() as tape:
+            loss, mse, transfer, step_distances, gate_means = self._forecast_and_matching_losses(
+                windows, targets, training=True)
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply(gradients, variables)
+        if self.matching == "tdm":
+            self.distance_epoch.assign_add(step_distances)
+        if gate_means:
+            # The last pre-training batch's gate weights (averaged over segment pairs): what W
+            # starts from; kept as they were once boosting has taken over.
+            pre_training = tf.convert_to_tensor(self.boosting) < 0.5
+            self.gate_weights.assign(tf.where(pre_training, tf.stack(gate_means), self.gate_weights))
+        self.loss_tracker.update_state(loss)
+        self.mse_tracker.update_state(mse)
+        self.transfer_tracker.update_state(transfer)
+        return {"loss": self.loss_tracker.result(), "mse": self.mse_tracker.result(),
+                "transfer": self.transfer_tracker.result()}
+
+    def test_step(self, data):
+        windows, targets = data[0], data[1]
+        forecast = self(windows, training=False)
+        mse = tf.reduce_mean(tf.square(forecast - tf.cast(targets, forecast.dtype)))
+        self.loss_tracker.update_state(mse)
+        self.mse_tracker.update_state(mse)
+        return {"loss": self.loss_tracker.result(), "mse": self.mse_tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.mse_tracker, self.transfer_tracker]
+
+    def get_config(self):
+        return {**super().get_config(), "len_seq": self.len_seq, "num_features": self.num_features,
+                "num_domains": self.num_domains, "matching": self.matching, "distance": self.distance_name,
+                "tdm_lambda": self.tdm_lambda, "use_gate": self.use_gate,
+                "bottleneck_width": self.bottleneck_width, "dropout": self.dropout_rate,
+                "residual_index": self.residual_index}

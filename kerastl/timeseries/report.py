@@ -1,0 +1,84 @@
+"""Plots a person would rather look at than read: the TDC segmentation, the forecast on the
+test period, and the learned importance weights.
+
+Example:
+>>> plot_segmentation(series.time, series.values[:, 0], segmentation, split, "plots/tdc.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_segmentation(time, target, boundaries, split, path: str, title: str = "", label: str = "target") -> str:
+    """The target series with the K training segments shaded and the validation / test periods marked."""
+    plt = _pyplot()
+    axis_x = np.asarray(time) if time is not None else np.arange(len(target))
+    figure, axis = plt.subplots(figsize=(11, 3.6))
+    axis.plot(axis_x, target, linewidth=0.5, color="0.25")
+    colours = plt.get_cmap("tab10")
+    for k, (start, end) in enumerate(zip(boundaries[:-1], boundaries[1:])):
+        axis.axvspan(axis_x[start], axis_x[end - 1], color=colours(k % 10), alpha=0.18,
+                     label=f"segment {k + 1}")
+    for name, start, end in (("validation", split.train_end, split.valid_end), ("test", split.valid_end, split.length)):
+        axis.axvspan(axis_x[start], axis_x[end - 1], facecolor="none", edgecolor="black", hatch="//" if
+                     name == "test" else "..", linewidth=0.0, label=name)
+    axis.set_ylabel(label)
+    axis.set_title(title or "TDC segmentation of the training period")
+    axis.legend(loc="upper left", fontsize=7, ncol=6)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_forecast(time, truth, prediction, path: str, baseline=None, title: str = "", label: str = "target") -> str:
+    """Prediction vs truth on the test period (and the persistence baseline, if given)."""
+    plt = _pyplot()
+    axis_x = np.asarray(time) if time is not None else np.arange(len(truth))
+    figure, axis = plt.subplots(figsize=(11, 3.6))
+    axis.plot(axis_x, truth, linewidth=0.8, color="black", label="truth")
+    if baseline is not None:
+        axis.plot(axis_x, baseline, linewidth=0.6, color="tab:gray", alpha=0.7, label="persistence")
+    axis.plot(axis_x, prediction, linewidth=0.8, color="tab:red", label="forecast")
+    axis.set_ylabel(label)
+    axis.set_title(title or "test period: forecast vs truth")
+    axis.legend(loc="upper left", fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_importance_weights(weights, path: str, gate_weights=None, title: str = "") -> str:
+    """The TDM importance weights W[layer, time step] (and the gates' weights it started from)."""
+    plt = _pyplot()
+    weights = np.asarray(weights)
+    rows = 2 if gate_weights is not None else 1
+    figure, axes = plt.subplots(rows, 1, figsize=(9, 2.2 + 1.6 * rows), squeeze=False)
+    panels = [("importance weights W (after boosting)", weights)]
+    if gate_weights is not None:
+        panels.append(("gate weights (last pre-training batch)", np.asarray(gate_weights)))
+    for axis, (name, values) in zip(axes[:, 0], panels):
+        for layer, row in enumerate(values):
+            axis.plot(np.arange(1, len(row) + 1), row, marker="o", markersize=3, label=f"layer {layer + 1}")
+        axis.axhline(1.0 / values.shape[1], color="0.6", linestyle="--", linewidth=0.8, label="uniform")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("time step in the window")
+        axis.legend(fontsize=7)
+    figure.suptitle(title or "temporal distribution matching")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

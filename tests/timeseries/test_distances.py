@@ -1,0 +1,111 @@
+"""Distances: 0 for identical batches, growing with the shift each one measures, differentiable."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerastl.timeseries import distances
+
+RNG = np.random.default_rng(0)
+BASE = RNG.normal(size=(128, 6)).astype("float32")
+OTHER = RNG.normal(size=(128, 6)).astype("float32")  # same distribution, other samples
+# A mean shift along a direction the batch mean does not point to, and a covariance shift.
+MEAN_SHIFT = np.array([1.5, -1.5, 1.5, 0.0, 0.0, 0.0], "float32")
+SEES_MEAN = ("mmd_linear", "mmd_rbf", "cosine", "kl", "js")
+SEES_COVARIANCE = ("mmd_rbf", "coral", "kl", "js")
+STATELESS = ("mmd_linear", "mmd_rbf", "coral", "cosine", "kl", "js")
+
+
+@pytest.mark.parametrize("name", STATELESS)
+def test_zero_for_identical_batches(name):
+    assert abs(float(distances.get_distance(name)(BASE, BASE))) < 1e-6
+
+
+@pytest.mark.parametrize("name", SEES_MEAN)
+def test_grows_with_a_mean_shift(name):
+    distance = distances.get_distance(name)
+    # Batches with a mean away from 0 (cosine compares the means' directions), shifted
+    # perpendicular to it.
+    offset = np.array([0.0, 0.0, 0.0, 2.0, 2.0, 2.0], "float32")
+    values = [float(distance(BASE + offset, OTHER + offset + scale * MEAN_SHIFT)) for scale in (0.0, 0.5, 1.0, 2.0)]
+    assert values == sorted(values) and values[-1] > 10 * max(values[0], 1e-4), values
+
+
+@pytest.mark.parametrize("name", SEES_COVARIANCE)
+def test_grows_with_a_covariance_shift(name):
+    distance = distances.get_distance(name)
+    values = [float(distance(BASE, OTHER * scale)) for scale in (1.0, 1.5, 2.5, 4.0)]
+    # KL / JS see the spread only through the batch-averaged softmax: a weaker signal.
+    factor = 3 if name in ("kl", "js") else 10
+    assert values == sorted(values) and values[-1] > factor * max(values[0], 1e-4), values
+
+
+def test_coral_is_blind_to_a_mean_shift_and_linear_mmd_to_a_covariance_shift():
+    assert float(distances.coral(BASE, BASE + 3.0)) == pytest.approx(0.0, abs=1e-6)
+    centred = BASE - BASE.mean(0)
+    assert float(distances.mmd_linear(centred, 3.0 * centred)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_known_values():
+    source = np.array([[0.0, 0.0], [2.0, 2.0]], "float32")
+    target = np.array([[1.0, 0.0], [3.0, 0.0]], "float32")
+    assert float(distances.mmd_linear(source, target)) == pytest.approx(1.0 + 1.0)
+    # Covariances [[2, 2], [2, 2]] and [[2, 0], [0, 0]]: ||diff||^2 = 4 + 4 + 4 = 12, / (4 * 4).
+    assert float(distances.coral(source, target)) == pytest.approx(12.0 / 16.0)
+    assert float(distances.cosine(source, target)) == pytest.approx(1.0 - 2.0 / (np.sqrt(2.0) * 2.0), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", STATELESS)
+def test_has_a_gradient_that_reduces_the_distance(name):
+    distance = distances.get_distance(name)
+    target = tf.Variable(OTHER * 2.0 + MEAN_SHIFT)
+    with tf.GradientTape() as tape:
+        value = distance(BASE, target)
+    gradient = tape.gradient(value, target)
+    assert gradient is not None and np.isfinite(gradient.numpy()).all()
+    assert float(tf.norm(gradient)) > 0
+    stepped = float(distance(BASE, target - 1e-2 * gradient / tf.norm(gradient)))
+    assert stepped < float(value)
+
+
+@pytest.mark.parametrize("name", STATELESS)
+def test_leading_dimensions_are_independent_problems(name):
+    distance = distances.get_distance(name)
+    stacked_s = np.stack([BASE, BASE, OTHER])[:, None].repeat(2, axis=1)  # [3, 2, N, D]
+    stacked_t = np.stack([BASE, OTHER + MEAN_SHIFT, OTHER * 2.0])[:, None].repeat(2, axis=1)
+    batched = distance(stacked_s, stacked_t).numpy()
+    assert batched.shape == (3, 2)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], float(distance(stacked_s[i, 0], stacked_t[i, 0])), rtol=1e-4, atol=1e-6)
+
+
+def test_adversarial_distance_is_zero_untrained_and_grows_as_its_discriminator_learns():
+    tf.keras.utils.set_random_seed(0)
+    layer = distances.AdversarialDistance(hidden_units=16)
+    shifted = OTHER + MEAN_SHIFT
+    assert float(layer(BASE, BASE)) == 0.0 and float(layer(BASE, shifted)) == 0.0
+    optimizer = tf.keras.optimizers.Adam(1e-2)
+    for _ in range(150):  # only the discriminator learns here: it maximises the distance
+        with tf.GradientTape() as tape:
+            value = layer(BASE, shifted)
+        optimizer.apply_gradients(zip(tape.gradient(value, layer.trainable_variables), layer.trainable_variables))
+    separable, identical = float(layer(BASE, shifted)), float(layer(BASE, OTHER))
+    assert separable > 0.8, separable  # at most 2 log 2 = 1.386
+    assert identical < 0.15 * separable, (identical, separable)
+    # The features get the gradient of the distance: moving them along it shrinks it.
+    target = tf.Variable(shifted)
+    with tf.GradientTape() as tape:
+        value = layer(BASE, target)
+    gradient = tape.gradient(value, target)
+    assert float(layer(BASE, target - 0.5 * gradient / tf.norm(gradient) * np.sqrt(128))) < float(value)
+
+
+def test_distance_loss_round_trips_its_config():
+    import keras
+
+    loss = distances.DistributionDistance("coral")
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert clone.distance == "coral"
+    assert float(clone(BASE, BASE * 2.0)) == pytest.approx(float(distances.coral(BASE, BASE * 2.0)), rel=1e-5)
+    with pytest.raises(ValueError, match="expected one of"):
+        distances.get_distance("wasserstein")
