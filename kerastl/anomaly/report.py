@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerastl.plots import pyplot, save_figure
+
 METRIC_KEYS = ("accuracy", "mpre", "mrec", "mf1", "auroc")
 
 
@@ -32,19 +34,10 @@ def detection_metrics(scores, is_abnormal, threshold: float) -> dict[str, float]
             "mf1": float(f1), "auroc": float(roc_auc_score(truth, scores))}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_score_histograms(scores: dict[str, np.ndarray], is_abnormal, thresholds: dict[str, float], path: str,
                           title: str = "") -> str:
     """One panel per method: histograms of normal vs abnormal test scores and the threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     truth = np.asarray(is_abnormal).astype(bool)
     columns = min(3, len(scores))
     rows = -(-len(scores) // columns)
@@ -59,19 +52,14 @@ def plot_score_histograms(scores: dict[str, np.ndarray], is_abnormal, thresholds
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(scores):]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=100)
 
 
 def plot_roc_curves(scores: dict[str, np.ndarray], is_abnormal, path: str, title: str = "") -> str:
     """ROC curves of every method on one axes, AUROC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for method, values in scores.items():
         fpr, tpr, _ = roc_curve(is_abnormal, values)
@@ -80,7 +68,4 @@ def plot_roc_curves(scores: dict[str, np.ndarray], is_abnormal, path: str, title
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title or "ROC, test windows")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerastl.plots import pyplot, save_figure
+
 
 def plot_similarity(matrix: np.ndarray, names: list[str], path: str) -> str:
     """Heatmap of FedAP's aggregation weights W (row i: what client i takes from each client)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     size = max(4.0, 0.35 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -21,18 +20,12 @@ def plot_similarity(matrix: np.ndarray, names: list[str], path: str) -> str:
     ax.set_ylabel("client i")
     ax.set_title("FedAP aggregation weights W_ij")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_client_accuracy(accuracies: dict[str, list[float]], names: list[str], path: str) -> str:
     """Grouped bars: each client's test accuracy under each algorithm (mean in the legend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * max(1, len(accuracies)) ** 0.5 + 3), 4))
     width = 0.8 / max(1, len(accuracies))
@@ -44,7 +37,4 @@ def plot_client_accuracy(accuracies: dict[str, list[float]], names: list[str], p
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     ax.set_title("per-client test accuracy at the best-validation round")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

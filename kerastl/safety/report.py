@@ -11,15 +11,14 @@ Example:
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: runs on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from kerastl.plots import pyplot, save_figure
 
 
 def plot_acc_vs_dir(results: dict[str, tuple[float, float]], path: str, title: str = "") -> str:
     """Scatter of test accuracy (x) against defect inheritance rate (y), one point per method."""
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 4))
     for method, (acc, dir_) in results.items():
         axis.scatter(100 * acc, 100 * dir_, s=50)
@@ -29,10 +28,7 @@ def plot_acc_vs_dir(results: dict[str, tuple[float, float]], path: str, title: s
     axis.set_ylim(-5, 105)
     axis.set_title(title or "ACC vs DIR (right and low is better)")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 def slice_summary(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -51,6 +47,7 @@ def slice_summary(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray]) 
 def plot_slice(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray], path: str, title: str = "") -> str:
     """Per-layer kept share (bars) and the |w| distribution of kept vs removed weights."""
     names = list(masks)
+    plt = pyplot()
     figure, (shares, histogram) = plt.subplots(1, 2, figsize=(10, 4))
     shares.bar(range(len(names)), [100 * masks[n].mean() for n in names], color="tab:blue")
     shares.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
@@ -73,9 +70,4 @@ def plot_slice(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray], pat
     histogram.set_ylabel("share of the group's weights")
     histogram.set_title("magnitude of kept and removed weights")
     histogram.legend()
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title, dpi=100)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerastl.plots import pyplot, save_figure
+
 
 def error_summary(accuracies: list[float]) -> dict[str, float]:
     """Test error in % from the accuracies of successive evaluations.
@@ -26,10 +28,7 @@ def error_summary(accuracies: list[float]) -> dict[str, float]:
 def plot_learning(history: dict, steps_per_eval: int, path: str, title: str = "") -> str:
     """Two panels: test accuracy over iterations, and each class's learning effect (CPL's
     `classwise_acc`) over iterations when the history has it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     curriculum = history.get("classwise_acc")
     fig, axes = plt.subplots(1, 2 if curriculum else 1, figsize=(11 if curriculum else 5.5, 3.8), squeeze=False)
@@ -46,9 +45,4 @@ def plot_learning(history: dict, steps_per_eval: int, path: str, title: str = ""
                        title="per-class learning effect (CPL)")
         axes[0, 1].legend(fontsize=7, ncol=2)
         axes[0, 1].grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=100)

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from kerastl.plots import pyplot, save_figure
 
 
 def plot_segmentation(time, target, boundaries, split, path: str, title: str = "", label: str = "target") -> str:
     """The target series with the K training segments shaded and the validation / test periods marked."""
-    plt = _pyplot()
+    plt = pyplot()
     axis_x = np.asarray(time) if time is not None else np.arange(len(target))
     figure, axis = plt.subplots(figsize=(11, 3.6))
     axis.plot(axis_x, target, linewidth=0.5, color="0.25")
@@ -36,15 +29,12 @@ def plot_segmentation(time, target, boundaries, split, path: str, title: str = "
     axis.set_title(title or "TDC segmentation of the training period")
     axis.legend(loc="upper left", fontsize=7, ncol=6)
     figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_forecast(time, truth, prediction, path: str, baseline=None, title: str = "", label: str = "target") -> str:
     """Prediction vs truth on the test period (and the persistence baseline, if given)."""
-    plt = _pyplot()
+    plt = pyplot()
     axis_x = np.asarray(time) if time is not None else np.arange(len(truth))
     figure, axis = plt.subplots(figsize=(11, 3.6))
     axis.plot(axis_x, truth, linewidth=0.8, color="black", label="truth")
@@ -55,15 +45,12 @@ def plot_forecast(time, truth, prediction, path: str, baseline=None, title: str 
     axis.set_title(title or "test period: forecast vs truth")
     axis.legend(loc="upper left", fontsize=8)
     figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_importance_weights(weights, path: str, gate_weights=None, title: str = "") -> str:
     """The TDM importance weights W[layer, time step] (and the gates' weights it started from)."""
-    plt = _pyplot()
+    plt = pyplot()
     weights = np.asarray(weights)
     rows = 2 if gate_weights is not None else 1
     figure, axes = plt.subplots(rows, 1, figsize=(9, 2.2 + 1.6 * rows), squeeze=False)
@@ -77,8 +64,4 @@ def plot_importance_weights(weights, path: str, gate_weights=None, title: str = 
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("time step in the window")
         axis.legend(fontsize=7)
-    figure.suptitle(title or "temporal distribution matching")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title or "temporal distribution matching", dpi=110)
