@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 
 import pytest
 
@@ -22,3 +23,21 @@ def tree_snapshot(root):
 @pytest.fixture
 def snapshot():
     return tree_snapshot
+
+
+@pytest.fixture
+def refused(capsys):
+    """`refused(call, prog, message, root)`: `call()` must return exit code 2 after printing
+    exactly one stderr line `<prog>: error: ...` that matches `message`, and leave everything
+    under `root` as it was (the disk is checked before anything is written)."""
+
+    def check(call, prog, message, root):
+        before = tree_snapshot(root)
+        code = call()
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.count("\n") == 1 and err.startswith(f"{prog}: error: "), err
+        assert re.search(message, err), err
+        assert tree_snapshot(root) == before
+
+    return check

@@ -14,7 +14,6 @@ import textwrap
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 from proc_cleanup import process_group_alive, stop_process_group

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from kerastl.ssl import SemiSupervisedModel, torchssl_optimizer
-from kerastl.ssl.algorithms import (VAT, MeanTeacher, MixMatch, PiModel, ReMixMatch, StepNetworks,
+from kerastl.ssl.algorithms import (VAT, MeanTeacher, MixMatch, ReMixMatch, StepNetworks,
                                     algorithm_class, build_algorithm)
 from kerastl.ssl.algorithms.base import mixup, sharpen, softmax_mse, step_seed
 from kerastl.ssl.algorithms.remixmatch import rotate_randomly
