@@ -62,6 +62,10 @@ def build_parser():
     parser.add_argument("--dataset", default="watch", help="watch, mnist5k, pamap2 or npz:PATH. Default: watch")
     app.add_preset_option(parser, "--clients", type=int, help="clients of a Dirichlet label split (mnist5k)")
     app.add_preset_option(parser, "--alpha", type=float, help="Dirichlet concentration of the label split (mnist5k)")
+    parser.add_argument("--partition", default="dirichlet", choices=("dirichlet", "pairs"),
+                        help="mnist5k label split: dirichlet (plain, per class over all clients) or pairs (the "
+                             "reference's: Dirichlet within pairs of clients; feasible for --alpha 0.01). "
+                             "Default: dirichlet")
     app.add_preset_option(parser, "--rounds", type=int, help="communication rounds")
     app.add_preset_option(parser, "--local-epochs", type=int, help="local epochs per round")
     app.add_preset_option(parser, "--batch-size", type=int, help="local batch size")
@@ -130,7 +134,8 @@ def run(args):
 
     from kerastl.data.clients import load_federated_data
 
-    data = load_federated_data(args.dataset, args.clients, args.alpha, args.seed, args.data_dir, args.window)
+    data = load_federated_data(args.dataset, args.clients, args.alpha, args.seed, args.data_dir, args.window,
+                               args.partition)
     check_clients(data)
     folder.create()
 

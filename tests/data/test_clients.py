@@ -114,3 +114,21 @@ def test_npz_clients(tmp_path):
     np.savez(tmp_path / "noclient.npz", x=x, y=y)
     with pytest.raises(InputError, match="noclient.npz: no array named 'client'"):
         npz_clients(str(tmp_path / "noclient.npz"))
+
+
+def test_paired_partition_of_the_reference_is_feasible_for_alpha_001():
+    from kerastl.data.clients import paired_dirichlet_partition
+
+    y = np.repeat(np.arange(10), 500)
+    with pytest.raises(InputError, match="--partition pairs"):
+        dirichlet_partition(y, num_clients=20, alpha=0.01, seed=0)
+    parts = paired_dirichlet_partition(y, num_clients=20, alpha=0.01, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(5000))      # every example, once
+    assert min(len(p) for p in parts) >= 0.5 * 250                          # half a fair share at least
+    classes = [len(np.unique(y[p])) for p in parts]
+    assert np.mean(classes) < 7                                             # skewed: most classes elsewhere
+    for first in range(0, 20, 2):                                           # a pair splits one chunk
+        pair = np.concatenate([parts[first], parts[first + 1]])
+        assert len(pair) == 500
+    data = load_federated_data("mnist5k", num_clients=20, alpha=0.01, seed=0, partition="pairs")
+    assert len(data.clients) == 20
