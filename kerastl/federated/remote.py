@@ -94,18 +94,27 @@ def stop_tff_workers(timeout: float = 3.0) -> list[int]:
     import psutil
 
     workers = [p for p in psutil.Process().children(recursive=True) if _is_worker(p)]
-    for process in workers:
+    return stop_processes(workers, timeout)
+
+
+def stop_processes(processes: list, timeout: float = 3.0) -> list[int]:
+    """SIGTERM the `psutil.Process`es, SIGKILL those still alive after `timeout` seconds;
+    returns their pids. Processes that already ended are skipped."""
+    import psutil
+
+    for process in processes:
         try:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(workers, timeout=timeout)
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
     for process in alive:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    return [p.pid for p in workers]
+    psutil.wait_procs(alive, timeout=timeout)
+    return [p.pid for p in processes]
 
 
 def _is_worker(process) -> bool:

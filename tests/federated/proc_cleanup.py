@@ -8,7 +8,7 @@ parent and keeps those file descriptors open: a reader of the parent's output
 never sees end-of-file and hangs.
 
 This module is imported by ``conftest.py``, by the tests, and by the child scripts the tests
-run (it only needs psutil, not TFF).
+run (it needs psutil and kerastl's `stop_processes`, not TFF).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import signal
 
 import psutil
 
+from kerastl.federated.remote import stop_processes
+
 
 def stop_descendants(pid: int | None = None, timeout: float = 3.0) -> list[int]:
     """Terminate every descendant of ``pid`` (default: this process); kill what survives.
@@ -26,23 +28,10 @@ def stop_descendants(pid: int | None = None, timeout: float = 3.0) -> list[int]:
     Returns the pids that were found. Safe to call more than once.
     """
     try:
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True)
+        procs = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=timeout)
-    return [proc.pid for proc in procs]
+    return stop_processes(procs, timeout)
 
 
 def stop_process_group(pgid: int, timeout: float = 3.0) -> bool:
