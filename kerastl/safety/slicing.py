@@ -55,12 +55,7 @@ def ordinal_scores(kernels: dict[str, np.ndarray], coverage: dict[str, LayerCove
     covs = [weight_coverage(kernels[name].shape, coverage[name]).ravel() for name in names]
     magnitudes = [np.abs(kernels[name]).ravel() for name in names]
     score = rankdata(np.concatenate(covs), method="average") - rankdata(np.concatenate(magnitudes), method="average")
-    result, start = {}, 0
-    for name in names:
-        size = kernels[name].size
-        result[name] = score[start:start + size].reshape(kernels[name].shape)
-        start += size
-    return result
+    return _split_like(score, kernels)
 
 
 def masks_from_scores(scores: dict[str, np.ndarray], ratio: float,
@@ -78,12 +73,16 @@ def masks_from_scores(scores: dict[str, np.ndarray], ratio: float,
     order = np.lexsort((secondary, flat))  # ascending score, then descending tie_break
     keep = np.ones(flat.size, bool)
     keep[order[:int(round(ratio * flat.size))]] = False
-    masks, start = {}, 0
-    for name in names:
-        size = scores[name].size
-        masks[name] = keep[start:start + size].reshape(scores[name].shape)
-        start += size
-    return masks
+    return _split_like(keep, scores)
+
+
+def _split_like(flat: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`flat` (the arrays' values concatenated in dict order) cut back into their shapes."""
+    result, start = {}, 0
+    for name, array in arrays.items():
+        result[name] = flat[start:start + array.size].reshape(array.shape)
+        start += array.size
+    return result
 
 
 def check_ratio(ratio: float, option: str = "--ratio") -> float:
