@@ -2,18 +2,35 @@
 views + adaptive global/local memories), with OCSVM, Kernel PCA, conv and LSTM autoencoder
 baselines under one evaluation.
 
-Some activity classes are normal (--normal-classes), the rest abnormal. Normal recordings
-are split 60 % train / 40 % test by recording; every abnormal recording goes to test. Every
-detector trains on the normal training windows only (per-channel min-max scaling fitted on
-them) and flags a test window when its score exceeds the --percentile-th percentile of the
-training scores.
+Some classes (activities, conditions, sleep stages) are normal (--normal-classes), the rest
+abnormal. Normal recordings are split 60 % train / 40 % test by recording; every abnormal
+recording goes to test. Every detector trains on the normal training windows only
+(per-channel min-max scaling fitted on them) and flags a test window when its score exceeds
+the --percentile-th percentile of the training scores.
 
-Data: --dataset watch (real smartwatch exercise recordings shipped in seglearn: 7 exercises
-PEN ABD FEL IR ER TRAP ROW, 10 subjects, 6 channels at 50 Hz; default normal IR,ER,TRAP,ROW),
-dsads (DSADS's a01..a19/p1..p8/s01..s60.txt folder, 125 x 45 per file, from --data-dir;
-default normal: the paper's 14 activities, abnormal a05 a06 a12 a18 a19) or npz:PATH
-(arrays x = windows [N, time, channels], y = class labels, optional class_names; default
-normal class 0; --window / --stride do not apply).
+Data (--dataset; default normal classes in brackets, the other classes are abnormal):
+  watch        real smartwatch exercise recordings shipped in seglearn: 7 exercises PEN ABD
+               FEL IR ER TRAP ROW, 10 subjects, 6 channels at 50 Hz [IR,ER,TRAP,ROW]
+  dsads:DIR    DSADS's a01..a19/p1..p8/s01..s60.txt, 125 x 45 per file at 25 Hz [the
+               paper's 14 activities; abnormal a05 a06 a12 a18 a19: stairs up and down,
+               treadmill running, jumping, basketball]
+  pamap2:DIR   PAMAP2's Protocol/subject10N.dat (54 columns at 100 Hz; the 27 acc/gyro/mag
+               IMU channels, gaps interpolated, activity 0 dropped) [lying, sitting,
+               standing, walking, cycling, nordic walking, vacuum cleaning, ironing;
+               abnormal running, ascending stairs, descending stairs, rope jumping]
+  wesad:DIR    WESAD's S*/S*.pkl (--wesad-device chest: ACC x3, ECG, EMG, EDA, Temp, Resp at
+               700 Hz; wrist: ACC x3, BVP, EDA, TEMP), resampled to 32 Hz [baseline,
+               amusement, meditation; abnormal stress]
+  cap:DIR      CAP sleep recordings NAME.edf with NAME.txt stage annotations (or EDF+
+               annotations), resampled to 64 Hz, the signals every night has [S1,S2,S3,S4;
+               abnormal W (wake) and R (REM)]
+  npz:PATH     arrays x = windows [N, time, channels], y = class labels, optional
+               class_names [class 0]; --window / --stride do not apply
+DIR may also come from --data-dir (--dataset pamap2 --data-dir DIR). The AMSL paper states
+its DSADS split; for PAMAP2, WESAD and CAP these defaults are this program's choice (the
+vigorous activities as DSADS's, stress vs non-stress, wake and REM vs NREM sleep).
+PAMAP2, WESAD and CAP recordings are cut into stretches of one class; stretches shorter
+than --window are left out. --channels picks signals by name, --sample-rate resamples.
 
 Writes <output>/metrics.json: for AMSL at the top level and for every method under
 "methods": accuracy, mpre, mrec, mf1 (macro precision / recall / F1 over normal vs
@@ -28,7 +45,10 @@ is_anomaly (bool [batch], score > the fitted threshold).
 Examples:
   python -m apps.amsl --dataset watch --preset cpu
   python -m apps.amsl --dataset watch --normal-classes PEN,TRAP,ROW --baselines ocsvm,conv_ae
-  python -m apps.amsl --dataset dsads --data-dir ~/data/DSADS --preset paper
+  python -m apps.amsl --dataset dsads:~/data/DSADS --preset paper
+  python -m apps.amsl --dataset pamap2:~/data/PAMAP2_Dataset --preset paper
+  python -m apps.amsl --dataset wesad:~/data/WESAD --wesad-device wrist --preset paper
+  python -m apps.amsl --dataset cap:~/data/capslpdb --channels C4-A1,ROC-LOC,EMG1-EMG2 --preset paper
   python -m apps.amsl --dataset npz:windows.npz --normal-classes 0,1 --memory global
 """
 
@@ -56,10 +76,25 @@ def build_parser():
     from kerastl.anomaly.transforms import DEFAULT_TRANSFORMATIONS, TRANSFORMATIONS
 
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
-    parser.add_argument("--dataset", default="watch", help="watch, dsads (needs --data-dir) or npz:PATH. Default: watch")
+    parser.add_argument("--dataset", default="watch",
+                        help="watch, dsads:DIR, pamap2:DIR, wesad:DIR, cap:DIR (or NAME with --data-dir DIR) or "
+                             "npz:PATH; see Data above. Default: watch")
     parser.add_argument("--normal-classes", default=None,
-                        help="comma-separated normal class names or indices; the other classes are abnormal "
-                             "(default: watch IR,ER,TRAP,ROW; dsads the paper's 14; npz 0)")
+                        help="comma-separated normal class names or indices; the other classes are abnormal. "
+                             "Defaults: watch IR,ER,TRAP,ROW; dsads every activity but a05,a06,a12,a18,a19; pamap2 "
+                             "every activity but running, ascending stairs, descending stairs, rope jumping; wesad "
+                             "baseline,amusement,meditation (stress abnormal); cap S1,S2,S3,S4 (W and R abnormal); "
+                             "npz 0")
+    parser.add_argument("--channels", default=None,
+                        help="pamap2, wesad, cap: comma-separated channel names to keep (pamap2: hand_acc_x .. "
+                             "ankle_mag_z; wesad chest: ACC_x,ACC_y,ACC_z,ECG,EMG,EDA,Temp,Resp, wrist: "
+                             "ACC_x,ACC_y,ACC_z,BVP,EDA,TEMP; cap: EDF signal labels). Default: all (cap: the "
+                             "signals every night has)")
+    parser.add_argument("--sample-rate", type=float, default=None,
+                        help="pamap2, wesad, cap: resample every channel to this rate in Hz (anti-aliased). "
+                             "Defaults: pamap2 100 (its own), wesad 32, cap 64")
+    parser.add_argument("--wesad-device", default="chest", choices=("chest", "wrist"),
+                        help="wesad: the chest (RespiBAN) or wrist (Empatica E4) signals. Default: chest")
     app.add_preset_option(parser, "--window", type=int, help="window length in time steps")
     app.add_preset_option(parser, "--stride", type=int, help="steps between window starts")
     app.add_preset_option(parser, "--memory-slots", type=int, help="slots of each AMSL memory")
@@ -108,6 +143,8 @@ def check_args(args):
         raise app.InputError(f"--percentile {args.percentile}: expected a number strictly between 0 and 100")
     if not args.lr > 0:
         raise app.InputError(f"--lr {args.lr}: expected a positive learning rate")
+    if args.sample_rate is not None and not args.sample_rate > 0:
+        raise app.InputError(f"--sample-rate {args.sample_rate}: expected a positive rate in Hz")
     if args.shrink_threshold < 0 or args.shrink_threshold >= 1:
         raise app.InputError(f"--shrink-threshold {args.shrink_threshold}: expected a number in [0, 1)")
     try:
@@ -123,7 +160,9 @@ def check_args(args):
 def run_config(args) -> dict:
     """What a checkpoint must agree with to be resumed."""
     keys = ("dataset", "normal_classes", "window", "stride", "memory_slots", "epochs", "batch_size", "filters",
-            "memory", "transformations", "seed", "scaling", "shrink_threshold")
+            "memory", "transformations", "seed", "scaling", "shrink_threshold", "channels", "sample_rate")
+    if args.dataset.startswith("wesad"):
+        keys += ("wesad_device",)
     return {key: getattr(args, key) for key in keys}
 
 
@@ -140,7 +179,8 @@ def run(args):
     from kerastl.data.sensors import load_anomaly_data
 
     data = load_anomaly_data(args.dataset, args.normal_classes, args.window, args.stride, args.seed,
-                             args.data_dir, scaling=args.scaling)
+                             args.data_dir, scaling=args.scaling, channels=args.channels,
+                             sample_rate=args.sample_rate, wesad_device=args.wesad_device)
     args.normal_classes = ",".join(data.class_names[c] for c in data.normal_classes)
     config = run_config(args)
     if args.resume:
@@ -197,7 +237,7 @@ def train_and_report(args, folder, data, detector, baselines, export_path):
         metrics["export"] = detector.export_scorer(
             export_path, data.scaler.offset, data.scaler.scale, overwrite=args.overwrite,
             metadata={"app": APP, "dataset": data.name, "normal_classes": data.summary()["normal_classes"],
-                      "channels": data.channel_names})
+                      "channels": data.channel_names, "sample_rate": data.sample_rate})
     folder.write_metrics(metrics)
     print("  ".join(f"{name}: mF1 {m['mf1']:.3f} AUROC {m['auroc']:.3f}" for name, m in methods.items()))
     print(f"metrics: {folder.metrics_path}")

@@ -6,12 +6,16 @@
 - `load_dsads(folder)`: the Daily and Sports Activities Data Set's folder layout,
   `a01..a19/p1..p8/s01..s60.txt`, each file 125 rows (5 s at 25 Hz) x 45 comma-separated
   columns (5 units x 9 channels); every file is one recording.
+- PAMAP2 (`kerastl.data.pamap2`), WESAD (`kerastl.data.wesad`) and CAP sleep recordings
+  (`kerastl.data.cap`): long sessions cut into stretches of one class; `resample` and
+  `cut_spans` bring channels of different sampling rates to one rate.
 - `make_windows`, `ChannelScaler` (per-channel min-max or standardisation, fitted on the
   training normal windows only).
 - `anomaly_split` / `load_anomaly_data`: the AMSL protocol. Classes named by
   `normal_classes` are normal, the rest abnormal; normal *recordings* are split 60 / 40
   into train / test (by recording, so overlapping windows of one recording never land on
-  both sides), every abnormal recording goes to test.
+  both sides), every abnormal recording goes to test. `DEFAULT_ABNORMAL` holds the default
+  abnormal classes of each dataset.
 - `npz:PATH`: arrays `x` (windows [N, time, channels]) and `y` (class labels) and optional
   `class_names`; normal windows are split 60 / 40 at random (stratified), abnormal ones go
   to test.
@@ -24,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import glob
 import os
 import re
@@ -37,7 +42,17 @@ DSADS_SEGMENT_SHAPE = (125, 45)
 # The AMSL paper's DSADS protocol: 14 normal activities; abnormal are ascending (a05) and
 # descending (a06) stairs, treadmill running (a12), jumping (a18) and basketball (a19).
 DSADS_ABNORMAL = ("a05", "a06", "a12", "a18", "a19")
+# Default abnormal classes; every other class of the dataset is normal. Only the DSADS choice
+# is AMSL's (the text giving its PAMAP2 / WESAD / CAP classes was not found); the others
+# follow it: PAMAP2's vigorous activities (the kinds of DSADS's five), WESAD's stress
+# condition (the dataset's own stress vs non-stress task), CAP's wake and REM epochs against
+# NREM sleep (stages S1-S4).
+DEFAULT_ABNORMAL = {"dsads": DSADS_ABNORMAL,
+                    "pamap2": ("running", "ascending stairs", "descending stairs", "rope jumping"),
+                    "wesad": ("stress",),
+                    "cap": ("W", "R")}
 DEFAULT_NORMAL = {"watch": "IR,ER,TRAP,ROW", "npz": "0"}
+FOLDER_DATASETS = ("dsads", "pamap2", "wesad", "cap")
 
 
 @dataclasses.dataclass
@@ -50,6 +65,10 @@ class Recordings:
     class_names: list
     groups: np.ndarray          # subject / person of each recording
     channel_names: list
+    sample_rate: float | None = None    # Hz
+    # True when recordings are stretches of one class cut from longer sessions: those shorter
+    # than a window are left out (instead of refusing the window length).
+    drop_short: bool = False
 
 
 @dataclasses.dataclass
@@ -70,13 +89,15 @@ class AnomalyData:
     normal_classes: list
     scaler: "ChannelScaler"
     channel_names: list
+    sample_rate: float | None = None
 
     def summary(self) -> dict:
         return {"dataset": self.name, "normal_classes": [self.class_names[c] for c in self.normal_classes],
                 "abnormal_classes": [n for i, n in enumerate(self.class_names) if i not in self.normal_classes],
                 "train_windows": int(len(self.x_train)), "test_windows": int(len(self.x_test)),
                 "test_abnormal_windows": int(self.is_abnormal.sum()),
-                "window_shape": list(self.x_train.shape[1:])}
+                "window_shape": list(self.x_train.shape[1:]), "channels": list(self.channel_names),
+                "sample_rate": self.sample_rate}
 
 
 def load_watch() -> Recordings:
@@ -86,18 +107,22 @@ def load_watch() -> Recordings:
     data = seglearn_watch()
     return Recordings(name="watch", series=[np.asarray(s, np.float32) for s in data["X"]],
                       labels=np.asarray(data["y"], np.int64), class_names=list(data["y_labels"]),
-                      groups=np.asarray(data["subject"], np.int64), channel_names=list(data["X_labels"]))
+                      groups=np.asarray(data["subject"], np.int64), channel_names=list(data["X_labels"]),
+                      sample_rate=50.0)
 
 
-def load_dsads(folder: str, segment_shape: tuple[int, int] = DSADS_SEGMENT_SHAPE) -> Recordings:
-    """Reads DSADS from `folder/aNN/pN/sNN.txt` (one recording per file, `segment_shape`)."""
+def load_dsads(folder: str, segment_shape: tuple[int, int] = DSADS_SEGMENT_SHAPE,
+               given: str | None = None) -> Recordings:
+    """Reads DSADS from `folder/aNN/pN/sNN.txt` (one recording per file, `segment_shape`);
+    `given`: how the user named the folder, for messages (default `--data-dir FOLDER`)."""
+    given = given or f"--data-dir {folder}"
     if folder is None:
         raise InputError("--dataset dsads: give --data-dir, the folder holding DSADS's a01..a19 folders")
     if not os.path.isdir(folder):
-        raise InputError(f"--data-dir {folder}: not a folder, expected DSADS's a01..a19/p1..p8/s01..s60.txt")
+        raise InputError(f"{given}: not a folder, expected DSADS's a01..a19/p1..p8/s01..s60.txt")
     activities = sorted(d for d in os.listdir(folder) if re.fullmatch(r"a\d\d", d) and os.path.isdir(os.path.join(folder, d)))
     if not activities:
-        raise InputError(f"--data-dir {folder}: no activity folders a01..a19, expected DSADS's "
+        raise InputError(f"{given}: no activity folders a01..a19, expected DSADS's "
                          "a01..a19/p1..p8/s01..s60.txt")
     series, labels, groups = [], [], []
     for label, activity in enumerate(activities):
@@ -127,7 +152,83 @@ def load_dsads(folder: str, segment_shape: tuple[int, int] = DSADS_SEGMENT_SHAPE
     channels = [f"{u}_{s}" for u in units for s in sensors] if segment_shape[1] == 45 else \
         [f"c{i}" for i in range(segment_shape[1])]
     return Recordings(name="dsads", series=series, labels=np.asarray(labels, np.int64), class_names=activities,
-                      groups=np.asarray(groups, np.int64), channel_names=channels)
+                      groups=np.asarray(groups, np.int64), channel_names=channels, sample_rate=25.0)
+
+
+def resample(series: np.ndarray, rate: float, new_rate: float) -> np.ndarray:
+    """`series` [time, ...] sampled at `rate` Hz, resampled to `new_rate` Hz: sample i of the
+    result is at time i / new_rate, ceil(len * new_rate / rate) samples. Downsampling filters
+    against aliasing (polyphase, the edges padded along the local trend); upsampling
+    interpolates linearly (extrapolating the last interval). A straight line comes back
+    unchanged either way.
+
+    Example:
+    >>> resample(np.arange(8.0)[:, None], rate=4, new_rate=2)[:, 0].round(6)
+    array([0., 2., 4., 6.])
+    >>> resample(np.array([0.0, 1.0, 4.0]), rate=1, new_rate=2)
+    array([0. , 0.5, 1. , 2.5, 4. , 5.5])
+    """
+    series = np.asarray(series, np.float64)
+    if rate == new_rate or len(series) == 0:
+        return series
+    length = int(np.ceil(len(series) * new_rate / rate - 1e-9))
+    if new_rate > rate:
+        if len(series) == 1:
+            return np.repeat(series, length, axis=0)
+        position = np.arange(length) * (rate / new_rate)
+        left = np.minimum(position.astype(int), len(series) - 2)
+        step = (position - left).reshape(-1, *[1] * (series.ndim - 1))
+        return series[left] + step * (series[left + 1] - series[left])
+    if len(series) == 1:  # nothing to filter (the trend padding needs two samples)
+        return series
+    from scipy.signal import resample_poly
+
+    ratio = fractions.Fraction(new_rate / rate).limit_denominator(1000)
+    return resample_poly(series, ratio.numerator, ratio.denominator, axis=0, padtype="line")
+
+
+def array_reader(values: np.ndarray, rate: float):
+    """`read(start_s, end_s)` over an array sampled at `rate` Hz (for `cut_spans`)."""
+    return lambda start, end: values[int(round(start * rate)):int(round(end * rate))]
+
+
+def cut_spans(sources, spans, rate: float) -> list[np.ndarray]:
+    """One float32 series [time, channels] at `rate` Hz per span `(start_s, end_s)`.
+
+    `sources` are `(read, source_rate)` pairs: `read(start_s, end_s)` returns that source's
+    samples between the two times (1-D, or [time, k] for k channels); each is resampled to
+    `rate` and the channels are cut to their common length.
+
+    Example:
+    >>> fast, slow = np.arange(20.0), np.arange(10.0) * 2      # 10 Hz and 5 Hz clocks of one signal
+    >>> cut_spans([(array_reader(fast, 10), 10), (array_reader(slow, 5), 5)], [(0.4, 1.2)], 5)[0]
+    array([[ 4.,  4.],
+           [ 6.,  6.],
+           [ 8.,  8.],
+           [10., 10.]], dtype=float32)
+    """
+    out = []
+    for start, end in spans:
+        parts = []
+        for read, source_rate in sources:
+            values = np.asarray(read(start, end), np.float64)
+            parts.append(resample(values.reshape(len(values), -1), source_rate, rate))
+        length = min(len(p) for p in parts)
+        out.append(np.concatenate([p[:length] for p in parts], axis=1).astype(np.float32))
+    return out
+
+
+def channel_indices(available: list, wanted: str | None, dataset: str) -> list[int]:
+    """Indices of the comma-separated channel names `wanted` among `available` (None: all)."""
+    if wanted is None:
+        return list(range(len(available)))
+    names = [name.strip() for name in str(wanted).split(",") if name.strip()]
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        problem = f"{unknown[0]!r} is not a channel" if unknown else "names no channel"
+        raise InputError(f"--channels {wanted}: {problem} of {dataset}; expected names among "
+                         f"{', '.join(available)}")
+    return [available.index(name) for name in dict.fromkeys(names)]
 
 
 def make_windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -226,17 +327,27 @@ def _split_normal(labels: np.ndarray, normal: list[int], test_fraction: float, s
 def anomaly_split(recordings: Recordings, normal_classes: str, window: int, stride: int, seed: int = 0,
                   test_fraction: float = 0.4, scaling: str = "minmax") -> AnomalyData:
     """AMSL's protocol over recordings (see the module docstring); windows are scaled with a
-    `ChannelScaler` fitted on the training normal windows only."""
+    `ChannelScaler` fitted on the training normal windows only. Recordings shorter than a
+    window are refused, or left out when `recordings.drop_short` (stretches of long sessions)."""
     normal = parse_classes(normal_classes, recordings.class_names, recordings.name)
+    if window < 1 or stride < 1:
+        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
     lengths = np.array([len(s) for s in recordings.series])
-    shortest = int(np.argmin(lengths))
-    if window > lengths[shortest]:
+    kept = np.flatnonzero(lengths >= window)
+    if recordings.drop_short:
+        is_normal = np.isin(recordings.labels[kept], normal)
+        for missing, kind in ((not is_normal.any(), "normal"), (is_normal.all(), "abnormal")):
+            if missing:
+                longest = lengths[np.isin(recordings.labels, normal) == (kind == "normal")].max()
+                raise InputError(f"--window {window}: no {kind} stretch of {recordings.name} lasts that long; "
+                                 f"expected at most {longest} steps")
+    elif len(kept) < len(lengths):
+        shortest = int(np.argmin(lengths))
         raise InputError(f"--window {window}: longer than recording {shortest} of {recordings.name} "
                          f"({recordings.class_names[recordings.labels[shortest]]}, {lengths[shortest]} steps); "
                          f"expected at most {lengths[shortest]}")
-    if window < 1 or stride < 1:
-        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
-    train, test = _split_normal(recordings.labels, normal, test_fraction, seed)
+    train, test = _split_normal(recordings.labels[kept], normal, test_fraction, seed)
+    train, test = kept[train], kept[test]
 
     def windows_of(indices):
         parts = [make_windows(recordings.series[i], window, stride) for i in indices]
@@ -246,15 +357,15 @@ def anomaly_split(recordings: Recordings, normal_classes: str, window: int, stri
     x_train, _ = windows_of(train)
     x_test, test_classes = windows_of(test)
     return _scaled(recordings.name, x_train, x_test, test_classes, recordings.class_names, normal,
-                   recordings.channel_names, scaling)
+                   recordings.channel_names, scaling, recordings.sample_rate)
 
 
-def _scaled(name, x_train, x_test, test_classes, class_names, normal, channel_names, scaling):
+def _scaled(name, x_train, x_test, test_classes, class_names, normal, channel_names, scaling, sample_rate=None):
     scaler = ChannelScaler(scaling).fit(x_train)
     return AnomalyData(name=name, x_train=scaler.transform(x_train), x_test=scaler.transform(x_test),
                        is_abnormal=(~np.isin(test_classes, normal)).astype(np.int64), test_classes=test_classes,
                        class_names=list(class_names), normal_classes=normal, scaler=scaler,
-                       channel_names=list(channel_names))
+                       channel_names=list(channel_names), sample_rate=sample_rate)
 
 
 def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fraction: float = 0.4,
@@ -284,24 +395,55 @@ def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fractio
 
 
 def default_normal_classes(dataset: str, class_names: list | None = None) -> str:
-    """The default `--normal-classes` of a dataset (DSADS: the paper's 14 normal activities)."""
-    if dataset == "dsads":
-        return ",".join(c for c in (class_names or []) if c not in DSADS_ABNORMAL)
-    return DEFAULT_NORMAL["npz" if dataset.startswith("npz:") else dataset]
+    """The default `--normal-classes` of a dataset: every class but `DEFAULT_ABNORMAL`'s (DSADS:
+    the paper's 14 normal activities)."""
+    name = dataset.partition(":")[0]
+    if name in DEFAULT_ABNORMAL:
+        return ",".join(c for c in (class_names or []) if c not in DEFAULT_ABNORMAL[name])
+    return DEFAULT_NORMAL[name]
+
+
+def load_recordings(dataset: str, data_dir: str | None = None, channels: str | None = None,
+                    sample_rate: float | None = None, wesad_device: str = "chest") -> Recordings:
+    """`watch`, or a folder dataset given as `NAME:DIR` (or NAME with `data_dir`): dsads,
+    pamap2, wesad (`wesad_device` chest or wrist) or cap. `channels` (comma-separated names)
+    and `sample_rate` (Hz) apply to pamap2, wesad and cap."""
+    name, _, folder = dataset.partition(":")
+    if name == "watch" and not folder:
+        return load_watch()
+    if name not in FOLDER_DATASETS:
+        raise InputError(f"--dataset {dataset!r} is unknown; expected watch, {', '.join(FOLDER_DATASETS)} "
+                         "(as NAME:DIR) or npz:PATH")
+    given = f"--dataset {dataset}" if folder else f"--data-dir {data_dir}"
+    folder = os.path.expanduser(folder or data_dir or "")
+    if not folder:
+        raise InputError(f"--dataset {name}: give --data-dir DIR, or the folder as --dataset {name}:DIR")
+    if name == "dsads":
+        return load_dsads(folder, given=given)
+    if name == "pamap2":
+        from kerastl.data.pamap2 import load_pamap2
+        return load_pamap2(folder, channels, sample_rate, given)
+    if name == "wesad":
+        from kerastl.data.wesad import load_wesad
+        return load_wesad(folder, wesad_device, channels, sample_rate, given)
+    from kerastl.data.cap import load_cap
+    return load_cap(folder, channels, sample_rate, given)
 
 
 def load_anomaly_data(dataset: str, normal_classes: str | None, window: int, stride: int, seed: int = 0,
-                      data_dir: str | None = None, test_fraction: float = 0.4, scaling: str = "minmax") -> AnomalyData:
-    """`watch`, `dsads` (from `data_dir`) or `npz:PATH` -> `AnomalyData` (windows of `window`
+                      data_dir: str | None = None, test_fraction: float = 0.4, scaling: str = "minmax",
+                      channels: str | None = None, sample_rate: float | None = None,
+                      wesad_device: str = "chest") -> AnomalyData:
+    """`watch`, `dsads`, `pamap2`, `wesad`, `cap` (each but watch from `NAME:DIR` or
+    `data_dir`; see `load_recordings`) or `npz:PATH` -> `AnomalyData` (windows of `window`
     steps every `stride` steps; npz windows are taken as they are)."""
+    name = dataset.partition(":")[0]
+    for option, value in (("--channels", channels), ("--sample-rate", sample_rate)):
+        if value is not None and name not in ("pamap2", "wesad", "cap"):
+            raise InputError(f"{option} {value}: applies to pamap2, wesad and cap, not {name}")
     if dataset.startswith("npz:"):
         return load_npz_windows(dataset[4:], normal_classes or default_normal_classes(dataset), seed,
                                 test_fraction, scaling)
-    if dataset == "watch":
-        recordings = load_watch()
-    elif dataset == "dsads":
-        recordings = load_dsads(data_dir)
-    else:
-        raise InputError(f"--dataset {dataset!r} is unknown; expected watch, dsads or npz:PATH")
+    recordings = load_recordings(dataset, data_dir, channels, sample_rate, wesad_device)
     spec = normal_classes or default_normal_classes(dataset, recordings.class_names)
     return anomaly_split(recordings, spec, window, stride, seed, test_fraction, scaling)

@@ -1,13 +1,18 @@
-"""apps.amsl end to end: real watch data, metrics, plots, export, exact resume, bad input."""
+"""apps.amsl end to end: real watch data, metrics, plots, export, exact resume, bad input;
+PAMAP2, WESAD and CAP runs on files written in their formats."""
 
+import datetime
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from sensor_files import wesad_content, write_cap, write_pamap2, write_wesad
 
 from apps import amsl
 from kerastl import app
@@ -123,7 +128,35 @@ BAD_INPUTS = {
                                        r"--window 5000: longer than recording \d+ of watch .* expected at most 947"),
     "missing DSADS files": (lambda d: ["--dataset", "dsads", "--data-dir", f"{d}/old_run"],
                             r"--data-dir .*old_run: no activity folders a01..a19"),
-    "unknown dataset": (lambda d: ["--dataset", "pamap2"], r"--dataset 'pamap2' is unknown; expected watch, dsads or npz:PATH"),
+    "unknown dataset": (lambda d: ["--dataset", "opportunity"],
+                        r"--dataset 'opportunity' is unknown; expected watch, dsads, pamap2, wesad, cap "
+                        r"\(as NAME:DIR\) or npz:PATH"),
+    "folder dataset without folder": (lambda d: ["--dataset", "pamap2"],
+                                      r"--dataset pamap2: give --data-dir DIR, or the folder as --dataset pamap2:DIR"),
+    "bad sample rate": (lambda d: ["--sample-rate", "0"], r"--sample-rate 0.0: expected a positive rate in Hz"),
+    "sample rate for watch": (lambda d: ["--sample-rate", "25"], r"--sample-rate 25.0: applies to pamap2, wesad and "
+                                                                 r"cap, not watch"),
+    "PAMAP2 folder missing": (lambda d: ["--dataset", f"pamap2:{d}/nowhere"],
+                              r"--dataset pamap2:.*nowhere: not a folder, expected PAMAP2's Protocol/subject101.dat"),
+    "PAMAP2 wrong columns": (lambda d: ["--dataset", "pamap2:" + write_table(d, "Protocol/subject101.dat", 53)],
+                             r"subject101.dat: 53 columns, expected 54 \(PAMAP2's Protocol format\)"),
+    "PAMAP2 subject without data": (lambda d: ["--dataset", "pamap2:" + pamap2_folder(d, [(0, 300)])],
+                                    r"subject102.dat: every row is activity 0 \(transient\); this subject has no data"),
+    "WESAD without subjects": (lambda d: ["--dataset", f"wesad:{d}/old_run"],
+                               r"--dataset wesad:.*old_run: no S\*/S\*.pkl subject files"),
+    "WESAD without label key": (lambda d: ["--dataset", "wesad:" + wesad_folder(d, drop="label")],
+                                r"S3.pkl: holds 'signal', 'subject'; expected WESAD's dict 'signal' -> 'chest'"),
+    "WESAD wrist without BVP": (lambda d: ["--dataset", "wesad:" + wesad_folder(d, drop="BVP"), "--wesad-device",
+                                           "wrist"], r"S3.pkl: no 'BVP' in 'signal' -> 'wrist'"),
+    "WESAD subject without data": (lambda d: ["--dataset", "wesad:" + wesad_folder(d, drop="labels")],
+                                   r"S3.pkl: no sample is labelled 1-4 .*; this subject has no data"),
+    "CAP without EDF files": (lambda d: ["--dataset", f"cap:{d}/old_run"], r"--dataset cap:.*old_run: no .edf files"),
+    "CAP table without Event column": (lambda d: ["--dataset", "cap:" + cap_folder(d, "\tEvent\t", "\tKind\t")],
+                                       r"n2.txt: the table has no 'Event' column"),
+    "CAP night without data": (lambda d: ["--dataset", "cap:" + cap_folder(d, r"SLEEP-(S\d|REM)", "SLEEP-MT")],
+                               r"n2.txt: no epoch scored W, S1-S4 or REM inside the recording; this night has no data"),
+    "CAP unknown channel": (lambda d: ["--dataset", "cap:" + cap_folder(d), "--channels", "C4-A1,O2-A1"],
+                            r"--channels C4-A1,O2-A1: .*n1.edf has no signal 'O2-A1'; it has C4-A1, EMG1-EMG2"),
     "unknown baseline": (lambda d: ["--baselines", "ocsvm,iforest"], r"--baselines ocsvm,iforest: 'iforest' is unknown"),
     "unknown transformation": (lambda d: ["--transformations", "noise,mirror"], r"--transformations noise,mirror: 'mirror'"),
     "bad filters": (lambda d: ["--filters", "32"], r"--filters 32: expected two positive integers"),
@@ -136,6 +169,51 @@ BAD_INPUTS = {
                              r"--resume: the checkpoint in .*old_run/checkpoints is from --normal-classes "
                              r"IR,ER,TRAP,ROW, not PEN,ABD"),
 }
+
+
+def write_table(root, name, columns):
+    path = pathlib.Path(root, "data", name)
+    path.parent.mkdir(parents=True)
+    np.savetxt(path, np.ones((5, columns)))
+    return str(pathlib.Path(root, "data"))
+
+
+def pamap2_folder(root, last_subject=((1, 200), (4, 200), (5, 200))):
+    """Subjects 101 and 103 lie, walk and run 2 s each; subject 102 does `last_subject`."""
+    folder = pathlib.Path(root, "pamap2")
+    for subject in (101, 103):
+        write_pamap2(folder, subject, [(1, 200), (4, 200), (5, 200)])
+    write_pamap2(folder, 102, last_subject)
+    return str(folder)
+
+
+WESAD_SESSION = [(0, 1), (1, 4), (2, 3), (3, 2), (4, 2.5)]
+
+
+def wesad_folder(root, drop=None):
+    """Subjects 2, 3, 4 in baseline, stress, amusement, meditation; subject 3 without `drop`."""
+    folder = pathlib.Path(root, "wesad")
+    for subject in (2, 3, 4):
+        content = wesad_content(subject, WESAD_SESSION)
+        if subject == 3 and drop == "labels":
+            content["label"][:] = 5
+        elif subject == 3 and drop:
+            content.pop(drop, None)
+            content["signal"]["wrist"].pop(drop, None)
+        write_wesad(folder, subject, None, content)
+    return str(folder)
+
+
+def cap_folder(root, old="", new=""):
+    """Nights n1..n3 (W, S1, S2, S3, R; C4-A1 and EMG1-EMG2 at 32 Hz); n2's table edited by
+    the regular expression `old` -> `new`."""
+    folder = pathlib.Path(root, "cap")
+    folder.mkdir()
+    for night in ("n1", "n2", "n3"):
+        write_cap(folder, night, ["W", "S1", "S2", "S3", "R"], rates=(("C4-A1", 32), ("EMG1-EMG2", 32)),
+                  start=datetime.time(23, 0, 0))
+    (folder / "n2.txt").write_text(re.sub(old, new, (folder / "n2.txt").read_text()))
+    return str(folder)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -170,3 +248,40 @@ def test_command_line_entry_point_and_help(tmp_path):
                    "--preset", "--resume", "--export-dir", "mpre", "auroc", "is_anomaly",
                    "preset values: smoke 20, cpu 50, paper 500"):
         assert option in help_text, option
+
+
+FOLDER_RUNS = {
+    # dataset: (folder writer, extra options, normal / abnormal classes, window shape, sample rate)
+    "pamap2": (pamap2_folder, ["--channels", "hand_acc_x,hand_acc_y,ankle_gyro_z"], ["lying", "walking"],
+               ["running"], [32, 3], 100.0),
+    "wesad": (wesad_folder, ["--wesad-device", "wrist", "--no-export"], ["baseline", "amusement", "meditation"],
+              ["stress"], [32, 6], 32.0),
+    "cap": (cap_folder, ["--sample-rate", "8", "--no-export"], ["S1", "S2", "S3"], ["W", "R"], [32, 2], 8.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOLDER_RUNS))
+def test_runs_on_files_in_each_dataset_format(name, tmp_path):
+    write, extra, normal, abnormal, shape, rate = FOLDER_RUNS[name]
+    args = ["--preset", "smoke", "--dataset", f"{name}:{write(tmp_path)}", "--window", "32", "--stride", "32",
+            "--batch-size", "8", "--baselines", "ocsvm", "--transformations", "noise",
+            "--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports")] + extra
+    assert run_app(args) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert set(metrics["methods"]) == {"amsl", "ocsvm"}
+    for values in metrics["methods"].values():
+        assert all(0.0 <= values[key] <= 1.0 for key in METRIC_KEYS)
+    assert {key: metrics[key] for key in METRIC_KEYS} == {key: metrics["methods"]["amsl"][key] for key in METRIC_KEYS}
+    data = metrics["data"]
+    assert (data["normal_classes"], data["abnormal_classes"]) == (normal, abnormal)
+    assert data["window_shape"] == shape and data["sample_rate"] == rate and len(data["channels"]) == shape[1]
+    assert data["test_abnormal_windows"] > 0 and len(metrics["history"]["loss"]) == 1
+    assert os.path.getsize(tmp_path / "run" / "plots" / "roc_curves.png") > 10_000
+    if "--no-export" not in extra:  # the exported scorer takes raw windows at the loader's rate
+        assert metrics["export"] == str(tmp_path / "exports" / "amsl" / "1")
+        served = tf.saved_model.load(metrics["export"]).signatures["serving_default"]
+        scores = served(windows=tf.zeros([2] + shape))["score"].numpy()
+        assert scores.shape == (2,) and np.isfinite(scores).all()
+        with open(os.path.join(metrics["export"], "assets.extra", "kerastl.json")) as f:
+            facts = json.load(f)
+        assert facts["sample_rate"] == rate and facts["channels"] == data["channels"]
