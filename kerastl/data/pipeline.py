@@ -121,16 +121,19 @@ def unlabeled_stream(
     salt = seed * 2 + 2
 
     def load(position, index):
-        image = lookup(index)
-        # At least two seeds, so a stream's first views keep their seeds when views are added.
-        seeds = tf.unstack(tf.random.experimental.stateless_split(_element_seed(salt, position),
-                                                                  max(2, len(views))))
-        return (index, *(view(image, view_seed) for view, view_seed in zip(views, seeds)))
+        return (index, *apply_views(lookup(index), views, _element_seed(salt, position)))
 
     return _distributable(index_stream(len(x), seed + 7919, start_step * batch_size)
                           .map(load, num_parallel_calls=AUTOTUNE)
                           .batch(batch_size, drop_remainder=True)
                           .prefetch(AUTOTUNE))
+
+
+def apply_views(image: tf.Tensor, views: Sequence[View], seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Every view of one image, each with its own sub-seed of `seed` (shape [2])."""
+    # At least two seeds, so a stream's first views keep their seeds when views are added.
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, max(2, len(views))))
+    return tuple(view(image, view_seed) for view, view_seed in zip(views, seeds))
 
 
 def ssl_stream(

@@ -6,6 +6,8 @@ import numpy as np
 
 from kerastl.plots import pyplot, save_figure
 
+MAX_CLASS_LINES = 20  # more classes are drawn as a band (one line each would be unreadable)
+
 
 def error_summary(accuracies: list[float]) -> dict[str, float]:
     """Test error in % from the accuracies of successive evaluations.
@@ -27,7 +29,8 @@ def error_summary(accuracies: list[float]) -> dict[str, float]:
 
 def plot_learning(history: dict, steps_per_eval: int, path: str, title: str = "") -> str:
     """Two panels: test accuracy over iterations, and each class's learning effect (CPL's
-    `classwise_acc`) over iterations when the history has it."""
+    `classwise_acc`) over iterations when the history has it (beyond `MAX_CLASS_LINES`
+    classes: their median and 10-90 % band)."""
     plt = pyplot()
 
     curriculum = history.get("classwise_acc")
@@ -39,10 +42,16 @@ def plot_learning(history: dict, steps_per_eval: int, path: str, title: str = ""
     axes[0, 0].grid(alpha=0.3)
     if curriculum:
         values = np.asarray(curriculum)
-        for c in range(values.shape[1]):
-            axes[0, 1].plot(steps[:len(values)], values[:, c], label=str(c))
+        if values.shape[1] <= MAX_CLASS_LINES:
+            for c in range(values.shape[1]):
+                axes[0, 1].plot(steps[:len(values)], values[:, c], label=str(c))
+            axes[0, 1].legend(fontsize=7, ncol=2)
+        else:  # e.g. ImageNet's 1,000 classes: the spread over classes, not one line each
+            low, median, high = np.percentile(values, [10, 50, 90], axis=1)
+            axes[0, 1].fill_between(steps[:len(values)], low, high, alpha=0.3, label="10-90 % of classes")
+            axes[0, 1].plot(steps[:len(values)], median, label="median class")
+            axes[0, 1].legend(fontsize=7)
         axes[0, 1].set(xlabel="iteration", ylabel="learning effect beta_c", ylim=(0, 1.05),
                        title="per-class learning effect (CPL)")
-        axes[0, 1].legend(fontsize=7, ncol=2)
         axes[0, 1].grid(alpha=0.3)
     return save_figure(fig, path, title, dpi=100)
