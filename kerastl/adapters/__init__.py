@@ -1,0 +1,1 @@
+"""Cross-lingual low-resource speech recognition: Adapter, SimAdapter, MetaAdapter, SimAdapter+."""

@@ -1,0 +1,194 @@
+"""MultilingualASR and CTCRecognizer: shared layers, modes, freezing, trained share, saving, learning."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerastl.adapters.metrics import error_rate
+from kerastl.adapters.model import MODEL_SIZES, CTCRecognizer, MultilingualASR
+from kerastl.errors import InputError
+
+SIZE = dict(num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32, adapter_dim=4, dropout=0.0)
+
+
+def tiny_asr(**options):
+    keras.utils.set_random_seed(0)
+    return MultilingualASR({"ru": 7, "it": 6, "ro": 5}, **{**SIZE, **options})
+
+
+def random_batch(vocab, batch=4, frames=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"features": rng.normal(size=(batch, frames, 80)).astype("float32"),
+            "feature_lengths": np.linspace(frames, frames // 2, batch).astype("int32"),
+            "labels": rng.integers(1, vocab, size=(batch, 3)).astype("int32"),
+            "label_lengths": np.full(batch, 3, "int32")}
+
+
+def dataset(batch, repeat=1):
+    return tf.data.Dataset.from_tensors(batch).repeat(repeat)
+
+
+def values(layers):
+    return [w.copy() for layer in layers for w in layer.get_weights()]
+
+
+def same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_modes_names_and_zero_initialised_adapters():
+    asr = tiny_asr()
+    batch = random_batch(5)
+    plain = asr.recognizer("ro", "plain")(batch)
+    adapted = asr.recognizer("ro", "adapter")(batch)
+    assert tuple(plain["logits"].shape) == (4, 9, 5)
+    np.testing.assert_array_equal(plain["logit_lengths"], [9, 7, 5, 4])
+    np.testing.assert_allclose(adapted["logits"], plain["logits"], atol=1e-6)     # adapters start as identity
+    assert [a.name for a in asr.adapters["ro"]] == ["adapter_ro_0", "adapter_ro_1"]
+    fused = asr.recognizer("ro", "simadapter", sources=["ru", "it"])
+    assert fused.mode == "simadapter" and fused.fusion_languages == ["ru", "it", "ro"]
+    assert [layer.name for layer in asr.fusions["ro"]] == ["simadapter_ro_0", "simadapter_ro_1"]
+    assert all(layer.guide_index == 2 and layer.guide_weight == 0.1 for layer in asr.fusions["ro"])
+    fused(batch)
+    assert len(fused.losses) == 4                 # per layer: stability regulariser + guide loss
+    attention = fused.fusion_attention(dataset(batch))
+    assert attention.shape == (2, 3)
+    np.testing.assert_allclose(attention.sum(1), 1.0, rtol=1e-5)
+    assert MODEL_SIZES["paper"]["num_layers"] == 12 and MODEL_SIZES["paper"]["hidden_dim"] == 256
+
+
+def test_recognizers_share_layers_so_pre_training_one_changes_what_the_others_see():
+    asr = tiny_asr()
+    asr.train_only(backbone=True, heads=["ru"])
+    ru = asr.recognizer("ru", "plain")
+    ro = asr.recognizer("ro", "adapter")
+    assert ru.encoder is ro.encoder
+    batch = random_batch(5)
+    before_ro, before_encoder, before_ro_head = ro(batch)["logits"].numpy(), values([asr.encoder]), \
+        values([asr.heads["ro"]])
+    ru.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)      # eager: no 10 s tracing
+    ru.fit(dataset(random_batch(7, seed=1), 2), epochs=1, verbose=0)
+    assert not same(before_encoder, values([asr.encoder]))
+    assert same(before_ro_head, values([asr.heads["ro"]]))
+    assert not np.allclose(ro(batch)["logits"], before_ro)
+
+
+def test_train_only_freezes_the_rest_and_trainable_share_counts_parameters():
+    asr = tiny_asr()
+    asr.train_only(adapters=["ro"], heads=["ro"])
+    ro = asr.recognizer("ro", "adapter")
+    encoder = asr.encoder.count_params()
+    adapters = sum(a.count_params() for a in asr.adapters["ro"])
+    head = asr.heads["ro"].count_params()
+    assert adapters == 2 * (2 * 16 + 16 * 4 + 4 * 16) and head == 16 * 5 + 5
+    assert ro.parameter_counts() == (adapters + head, encoder + adapters + head)
+    assert ro.trainable_share() == pytest.approx((adapters + head) / (encoder + adapters + head))
+    frozen_before = values([asr.encoder, asr.heads["ru"]] + asr.adapters["ru"])
+    trained_before = values(asr.adapters["ro"] + [asr.heads["ro"]])
+    ro.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
+    ro.fit(dataset(random_batch(5), 2), epochs=1, verbose=0)
+    assert same(frozen_before, values([asr.encoder, asr.heads["ru"]] + asr.adapters["ru"]))
+    assert not same(trained_before, values(asr.adapters["ro"] + [asr.heads["ro"]]))
+
+    asr.add_fusion("ro", ["ru"])
+    asr.train_only(fusions=["ro"])
+    fused = asr.recognizer("ro", "simadapter")
+    # per layer: query and key D*D + D, value D*D, LayerNorm 2D (the averaged attention and
+    # the guide weight are bookkeeping, not parameters)
+    fusion = 2 * (3 * 16 * 16 + 2 * 16 + 2 * 16)
+    total = encoder + head + sum(a.count_params() for lang in ("ru", "ro") for a in asr.adapters[lang]) + fusion
+    assert fused.parameter_counts() == (fusion, total)
+
+
+def test_recognizer_keras_file_and_inference_model_give_the_same_logits(tmp_path):
+    asr = tiny_asr()
+    asr.add_fusion("ro", ["ru", "it"], temperature=0.5)
+    for layer in asr.adapters["ru"] + asr.adapters["it"]:
+        layer.up.kernel.assign(np.random.default_rng(1).normal(size=layer.up.kernel.shape).astype("float32"))
+    fused = asr.recognizer("ro", "simadapter")
+    batch = random_batch(5)
+    inputs = {"features": batch["features"], "feature_lengths": batch["feature_lengths"]}
+    expected = fused(inputs)["logits"].numpy()
+    fused.save(tmp_path / "ro.keras")
+    loaded = keras.saving.load_model(tmp_path / "ro.keras")
+    assert isinstance(loaded, CTCRecognizer) and loaded.fusion_languages == ["ru", "it", "ro"]
+    np.testing.assert_allclose(loaded(inputs)["logits"], expected, atol=1e-5)
+    assert loaded.fusion[0].temperature == 0.5
+    served = fused.inference_model()
+    np.testing.assert_allclose(served(inputs)["logits"], expected, atol=1e-5)
+    assert served.input["features"].shape[-1] == 80
+
+
+def test_multilingual_model_save_and_load(tmp_path):
+    asr = tiny_asr(adapter_dims={"ru": 6})
+    asr.add_adapters("meta")
+    asr.add_fusion("ro", ["it"], guide_weight=0.3)
+    for layer in asr.all_layers():
+        layer.set_weights([np.random.default_rng(len(w.shape)).normal(size=w.shape).astype("float32") * 0.1
+                           for w in layer.get_weights()])
+    asr.save(tmp_path / "asr")
+    loaded = MultilingualASR.load(tmp_path / "asr")
+    assert loaded.get_config() == asr.get_config()
+    assert loaded.adapters["ru"][0].bottleneck_dim == 6 and loaded.languages == ["ru", "it", "ro"]
+    batch = random_batch(5)
+    for lang, mode, adapter in (("ru", "plain", None), ("it", "adapter", "meta"), ("ro", "simadapter", None)):
+        np.testing.assert_allclose(loaded.recognizer(lang, mode, adapter=adapter)(batch)["logits"],
+                                   asr.recognizer(lang, mode, adapter=adapter)(batch)["logits"], atol=1e-5)
+    with pytest.raises(InputError, match="config.json: missing"):
+        MultilingualASR.load(tmp_path / "nothing")
+
+
+def test_unknown_languages_and_modes_are_refused():
+    asr = tiny_asr()
+    with pytest.raises(InputError, match="language 'uk'"):
+        asr.recognizer("uk")
+    with pytest.raises(InputError, match="no adapters for xx"):
+        asr.add_fusion("ro", ["ru", "xx"])
+    with pytest.raises(InputError, match="give its source languages"):
+        asr.recognizer("ro", "simadapter")
+    with pytest.raises(ValueError, match="mode 'fusion'"):
+        asr.recognizer("ro", "fusion")
+    asr.add_language("uk", 9)
+    assert asr.recognizer("uk", "adapter")(random_batch(9))["logits"].shape[-1] == 9
+
+
+def synthetic_speech(seed=0, utterances=8, vocab=5, frames_per_char=12):
+    """Each character is a fixed random spectrum held for 12 frames, plus noise."""
+    rng = np.random.default_rng(seed)
+    spectra = rng.normal(size=(vocab, 80)).astype("float32")
+    labels = rng.integers(1, vocab, size=(utterances, 3)).astype("int32")
+    features = np.zeros((utterances, 3 * frames_per_char + 4, 80), "float32")
+    for u, row in enumerate(labels):
+        for i, char in enumerate(row):
+            features[u, i * frames_per_char:(i + 1) * frames_per_char] = spectra[char]
+    features += 0.1 * rng.normal(size=features.shape).astype("float32")
+    return {"features": features, "feature_lengths": np.full(utterances, features.shape[1], "int32"),
+            "labels": labels, "label_lengths": np.full(utterances, 3, "int32")}
+
+
+def test_ctc_loss_falls_and_the_transcripts_are_learned_on_a_tiny_synthetic_batch():
+    keras.utils.set_random_seed(0)
+    asr = MultilingualASR({"xx": 5}, num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, dropout=0.0)
+    asr.train_only(backbone=True, heads=["xx"])
+    recognizer = asr.recognizer("xx", "plain")
+    recognizer.compile(optimizer=keras.optimizers.Adam(3e-3))
+    batch = synthetic_speech()
+    before = recognizer.evaluate(dataset(batch), verbose=0, return_dict=True)["ctc_loss"]
+    recognizer.fit(dataset(batch, 60), epochs=1, verbose=0)
+    after = recognizer.evaluate(dataset(batch), verbose=0, return_dict=True)["ctc_loss"]
+    references, hypotheses = recognizer.decode_dataset(dataset(batch))
+    print(f"CTC loss {before:.3f} -> {after:.3f}, token error rate {error_rate(references, hypotheses):.3f}")
+    assert after < 0.2 * before
+    assert error_rate(references, hypotheses) < 0.3
+
+
+@pytest.mark.parametrize("module", ["kerastl.adapters.adapter", "kerastl.adapters.simadapter",
+                                    "kerastl.adapters.ctc", "kerastl.adapters.metrics", "kerastl.adapters.maml",
+                                    "kerastl.adapters.model", "kerastl.nets.asr_encoder"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
