@@ -25,11 +25,30 @@ forecaster to <export-dir>/adarnn/<version>/: input `window` float32 [batch, len
 features] on the original scale (features in the order of metadata "features"), output
 `forecast` float32 [batch], the target --horizon steps after the window, original scale.
 
+Classification (--task classification; the paper's UCI HAR table): windows of activity
+recordings are classified; the cross-time split (--test-split time) takes, per subject or
+recording and in time order, the first --train-fraction - --valid-fraction of its windows for
+training, the next --valid-fraction for validation and the rest for testing (windows that
+overlap across a boundary are dropped); TDC splits the training windows, ordered by their
+relative time in their recording, into K segments; the models get a softmax head and a
+cross-entropy loss; --model gbt adds the LightGBM-style baseline (gradient-boosted trees on
+per-window statistics). Data: --dataset watch (default; seglearn's smartwatch recordings, 7
+shoulder exercises, cut into --window samples every --stride; offline) or uci-har:DIR (the
+UCI HAR Dataset folder: train/ and test/ with Inertial Signals/*.txt, y_*.txt,
+subject_*.txt; --test-split original keeps its own train/test files). Channels are scaled
+with --scaling fitted on the training windows. metrics.json: acc, precision, recall, f1
+(macro over classes), auc (one-vs-rest, macro) on the test windows; per_class, confusion_matrix,
+valid (the same five on validation), split, segments, history. plots/confusion_matrix.png,
+plots/importance_weights.png. Export: input `window` float32 [batch, length, channels] on the
+original scale, outputs `probabilities` [batch, classes] and `classes` int64 (not for gbt).
+
 Examples:
   python -m apps.adarnn --dataset pvlib --station greensboro --preset cpu
   python -m apps.adarnn --dataset taylor --model gru --preset cpu
   python -m apps.adarnn --dataset airquality --data-dir ~/data/PRSA --station Dongsi --preset paper
   python -m apps.adarnn --dataset csv:load.csv --time-col date --target load --features load,temp
+  python -m apps.adarnn --task classification --dataset watch --preset cpu
+  python -m apps.adarnn --task classification --dataset "uci-har:UCI HAR Dataset" --model gbt
 """
 
 from __future__ import annotations
@@ -39,36 +58,50 @@ import os
 from kerastl import app
 
 APP = "adarnn"
-MODELS = ("adarnn", "gru", "mmd_rnn", "dann_rnn", "transformer", "adatransformer")
+TASKS = ("forecasting", "classification")
+MODELS = ("adarnn", "gru", "mmd_rnn", "dann_rnn", "transformer", "adatransformer", "gbt")
 DISTANCES = ("adversarial", "mmd_rbf", "mmd_linear", "coral", "cosine", "kl", "js")
 PRESETS = {
     "smoke": {"epochs": 2, "pre_epoch": 1, "num_domains": 2, "len_seq": 24, "batch_size": 36, "lr": 2e-3,
               "hidden_size": 16, "num_layers": 2, "bottleneck": 0, "forecast": "change", "patience": 0,
-              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 5},
+              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 5,
+              "window": 32, "stride": 32, "gbt_rounds": 20},
     # cpu: 30 epochs at lr 2e-3 instead of 200 at 5e-4; no BatchNorm bottleneck and forecasting
     # the change (in short runs, BN's moving statistics lag the matched features and the
     # validation error jumps; matching hidden states of segments with different levels fights
     # forecasting the level); lambda 0.1 (0.5 made the 30-epoch pvlib runs unstable).
+    # Classification (watch): windows of 64 samples (1.3 s) every 16, so that the smallest TDC
+    # segment still fills enough batches per epoch.
     "cpu": {"epochs": 30, "pre_epoch": 15, "num_domains": 3, "len_seq": 24, "batch_size": 36, "lr": 2e-3,
             "hidden_size": 64, "num_layers": 2, "bottleneck": 0, "forecast": "change", "patience": 0,
-            "distance": "adversarial", "tdm_lambda": 0.1, "steps_per_epoch": 0},
+            "distance": "adversarial", "tdm_lambda": 0.1, "steps_per_epoch": 0,
+            "window": 64, "stride": 16, "gbt_rounds": 300},
     # The reference (train_weather.py): lr 5e-4, batch 36, 200 epochs, early stop 40, hidden 64
     # x 2 layers, bottleneck head 64, len_seq 24, pre_epoch 40, dw 0.5, adversarial loss,
-    # 2 domains, forecasting the value itself.
+    # 2 domains, forecasting the value itself. Classification: UCI HAR's windows (128 samples,
+    # half overlapping).
     "paper": {"epochs": 200, "pre_epoch": 40, "num_domains": 2, "len_seq": 24, "batch_size": 36, "lr": 5e-4,
               "hidden_size": 64, "num_layers": 2, "bottleneck": 64, "forecast": "value", "patience": 40,
-              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 0},
+              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 0,
+              "window": 128, "stride": 64, "gbt_rounds": 300},
 }
 RESUME_KEYS = ("dataset", "station", "target", "features", "model", "distance", "num_domains", "split", "len_seq",
                "horizon", "batch_size", "hidden_size", "num_layers", "bottleneck", "forecast", "seed", "train_end",
                "valid_end", "epochs", "pre_epoch", "steps_per_epoch")
+CLASSIFICATION_RESUME_KEYS = ("task", "test_split", "train_fraction", "valid_fraction", "window", "stride", "scaling",
+                              "tdc_distance")
 
 
 def build_parser():
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
+    parser.add_argument("--task", default="forecasting", choices=TASKS,
+                        help="forecasting (default): forecast a series' target; classification: classify windows "
+                             "of activity recordings (the paper's UCI HAR setting)")
     data = app.preset_group(parser, "data")
-    data.add_argument("--dataset", default="pvlib",
-                      help="pvlib, taylor, airquality (UCI PRSA files in --data-dir) or csv:PATH. Default: pvlib")
+    data.add_argument("--dataset", default=None,
+                      help="forecasting: pvlib (default), taylor, airquality (UCI PRSA files in --data-dir) or "
+                           "csv:PATH; classification: watch (default; seglearn's smartwatch exercises, offline) or "
+                           "uci-har:DIR (the UCI HAR Dataset folder)")
     data.add_argument("--station", default=None,
                       help="pvlib: sand_point, greensboro (default), miami; airquality: one of the 12 PRSA stations "
                            "(default Dongsi; the paper's are Dongsi, Tiantan, Nongzhanguan, Dingling)")
@@ -91,11 +124,30 @@ def build_parser():
     app.add_preset_option(data, "--len-seq", type=int, help="window length: time steps the forecast sees")
     data.add_argument("--horizon", type=int, default=1,
                       help="forecast the target this many steps after the window's last step (default 1)")
+    windows = app.preset_group(parser, "classification data (--task classification)")
+    windows.add_argument("--test-split", default="time", choices=("time", "original"),
+                         help="time (default): per subject / recording, in time order: training, then validation, "
+                              "then test windows (cross-time); original: UCI HAR's own train/test files, "
+                              "validation = the last --valid-fraction of each training subject")
+    windows.add_argument("--train-fraction", type=float, default=0.7,
+                         help="share of each subject's / recording's windows before its test part (training and "
+                              "validation; default 0.7)")
+    windows.add_argument("--valid-fraction", type=float, default=0.1,
+                         help="share of each subject's / recording's windows, at the end of its training part, "
+                              "that validates (default 0.1)")
+    app.add_preset_option(windows, "--window", type=int,
+                          help="watch: samples per window (UCI HAR's windows are its files' 128 samples)")
+    app.add_preset_option(windows, "--stride", type=int, help="watch: samples from one window's start to the next")
+    windows.add_argument("--scaling", default="standard", choices=("standard", "minmax"),
+                         help="per-channel scaling fitted on the training windows: standard (zero mean, unit "
+                              "variance; default: a GRU learned the watch exercises far faster than with minmax) or "
+                              "minmax ([0, 1], the reference's forecasting setting)")
     method = app.preset_group(parser, "method")
     method.add_argument("--model", default="adarnn", choices=MODELS,
                         help="adarnn (GRU + TDC + TDM), gru (no matching), mmd_rnn / dann_rnn (MMD / adversarial "
                              "matching of the final hidden state), transformer, adatransformer (TDC + TDM on the "
-                             "encoder's per-position outputs). Default adarnn")
+                             "encoder's per-position outputs), gbt (classification only: gradient-boosted trees on "
+                             "per-window statistics, the paper's LightGBM baseline). Default adarnn")
     app.add_preset_option(method, "--distance", choices=DISTANCES,
                           help="TDM's distance between segments' hidden states (mmd_rnn / dann_rnn fix their own)")
     method.add_argument("--tdc-distance", default="coral", choices=[d for d in DISTANCES if d != "adversarial"],
@@ -123,6 +175,8 @@ def build_parser():
                           help="batches per epoch; 0 = as many as the smallest segment fills (the reference)")
     app.add_preset_option(training, "--batch-size", type=int, help="windows per segment per batch")
     app.add_preset_option(training, "--lr", type=float, help="Adam learning rate (gradients clipped by value at 3)")
+    app.add_preset_option(training, "--gbt-rounds", type=int,
+                          help="gbt: at most this many boosting rounds (the best on validation is kept)")
     app.add_preset_option(training, "--patience", type=int,
                           help="stop after this many epochs without a better validation loss (0: never); the best "
                                "validation epoch's weights are evaluated and exported either way")
@@ -131,11 +185,19 @@ def build_parser():
 
 def run_config(args) -> dict:
     """What a checkpoint must agree with to be resumed."""
-    return {key: getattr(args, key) for key in RESUME_KEYS}
+    keys = RESUME_KEYS + (CLASSIFICATION_RESUME_KEYS if args.task == "classification" else ())
+    return {key: getattr(args, key) for key in keys}
 
 
 def check_args(args):
-    for flag in ("epochs", "len_seq", "horizon", "batch_size", "hidden_size", "num_layers", "max_gap"):
+    if args.dataset is None:
+        args.dataset = "pvlib" if args.task == "forecasting" else "watch"
+    if args.model == "gbt" and args.task != "classification":
+        raise app.InputError("--model gbt: a classifier; use it with --task classification")
+    if args.model == "gbt" and args.resume:
+        raise app.InputError("--resume: --model gbt trains in one pass and keeps no checkpoints; run it again")
+    for flag in ("epochs", "len_seq", "horizon", "batch_size", "hidden_size", "num_layers", "max_gap", "window",
+                 "stride", "gbt_rounds"):
         if getattr(args, flag) <= 0:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
     for flag in ("pre_epoch", "bottleneck", "patience", "steps_per_epoch"):
@@ -191,38 +253,35 @@ def run(args):
     check_args(args)
     from kerastl.export import version_dir
 
-    if not args.no_export:
+    exports = not (args.no_export or args.model == "gbt")
+    if exports:
         version_dir(args.export_dir, APP, args.version, args.overwrite)
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
-    data = prepare_data(args)
+    data = prepare_data(args) if args.task == "forecasting" else prepare_windows(args)
     config = run_config(args)
     if args.resume:
         folder.check_resumable(config, f"apps.{APP}")
     folder.create()
     folder.save_config(config)
-    train_and_report(args, folder, *data)
+    if args.task == "forecasting":
+        train_and_report(args, folder, *data)
+    else:
+        classify_and_report(args, folder, exports, *data)
 
 
-def train_and_report(args, folder, series, split, scaler, scaled, segmentation, segment_starts, periods):
+def fit_matching_model(args, folder, model, make_stream, steps: int, validation):
+    """Trains a TDC + TDM model (or a baseline under the same loop) with `model.fit`: TDM phases,
+    history in metrics.json, TensorBoard, checkpoints (resumed on --resume), and the best
+    validation epoch's weights restored at the end. `make_stream(start_step)` gives the
+    training batches. Returns the early-stopping callback (its best epoch)."""
     import keras
-    import numpy as np
 
     from kerastl.checkpoint import TrainingCheckpoint
-    from kerastl.data import series as ts
-    from kerastl.timeseries import TDMCallback, build_forecaster, persistence_forecast, report
+    from kerastl.timeseries import TDMCallback
 
-    keras.utils.set_random_seed(args.seed)
-    target = series.target_index
-    model = build_forecaster(args.model, args.len_seq, len(series.feature_names), args.num_domains, args.distance,
-                             args.tdm_lambda, args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
-                             residual_index=target if args.forecast == "change" else None)
     model.compile(optimizer=keras.optimizers.Adam(args.lr, clipvalue=3.0))
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
     step = checkpoint.restore() if args.resume else 0
-    steps = args.steps_per_epoch or ts.steps_per_epoch(segment_starts, args.batch_size)
-    stream = ts.segment_batches(scaled, target, segment_starts, args.len_seq, args.batch_size, args.horizon,
-                                seed=args.seed, start_step=step)
-    _, x_valid, y_valid = periods["valid"]
     timer = _epoch_timer()
 
     def weights_log():
@@ -230,10 +289,39 @@ def train_and_report(args, folder, series, split, scaler, scaled, segmentation, 
 
     # Evaluate and export the best validation epoch's weights (patience 0: never stop early).
     best = keras.callbacks.EarlyStopping("val_loss", patience=args.patience or args.epochs, restore_best_weights=True)
-    model.fit(stream, epochs=args.epochs, steps_per_epoch=steps, initial_epoch=step // steps,
-              validation_data=(x_valid, y_valid), validation_batch_size=256, shuffle=False, verbose=app.fit_verbosity(),
+    model.fit(make_stream(step), epochs=args.epochs, steps_per_epoch=steps, initial_epoch=step // steps,
+              validation_data=validation, validation_batch_size=256, shuffle=False, verbose=app.fit_verbosity(),
               callbacks=[timer, TDMCallback(args.pre_epoch), folder.history_logger(weights_log),
                          keras.callbacks.TensorBoard(folder.tensorboard), best, checkpoint])
+    return best
+
+
+def _training_facts(model, best, steps: int) -> dict:
+    return {"importance_weights": model.tdm_weights.numpy().tolist(),
+            "gate_weights": model.gate_weights.numpy().tolist() if model.use_gate else None,
+            "best_epoch": int(best.best_epoch) + 1 if best.best_weights is not None else None,
+            "epochs_done": int(model.optimizer.iterations.numpy()) // steps, "steps_per_epoch": steps}
+
+
+def train_and_report(args, folder, series, split, scaler, scaled, segmentation, segment_starts, periods):
+    import keras
+    import numpy as np
+
+    from kerastl.data import series as ts
+    from kerastl.timeseries import build_forecaster, persistence_forecast, report
+
+    keras.utils.set_random_seed(args.seed)
+    target = series.target_index
+    model = build_forecaster(args.model, args.len_seq, len(series.feature_names), args.num_domains, args.distance,
+                             args.tdm_lambda, args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
+                             residual_index=target if args.forecast == "change" else None)
+    steps = args.steps_per_epoch or ts.steps_per_epoch(segment_starts, args.batch_size)
+    _, x_valid, y_valid = periods["valid"]
+    best = fit_matching_model(
+        args, folder, model, lambda step: ts.segment_batches(scaled, target, segment_starts, args.len_seq,
+                                                             args.batch_size, args.horizon, seed=args.seed,
+                                                             start_step=step),
+        steps, (x_valid, y_valid))
 
     def scores(truth, forecast):
         original_truth, original_forecast = scaler.inverse(truth, target), scaler.inverse(forecast, target)
@@ -253,11 +341,7 @@ def train_and_report(args, folder, series, split, scaler, scaled, segmentation, 
                "valid_rmse": valid["rmse"], "valid_rmse_scaled": valid["rmse_scaled"], "persistence": persistence,
                "rmse_change_vs_persistence_percent": 100.0 * (test["rmse"] / persistence["rmse"] - 1.0),
                "test_windows": int(len(y_test)), "segments": segmentation.to_dict(), "split": split.to_dict(),
-               "importance_weights": model.tdm_weights.numpy().tolist(),
-               "gate_weights": model.gate_weights.numpy().tolist() if model.use_gate else None,
-               "best_epoch": int(best.best_epoch) + 1 if best.best_weights is not None else None,
-               "epochs_done": int(model.optimizer.iterations.numpy()) // steps, "steps_per_epoch": steps,
-               "scaler": scaler.to_dict(), "history": history,
+               **_training_facts(model, best, steps), "scaler": scaler.to_dict(), "history": history,
                "metric_note": "rmse/mae: over every test window at once (not the reference's mean of per-batch "
                               "RMSEs); *_scaled: on the training period's min-max [0, 1] scale"}
     time = series.time
@@ -279,6 +363,78 @@ def train_and_report(args, folder, series, split, scaler, scaled, segmentation, 
     print(f"{args.model} on {series.name}: test RMSE {test['rmse']:.4f} / MAE {test['mae']:.4f} "
           f"(scaled {test['rmse_scaled']:.4f} / {test['mae_scaled']:.4f}); persistence RMSE "
           f"{persistence['rmse']:.4f}; {folder.metrics_path}")
+
+
+def prepare_windows(args):
+    """Classification: loads, splits, scales and segments the windows; every input check happens here."""
+    from kerastl.data import har
+    from kerastl.data.sensors import ChannelScaler
+    from kerastl.timeseries import tdc
+
+    windows = har.load_windows(args.dataset, args.window, args.stride)
+    split = har.time_split(windows, args.test_split, args.train_fraction, args.valid_fraction)
+    scaler = ChannelScaler(args.scaling).fit(windows.x[split.train])
+    scaled = scaler.transform(windows.x)
+    segmentation, parts, starts = tdc.segment_windows(scaled[split.train], split.relative_time[split.train],
+                                                      args.num_domains, args.split, args.tdc_distance, seed=args.seed)
+    return windows, split, scaler, scaled, segmentation, [split.train[p] for p in parts], starts
+
+
+def classify_and_report(args, folder, exports, windows, split, scaler, scaled, segmentation, segments, starts):
+    import keras
+    import numpy as np
+
+    from kerastl.data import har
+    from kerastl.data import series as ts
+    from kerastl.timeseries import build_forecaster, report
+    from kerastl.timeseries.classification import METRIC_KEYS, WindowStatisticsGBT, classification_scores
+
+    keras.utils.set_random_seed(args.seed)
+    classes, (length, channels) = windows.class_names, windows.x.shape[1:]
+    x_valid, y_valid = scaled[split.valid], windows.y[split.valid]
+    if args.model == "gbt":
+        model = WindowStatisticsGBT(args.gbt_rounds, seed=args.seed).fit(
+            scaled[split.train], windows.y[split.train], x_valid, y_valid, len(classes))
+        predict = model.predict_proba
+        facts = {"gbt_rounds": model.best_rounds, "history": {"valid_log_loss": model.valid_log_loss}}
+    else:
+        model = build_forecaster(args.model, length, channels, args.num_domains, args.distance, args.tdm_lambda,
+                                 args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
+                                 num_classes=len(classes))
+        steps = args.steps_per_epoch or ts.steps_per_epoch(segments, args.batch_size)
+        best = fit_matching_model(args, folder, model, lambda step: har.window_batches(
+            scaled, windows.y, segments, args.batch_size, seed=args.seed, start_step=step), steps, (x_valid, y_valid))
+
+        def predict(x):
+            return model.predict(x, batch_size=256, verbose=0)
+
+        facts = {**_training_facts(model, best, steps), "history": folder.read_metrics().get("history", {})}
+    test = classification_scores(windows.y[split.test], predict(scaled[split.test]), classes)
+    valid = classification_scores(y_valid, predict(x_valid), classes)
+    metrics = {"task": "classification", "dataset": args.dataset, "model": args.model, "preset": args.preset,
+               **{key: test[key] for key in METRIC_KEYS}, "per_class": test["per_class"],
+               "confusion_matrix": test["confusion_matrix"], "valid": {key: valid[key] for key in METRIC_KEYS},
+               "class_names": classes, "channels": windows.channel_names, "window_length": int(length),
+               "test_windows": int(len(split.test)), "split": split.to_dict(windows),
+               "segments": {**segmentation.to_dict(), "relative_time_starts": starts,
+                            "class_counts": [np.bincount(windows.y[rows], minlength=len(classes)).tolist()
+                                             for rows in segments]},
+               "scaler": scaler.to_dict(), **facts,
+               "metric_note": "acc: share of test windows classified right; precision, recall, f1: macro averages "
+                              "of the per-class values (f1 = mean of per-class F1) over the classes in the truth or "
+                              "the predictions; auc: one-vs-rest ROC AUC per class, averaged over the classes in "
+                              "the test windows"}
+    report.plot_confusion_matrix(test["confusion_matrix"], classes, os.path.join(folder.plots, "confusion_matrix.png"),
+                                 f"{args.model} on {windows.name}: test accuracy {test['acc']:.3f}, macro F1 "
+                                 f"{test['f1']:.3f}")
+    if args.model != "gbt":
+        report.plot_importance_weights(model.tdm_weights.numpy(), os.path.join(folder.plots, "importance_weights.png"),
+                                       model.gate_weights.numpy() if model.use_gate else None,
+                                       f"{args.model}, {model.distance_name} distance")
+    metrics["export"] = export_window_classifier(model, scaler, windows, args) if exports else None
+    folder.write_metrics(metrics)
+    print(f"{args.model} on {windows.name}: test ACC {test['acc']:.4f}, P {test['precision']:.4f}, R "
+          f"{test['recall']:.4f}, F1 {test['f1']:.4f}, AUC {test['auc']:.4f}; {folder.metrics_path}")
 
 
 def _epoch_timer():
@@ -321,6 +477,23 @@ def export_forecaster(model, scaler, series, args) -> str:
              "outputs": {"forecast": f"float32 [batch]: {series.target}, {args.horizon} step(s) after the window, "
                                      "original scale"}}
     return export_model(model, path, {"window": spec}, outputs, facts, args.overwrite)
+
+
+def export_window_classifier(model, scaler, windows, args) -> str:
+    """SavedModel: `window` [batch, length, channels] (original scale) -> `probabilities`
+    [batch, classes], `classes` int64 [batch]; the training scaling is part of the model."""
+    import keras
+
+    from kerastl.export import export_classifier
+
+    length, channels = windows.x.shape[1:]
+    scaled_model = keras.Sequential([keras.Input((length, channels)),
+                                     keras.layers.Normalization(mean=scaler.offset, variance=scaler.scale ** 2),
+                                     model])
+    facts = {"model": args.model, "dataset": args.dataset, "channels": windows.channel_names,
+             "window_length": int(length), "scaler": scaler.to_dict()}
+    return export_classifier(scaled_model, args.export_dir, APP, args.version, args.overwrite, from_logits=False,
+                             input_name="window", class_names=windows.class_names, metadata=facts)
 
 
 if __name__ == "__main__":

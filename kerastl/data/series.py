@@ -399,17 +399,29 @@ def segment_batches(values, target_index: int, segment_starts, len_seq: int, bat
     offsets = tf.range(len_seq, dtype=tf.int64)
 
     def batch_at(step):
-        epoch, position = step // per_epoch, step % per_epoch
-        picked = []
-        for k, starts in enumerate(domains):
-            count = tf.size(starts, out_type=tf.int64)
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch * len(domains) + k]))
-            index = (position * batch_size + tf.range(batch_size, dtype=tf.int64)) % count
-            picked.append(tf.gather(starts, tf.gather(order, index)))
-        starts = tf.stack(picked)  # [K, B]
+        starts = segment_draws(step, domains, per_epoch, batch_size, seed)  # [K, B]
         inputs = tf.gather(series, starts[..., None] + offsets)  # [K, B, T, F]
         targets = tf.gather(series[:, target_index], starts + len_seq - 1 + horizon)
         return inputs, targets
 
     return tf.data.Dataset.counter(start_step).map(batch_at).prefetch(2)
+
+
+def segment_draws(step, domains, per_epoch: int, batch_size: int, seed: int):
+    """The `[K, B]` items that training step `step` draws from K int64 tensors of items.
+
+    Segment k's items are reshuffled every epoch with the stateless seed (seed, epoch * K + k)
+    and read `batch_size` at a time, wrapping around a segment smaller than an epoch needs:
+    the draw is a pure function of `step`, so a resumed run sees the same batches.
+    """
+    import tensorflow as tf
+
+    epoch, position = step // per_epoch, step % per_epoch
+    picked = []
+    for k, items in enumerate(domains):
+        count = tf.size(items, out_type=tf.int64)
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch * len(domains) + k]))
+        index = (position * batch_size + tf.range(batch_size, dtype=tf.int64)) % count
+        picked.append(tf.gather(items, tf.gather(order, index)))
+    return tf.stack(picked)

@@ -1,5 +1,5 @@
-"""The training step shared by AdaRNN and AdaTransformer: forecasting loss on K segments plus
-temporal distribution matching between every pair of segments.
+"""The training step shared by AdaRNN and AdaTransformer: forecasting (or classification) loss
+on K segments plus temporal distribution matching between every pair of segments.
 
 A batch holds one batch per segment (domain): `x` `[K, B, len_seq, features]`, `y` `[K, B]`.
 All K*B windows go through the encoder at once; the distances between segments i < j are
@@ -10,6 +10,10 @@ per-time-step Python loop). For every pair, as in the reference:
 
 and the step minimises the sum over pairs. `w` is the gate's softmax over time during
 pre-training and the boosted `tdm_weights` afterwards (see `TDMCallback`).
+
+With `num_classes` the models classify windows: the head has one logit per class, the
+targets are class indices `[K, B]` and a segment's task loss is its mean cross-entropy
+instead of its MSE (the matching is unchanged).
 
 `matching` chooses what is matched:
 - "tdm": every layer, every time step, weighted (AdaRNN / AdaTransformer);
@@ -34,18 +38,22 @@ MATCHINGS = ("tdm", "final", "none")
 class ForecastHead(keras.layers.Layer):
     """The prediction from the last time step's hidden state.
 
-    With `bottleneck_width`: Dense(w) -> Dense(w) -> BatchNorm -> ReLU -> Dropout -> Dense(1)
-    (the reference's bottleneck head); otherwise Dense(1). Returns `[batch]`.
+    With `bottleneck_width`: Dense(w) -> Dense(w) -> BatchNorm -> ReLU -> Dropout ->
+    Dense(units) (the reference's bottleneck head); otherwise Dense(units). Returns `[batch]`
+    for `units=1` (a forecast), else `[batch, units]` (e.g. one logit per class).
 
     Example:
-    >>> ForecastHead(64)(np.zeros((8, 32), "float32")).shape
+    >>> tuple(ForecastHead(64)(np.zeros((8, 32), "float32")).shape)
     (8,)
+    >>> tuple(ForecastHead(None, units=6)(np.zeros((8, 32), "float32")).shape)
+    (8, 6)
     """
 
-    def __init__(self, bottleneck_width: int | None = 64, dropout: float = 0.0, **kwargs):
+    def __init__(self, bottleneck_width: int | None = 64, dropout: float = 0.0, units: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.bottleneck_width = bottleneck_width
         self.dropout_rate = dropout
+        self.units = int(units)
         self.blocks = []
         if bottleneck_width:
             self.blocks = [keras.layers.Dense(bottleneck_width, name="bottleneck_1"),
@@ -54,7 +62,7 @@ class ForecastHead(keras.layers.Layer):
                            keras.layers.BatchNormalization(momentum=0.9, name="bottleneck_norm"),
                            keras.layers.ReLU(name="bottleneck_relu"),
                            keras.layers.Dropout(dropout, name="bottleneck_dropout")]
-        self.output_dense = keras.layers.Dense(1, name="output")
+        self.output_dense = keras.layers.Dense(self.units, name="output")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -67,11 +75,12 @@ class ForecastHead(keras.layers.Layer):
     def call(self, hidden, training=None):
         for block in self.blocks:
             hidden = block(hidden, training=training)
-        return self.output_dense(hidden)[..., 0]
+        output = self.output_dense(hidden)
+        return output[..., 0] if self.units == 1 else output
 
     def get_config(self):
         return {**super().get_config(), "bottleneck_width": self.bottleneck_width, "dropout": self.dropout_rate,
-                "residual_index": self.residual_index}
+                "units": self.units}
 
 
 class TemporalMatchingModel(keras.Model):
@@ -85,13 +94,22 @@ class TemporalMatchingModel(keras.Model):
 
     `residual_index`: when set, the model forecasts the change from the window's last value
     of that feature (the target's column), i.e. forecast = last value + head(h).
+
+    `num_classes`: when set, the model classifies windows: `model(window)` returns class
+    probabilities `[batch, num_classes]` (softmax of the head's logits), the targets are
+    class indices, training minimises each segment's cross-entropy (from the logits) plus
+    the matching loss, and the logs report `cross_entropy` and `accuracy` instead of `mse`.
+    (`kerastl.data.har.window_batches` streams such batches.)
     """
 
     def __init__(self, len_seq: int, num_features: int, num_domains: int = 2, matching: str = "tdm",
                  distance: str = "adversarial", tdm_lambda: float = 0.5, use_gate: bool = True,
                  bottleneck_width: int | None = 64, dropout: float = 0.0, residual_index: int | None = None,
-                 **kwargs):
+                 num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if num_classes is not None and (num_classes < 2 or residual_index is not None):
+            raise ValueError(f"num_classes {num_classes}: expected at least 2 classes and no residual_index "
+                             "(a classifier has no last value to forecast the change from)")
         if matching not in MATCHINGS:
             raise ValueError(f"matching {matching!r}: expected one of {', '.join(MATCHINGS)}")
         if distance not in DISTANCES:
@@ -108,12 +126,15 @@ class TemporalMatchingModel(keras.Model):
         self.bottleneck_width = bottleneck_width
         self.dropout_rate = dropout
         self.residual_index = residual_index
-        self.head = ForecastHead(bottleneck_width, dropout, name="head")
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.head = ForecastHead(bottleneck_width, dropout, units=self.num_classes or 1, name="head")
         pairs = list(itertools.combinations(range(num_domains), 2))
         self._pair_i = tf.constant([i for i, _ in pairs], tf.int32)
         self._pair_j = tf.constant([j for _, j in pairs], tf.int32)
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.mse_tracker = keras.metrics.Mean(name="mse")
+        # The task loss per segment: MSE (forecasting) or cross-entropy (classification).
+        self.task_tracker = keras.metrics.Mean(name="cross_entropy" if self.num_classes else "mse")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy") if self.num_classes else None
         self.transfer_tracker = keras.metrics.Mean(name="transfer")
 
     def _create_matching(self):
@@ -146,6 +167,7 @@ class TemporalMatchingModel(keras.Model):
         return outputs
 
     def _forecast(self, windows, last_hidden, training):
+        """The head's output: the forecast `[B]`, or the class logits `[B, C]`."""
         forecast = self.head(last_hidden, training=training)
         if self.residual_index is not None:
             # Forecast the change from the last observed value: the hidden states then need
@@ -153,8 +175,29 @@ class TemporalMatchingModel(keras.Model):
             forecast = forecast + tf.cast(windows[:, -1, self.residual_index], forecast.dtype)
         return forecast
 
-    def call(self, windows, training=None):
+    def _outputs(self, windows, training=None):
         return self._forecast(windows, self.hidden_sequences(windows, training)[-1][:, -1, :], training)
+
+    def call(self, windows, training=None):
+        outputs = self._outputs(windows, training)
+        return keras.ops.softmax(outputs, axis=-1) if self.num_classes else outputs
+
+    def _task_losses(self, outputs, targets):
+        """Per-window task loss: squared error, or cross-entropy from the logits."""
+        if self.num_classes:
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(targets, tf.int32), outputs)
+        return tf.square(outputs - tf.cast(targets, outputs.dtype))
+
+    def _update_task_metrics(self, outputs, targets, task):
+        self.task_tracker.update_state(task)
+        if self.num_classes:
+            self.accuracy_tracker.update_state(targets, outputs)
+
+    def _task_logs(self):
+        logs = {"loss": self.loss_tracker.result(), self.task_tracker.name: self.task_tracker.result()}
+        if self.num_classes:
+            logs["accuracy"] = self.accuracy_tracker.result()
+        return logs
 
     def build(self, input_shape):
         # A dry run on zeros builds every sub-layer (encoder, head, gates, discriminators),
@@ -175,10 +218,11 @@ class TemporalMatchingModel(keras.Model):
         shape = tf.shape(windows)
         batch = shape[1]
         flat = tf.reshape(windows, tf.concat([[k * batch], shape[2:]], axis=0))
+        flat_targets = tf.reshape(targets, [k * batch])
         sequences = self.hidden_sequences(flat, training=training)
-        forecast = tf.reshape(self._forecast(flat, sequences[-1][:, -1, :], training), [k, batch])
-        mse = tf.reduce_mean(tf.square(forecast - tf.cast(targets, forecast.dtype)), axis=1)
-        task = tf.reduce_sum(tf.gather(mse, self._pair_i) + tf.gather(mse, self._pair_j))
+        outputs = self._forecast(flat, sequences[-1][:, -1, :], training)
+        per_segment = tf.reduce_mean(tf.reshape(self._task_losses(outputs, flat_targets), [k, batch]), axis=1)
+        task = tf.reduce_sum(tf.gather(per_segment, self._pair_i) + tf.gather(per_segment, self._pair_j))
         transfer = tf.constant(0.0)
         layer_distances = [tf.zeros([self.len_seq]) for _ in self.hidden_sizes]
         gate_means = []
@@ -199,12 +243,13 @@ class TemporalMatchingModel(keras.Model):
                 weights = tf.where(tf.convert_to_tensor(self.boosting) > 0.5, weights, alpha)
             transfer += tf.reduce_sum(weights * per_step)
         loss = task + self.tdm_lambda * transfer
-        return loss, tf.reduce_mean(mse), transfer, tf.stack(layer_distances), gate_means
+        metric_terms = (outputs, flat_targets, tf.reduce_mean(per_segment))
+        return loss, transfer, tf.stack(layer_distances), gate_means, metric_terms
 
     def train_step(self, data):
         windows, targets = data[0], data[1]
         with tf.GradientTape() as tape:
-            loss, mse, transfer, step_distances, gate_means = self._forecast_and_matching_losses(
+            loss, transfer, step_distances, gate_means, metric_terms = self._forecast_and_matching_losses(
                 windows, targets, training=True)
         variables = self.trainable_variables
         gradients = tape.gradient(loss, variables)
@@ -217,26 +262,26 @@ class TemporalMatchingModel(keras.Model):
             pre_training = tf.convert_to_tensor(self.boosting) < 0.5
             self.gate_weights.assign(tf.where(pre_training, tf.stack(gate_means), self.gate_weights))
         self.loss_tracker.update_state(loss)
-        self.mse_tracker.update_state(mse)
+        self._update_task_metrics(*metric_terms)
         self.transfer_tracker.update_state(transfer)
-        return {"loss": self.loss_tracker.result(), "mse": self.mse_tracker.result(),
-                "transfer": self.transfer_tracker.result()}
+        return {**self._task_logs(), "transfer": self.transfer_tracker.result()}
 
     def test_step(self, data):
         windows, targets = data[0], data[1]
-        forecast = self(windows, training=False)
-        mse = tf.reduce_mean(tf.square(forecast - tf.cast(targets, forecast.dtype)))
-        self.loss_tracker.update_state(mse)
-        self.mse_tracker.update_state(mse)
-        return {"loss": self.loss_tracker.result(), "mse": self.mse_tracker.result()}
+        outputs = self._outputs(windows, training=False)
+        task = tf.reduce_mean(self._task_losses(outputs, targets))
+        self.loss_tracker.update_state(task)
+        self._update_task_metrics(outputs, targets, task)
+        return self._task_logs()
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.mse_tracker, self.transfer_tracker]
+        trackers = (self.loss_tracker, self.task_tracker, self.accuracy_tracker, self.transfer_tracker)
+        return [tracker for tracker in trackers if tracker is not None]
 
     def get_config(self):
         return {**super().get_config(), "len_seq": self.len_seq, "num_features": self.num_features,
                 "num_domains": self.num_domains, "matching": self.matching, "distance": self.distance_name,
                 "tdm_lambda": self.tdm_lambda, "use_gate": self.use_gate,
                 "bottleneck_width": self.bottleneck_width, "dropout": self.dropout_rate,
-                "residual_index": self.residual_index}
+                "residual_index": self.residual_index, "num_classes": self.num_classes}

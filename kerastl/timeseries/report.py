@@ -1,5 +1,5 @@
 """Plots a person would rather look at than read: the TDC segmentation, the forecast on the
-test period, and the learned importance weights.
+test period, the learned importance weights, and (classification) the confusion matrix.
 
 Example:
 >>> plot_segmentation(series.time, series.values[:, 0], segmentation, split, "plots/tdc.png")  # doctest: +SKIP
@@ -65,3 +65,23 @@ def plot_importance_weights(weights, path: str, gate_weights=None, title: str = 
         axis.set_xlabel("time step in the window")
         axis.legend(fontsize=7)
     return save_figure(figure, path, title or "temporal distribution matching", dpi=110)
+
+
+def plot_confusion_matrix(matrix, class_names, path: str, title: str = "") -> str:
+    """The test confusion matrix: counts, shaded by the share of each true class (row)."""
+    plt = pyplot()
+    matrix = np.asarray(matrix)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 2.0 + 0.55 * len(class_names)
+    figure, axis = plt.subplots(figsize=(size + 1.2, size))
+    image = axis.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                  color="white" if shares[row, column] > 0.5 else "black")
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(ticks, class_names, fontsize=8)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
+    return save_figure(figure, path, title or "test confusion matrix", dpi=110)

@@ -160,3 +160,31 @@ def segment(features, k: int, method: str = "tdc", distance: str = "coral", spli
     if method == "random":
         return random_split(features, k, distance, split_n, time, seed)
     raise InputError(f"--split {method!r}: expected one of {', '.join(SPLITS)}")
+
+
+def segment_windows(windows, relative_time, k: int, method: str = "tdc", distance: str = "coral",
+                    split_n: int = 10, seed: int = 0):
+    """TDC over labelled windows from many recordings (the classification setting).
+
+    The training period is the training windows ordered by their relative time in their own
+    recording (`relative_time` in [0, 1), see `kerastl.data.har.WindowSplit`); each window is
+    summarised by its per-channel mean and standard deviation, and `segment` splits that
+    sequence. Returns the `Segmentation` (boundaries count windows in that order), the K
+    arrays of indices into `windows` and the relative times at which the segments start
+    (and the last one ends).
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> windows = np.concatenate([rng.normal(0, 1, (200, 8, 2)), rng.normal(0, 3, (200, 8, 2))])
+    >>> time = np.linspace(0, 1, 400, endpoint=False)
+    >>> segmentation, parts, starts = segment_windows(windows, time, k=2, distance="mmd_linear")
+    >>> segmentation.boundaries, [len(p) for p in parts], starts
+    ([0, 200, 400], [200, 200], [0.0, 0.5, 0.9975])
+    """
+    windows = np.asarray(windows, np.float32)
+    order = np.argsort(np.asarray(relative_time), kind="stable")
+    summary = np.concatenate([windows.mean(axis=1), windows.std(axis=1)], axis=1)[order]
+    segmentation = segment(summary, k, method, distance, split_n, seed=seed)
+    times = np.asarray(relative_time, np.float64)[order]
+    starts = [float(times[b]) for b in segmentation.boundaries[:-1]] + [float(times[-1])]
+    return segmentation, [order[a:b] for a, b in segmentation.segments], starts

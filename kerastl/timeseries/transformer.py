@@ -95,9 +95,9 @@ class AdaTransformer(TemporalMatchingModel):
                  num_layers: int = 2, num_heads: int = 4, ff_dim: int = 128, matching: str = "tdm",
                  distance: str = "adversarial", tdm_lambda: float = 0.5, use_gate: bool = True,
                  bottleneck_width: int | None = 64, dropout: float = 0.0,
-                 residual_index: int | None = None, **kwargs):
+                 residual_index: int | None = None, num_classes: int | None = None, **kwargs):
         super().__init__(len_seq, num_features, num_domains, matching, distance, tdm_lambda, use_gate,
-                         bottleneck_width, dropout, residual_index, **kwargs)
+                         bottleneck_width, dropout, residual_index, num_classes=num_classes, **kwargs)
         self.model_dim, self.num_layers, self.num_heads, self.ff_dim = model_dim, num_layers, num_heads, ff_dim
         self.hidden_sizes = [model_dim] * (num_layers + 1)
         self.encoder_layers = [PositionalProjection(len_seq, model_dim, name="embedding")] + [

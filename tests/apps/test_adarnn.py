@@ -211,3 +211,133 @@ def test_command_line_entry_point(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         f"apps.adarnn: error: {tmp_path}/absent.csv: file not found, expected a CSV file with a header row")
+
+
+# -- classification (the paper's UCI HAR table) ------------------------------------------
+CLASSIFY = ["--task", "classification", "--preset", "smoke"]
+
+
+@pytest.fixture(scope="module")
+def classified_watch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adarnn_classification")
+    assert run_app(CLASSIFY + ["--output", str(root / "run"), "--export-dir", str(root / "exports")]) == 0
+    return root, read_metrics(root / "run")
+
+
+def test_classification_writes_the_five_metrics_the_confusion_matrix_and_the_export(classified_watch):
+    from kerastl.data import har
+
+    root, metrics = classified_watch
+    assert metrics["task"] == "classification" and metrics["dataset"] == "watch" and metrics["model"] == "adarnn"
+    assert metrics["class_names"] == ["PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW"]
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (7, 7) and matrix.sum() == metrics["test_windows"] == metrics["split"]["windows"]["test"]
+    assert metrics["acc"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    recall = np.diag(matrix) / matrix.sum(axis=1)
+    assert metrics["recall"] == pytest.approx(recall.mean())
+    assert all(0.0 <= metrics[key] <= 1.0 and 0.0 <= metrics["valid"][key] <= 1.0
+               for key in ("acc", "precision", "recall", "f1", "auc"))
+    assert len(metrics["segments"]["boundaries"]) == 3 and metrics["segments"]["relative_time_starts"][0] == 0.0
+    assert len(metrics["history"]["val_accuracy"]) == 2 and "cross_entropy" in metrics["history"]
+    assert os.path.getsize(root / "run" / "plots" / "confusion_matrix.png") > 10_000
+    # The export takes windows on the original scale and answers what was evaluated.
+    windows = har.load_windows("watch", window=32, stride=32)  # the smoke preset's windows
+    test = har.time_split(windows, "time", 0.7, 0.1).test
+    assert metrics["export"] == str(root / "exports" / "adarnn" / "1")
+    serving = tf.saved_model.load(metrics["export"]).signatures["serving_default"]
+    answer = serving(window=tf.constant(windows.x[test]))
+    np.testing.assert_allclose(answer["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert answer["probabilities"].shape == (len(test), 7)
+    assert np.mean(answer["classes"].numpy() == windows.y[test]) == pytest.approx(metrics["acc"], abs=2e-3)
+    with open(os.path.join(metrics["export"], "assets.extra", "kerastl.json")) as f:
+        facts = json.load(f)
+    assert facts["task"] == "classification" and facts["class_names"] == metrics["class_names"]
+    assert facts["inputs"]["window"]["shape"] == [None, 32, 6]
+
+
+def write_har_folder(folder, per_subject=30):
+    """UCI HAR layout, 2 training subjects and 1 test subject; each activity has its own level."""
+    from kerastl.data import har
+
+    rng = np.random.default_rng(0)
+    parts = {}
+    for part, subjects in (("train", [1, 3]), ("test", [2])):
+        labels = np.tile(np.arange(per_subject) % 6 + 1, len(subjects))
+        x = rng.normal(size=(len(labels), 128, 9)).astype(np.float32) + labels[:, None, None]
+        parts[part] = (x, labels, np.repeat(subjects, per_subject))
+    return har.write_uci_har(str(folder), parts)
+
+
+@pytest.mark.parametrize("test_split, windows", [("time", {"train": 216, "valid": 33, "test": 105}),
+                                                 ("original", {"train": 216, "valid": 22, "test": 120})])
+def test_gbt_on_uci_har_files(tmp_path, test_split, windows):
+    folder = write_har_folder(tmp_path / "UCI HAR Dataset", per_subject=120)
+    args = CLASSIFY + ["--dataset", f"uci-har:{folder}", "--model", "gbt", "--test-split", test_split,
+                       "--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports")]
+    assert run_app(args) == 0
+    metrics = read_metrics(tmp_path / "run")
+    # 120 windows per subject. time: of each of the 3 subjects, 72 train, 11 validate, 35 test
+    # (the window after each boundary overlaps the one before and is dropped); original: the 2
+    # training subjects' first 108 train and last 11 validate, the test subject's 120 test.
+    assert metrics["split"]["windows"] == windows
+    assert metrics["class_names"][0] == "WALKING" and metrics["channels"][-1] == "total_acc_z"
+    assert metrics["acc"] == metrics["f1"] == metrics["auc"] == 1.0  # levels 1..6 apart, noise 1: separable
+    assert 1 <= metrics["gbt_rounds"] <= 20 and metrics["export"] is None
+    assert not os.path.exists(tmp_path / "exports")
+    assert os.path.getsize(tmp_path / "run" / "plots" / "confusion_matrix.png") > 10_000
+
+
+def corrupt(folder, relative, edit):
+    path = os.path.join(folder, relative)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(edit(lines)) + "\n")
+    return folder
+
+
+def without(folder, relative):
+    os.remove(os.path.join(folder, relative))
+    return folder
+
+
+def har_args(folder, *extra):
+    return ["--task", "classification", "--dataset", f"uci-har:{folder}", *extra]
+
+
+HAR_BAD_INPUTS = {
+    "missing signal file": (
+        lambda d: har_args(without(write_har_folder(f"{d}/har"), "train/Inertial Signals/body_gyro_y_train.txt")),
+        r"har/train/Inertial Signals/body_gyro_y_train\.txt: file not found, expected UCI HAR's layout"),
+    "ragged row": (
+        lambda d: har_args(corrupt(write_har_folder(f"{d}/har"), "test/Inertial Signals/total_acc_x_test.txt",
+                                   lambda rows: rows[:3] + [rows[3].rsplit(" ", 1)[0]] + rows[4:])),
+        r"har/test/Inertial Signals/total_acc_x_test\.txt: line 4 has 127 values, expected 128"),
+    "fewer labels than windows": (
+        lambda d: har_args(corrupt(write_har_folder(f"{d}/har"), "train/y_train.txt", lambda rows: rows[:-1])),
+        r"har/train/y_train\.txt: 59 rows, expected 60, one per window of .*body_acc_x_train\.txt"),
+    "label out of range": (
+        lambda d: har_args(corrupt(write_har_folder(f"{d}/har"), "test/y_test.txt", lambda rows: ["7"] + rows[1:])),
+        r"har/test/y_test\.txt: label 7, expected 1\.\.6"),
+    "subject with too few windows": (
+        lambda d: har_args(corrupt(write_har_folder(f"{d}/har"), "test/subject_test.txt",
+                                   lambda rows: rows[:-2] + ["9", "9"])),
+        r"subject 9 \(.*har/test/subject_test\.txt\): 2 window\(s\); the time split .* leaves its valid / test "
+        r"part empty; expected at least 5 windows per subject"),
+    "not a folder": (lambda d: har_args(f"{d}/absent"), r"--dataset uci-har:.*absent: not a folder"),
+    "original split of the watch": (lambda d: ["--task", "classification", "--test-split", "original"],
+                                    r"--test-split original: watch has no original train/test split"),
+    "bad fractions": (lambda d: ["--task", "classification", "--train-fraction", "0.1"],
+                      r"--train-fraction 0\.1 / --valid-fraction 0\.1: expected 0 < valid fraction < train fraction"),
+    "forecasting dataset": (lambda d: ["--task", "classification", "--dataset", "pvlib"],
+                            r"--dataset 'pvlib' is unknown for --task classification; expected one of watch, "
+                            r"uci-har:DIR"),
+    "gbt forecaster": (lambda d: ["--model", "gbt"], r"--model gbt: a classifier; use it with --task classification"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HAR_BAD_INPUTS))
+def test_classification_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, refused):
+    make_args, message = HAR_BAD_INPUTS[case]
+    args = make_args(str(tmp_path)) + ["--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports")]
+    refused(lambda: run_app(["--preset", "smoke"] + args), "apps.adarnn", message, tmp_path)
