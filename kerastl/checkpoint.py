@@ -25,7 +25,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def __init__(self, directory: str, model: keras.Model, max_to_keep: int = 2, **trackables):
         super().__init__()
         self._model_to_save = model
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, **trackables)
+        # Keras 3 layers kept in lists inside custom layers are not TF-trackable children, so
+        # their non-trainable variables (BN moving statistics) would be missed: every model
+        # variable is also saved by position.
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                               model_variables=[v.value for v in model.variables], **trackables)
         self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=max_to_keep)
 
     def restore(self) -> int:
