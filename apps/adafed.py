@@ -12,8 +12,24 @@ Engines: --engine local (every client in this process; main or federated environ
 
 Data: --dataset watch (seglearn's smartwatch recordings, one client per subject: real non-IID
 data), mnist5k (label-skewed over --clients by Dirichlet(--alpha)), pamap2 (Protocol/*.dat from
---data-dir, one client per subject) or npz:PATH (arrays x, y, client). Each client's data is
-split 40 / 30 / 30 into train / test / validation.
+--data-dir, one client per subject), npz:PATH (arrays x, y, client), medmnist:PATH (a MedMNIST
+.npz such as organsmnist.npz; its train / val / test parts pooled and dealt over --clients by
+Dirichlet(--alpha), as in the reference) or imagefolder:DIR (one sub-folder of images per class,
+as the COVID-19 radiography sets ship; resized to --image-size, --color gray or rgb; dealt by
+Dirichlet). Each client's data is split 40 / 30 / 30 into train / test / validation.
+
+Models (--model): sensor_cnn (windows), lenet5_bn (the reference's MedMNIST network), alexnet_bn
+(the reference's COVID-19 network; images under 63 pixels get a 3x3 stride-1 first convolution;
+--model-width scales it) or auto (sensor_cnn for windows, alexnet_bn for images of 63 pixels
+and more, lenet5_bn below).
+
+Checkpoints and TensorBoard: after every round each algorithm's state goes to
+<output>/checkpoints/<algorithm>.npz (every client's weights, FedAP's W, the round, the history
+and the best-validation round's weights; SGD carries no optimizer state and round r's data order
+is seeded by r), and its scalars to <output>/tensorboard/<algorithm>/ (validation_accuracy,
+test_accuracy and train_loss: mean and client_NN per round). --resume continues an interrupted
+run from the last finished round, or extends a finished one to a larger --rounds; the other
+options must be the ones the run was started with.
 
 Writes <output>/metrics.json: for each algorithm run, client_accuracy (per client test
 accuracy) and mean_accuracy at the round with the best mean validation accuracy (the paper's
@@ -26,6 +42,9 @@ input `x`, outputs probabilities, classes).
 Examples:
   python -m apps.adafed --dataset watch --algorithm fedap,fedavg,fedbn,base
   python -m apps.adafed --dataset mnist5k --clients 20 --alpha 0.1 --rounds 50
+  python -m apps.adafed --dataset medmnist:organsmnist.npz --clients 20 --alpha 0.1 --model lenet5_bn
+  python -m apps.adafed --dataset imagefolder:COVID-19_Radiography_Dataset --clients 20 --model alexnet_bn
+  python -m apps.adafed --dataset watch --output runs/w --resume         # continue an interrupted run
   .tox/federated/bin/python -m apps.adafed --engine tff --dataset watch     # federated environment
 """
 
@@ -39,13 +58,14 @@ APP = "adafed"
 ALGORITHMS = ("fedap", "fedavg", "fedbn", "fedprox", "fedper", "base")
 PRESETS = {
     "smoke": {"rounds": 2, "local_epochs": 1, "batch_size": 32, "lr": 0.01, "clients": 4, "alpha": 0.1,
-              "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1},
+              "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1, "image_size": 32, "model_width": 0.125},
     # Sized for 2 CPU cores: fewer rounds with a larger step than the reference's 300 x 0.01.
     "cpu": {"rounds": 20, "local_epochs": 1, "batch_size": 32, "lr": 0.05, "clients": 20, "alpha": 0.1,
-            "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1},
-    # The reference: 300 rounds, 1 local epoch, batch 32, SGD 0.01, 20 clients, lambda 0.5.
+            "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1, "image_size": 64, "model_width": 0.25},
+    # The reference: 300 rounds, 1 local epoch, batch 32, SGD 0.01, 20 clients, lambda 0.5,
+    # 224-pixel radiographs into the full AlexNet-BN.
     "paper": {"rounds": 300, "local_epochs": 1, "batch_size": 32, "lr": 0.01, "clients": 20, "alpha": 0.1,
-              "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1},
+              "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1, "image_size": 224, "model_width": 1.0},
 }
 TFF_HINT = ("--engine tff needs tensorflow-federated 0.87.0, which needs TF 2.14 and Keras 2 (it rejects Keras 3 "
             "models), so it runs in the federated environment: `tox -e federated --notest`, then "
@@ -59,11 +79,15 @@ def build_parser():
                              "(federated environment). Default: local")
     parser.add_argument("--algorithm", default="fedap",
                         help=f"one or more of {', '.join(ALGORITHMS)} (comma-separated), or all. Default: fedap")
-    parser.add_argument("--dataset", default="watch", help="watch, mnist5k, pamap2 or npz:PATH. Default: watch")
-    app.add_preset_option(parser, "--clients", type=int, help="clients of a Dirichlet label split (mnist5k)")
-    app.add_preset_option(parser, "--alpha", type=float, help="Dirichlet concentration of the label split (mnist5k)")
+    parser.add_argument("--dataset", default="watch",
+                        help="watch, mnist5k, pamap2, npz:PATH, medmnist:PATH or imagefolder:DIR. Default: watch")
+    app.add_preset_option(parser, "--clients", type=int,
+                          help="clients of a Dirichlet label split (mnist5k, medmnist, imagefolder)")
+    app.add_preset_option(parser, "--alpha", type=float,
+                          help="Dirichlet concentration of the label split (mnist5k, medmnist, imagefolder)")
     parser.add_argument("--partition", default="dirichlet", choices=("dirichlet", "pairs"),
-                        help="mnist5k label split: dirichlet (plain, per class over all clients) or pairs (the "
+                        help="label split of mnist5k, medmnist and imagefolder: dirichlet (plain, per class over "
+                             "all clients) or pairs (the "
                              "reference's: Dirichlet within pairs of clients; feasible for --alpha 0.01). "
                              "Default: dirichlet")
     app.add_preset_option(parser, "--rounds", type=int, help="communication rounds")
@@ -78,6 +102,16 @@ def build_parser():
     parser.add_argument("--tff-workers", metavar="HOST:PORT,...", default=None,
                         help="--engine tff: run the rounds on TFF worker services (worker_binary --port=P on each "
                              "host; see the README) instead of a local worker")
+    parser.add_argument("--model", default="auto",
+                        help="client network: sensor_cnn, lenet5_bn, alexnet_bn, or auto (by the input shape, see "
+                             "above). Default: auto")
+    app.add_preset_option(parser, "--model-width", type=float,
+                          help="alexnet_bn: multiplier of every layer's filters and units (1 = the reference's)")
+    app.add_preset_option(parser, "--image-size", type=int,
+                          help="imagefolder: images are resized to this many pixels a side")
+    parser.add_argument("--color", default="rgb", choices=("gray", "rgb"),
+                        help="imagefolder: decode images as gray (1 channel) or rgb (3, as the reference's AlexNet "
+                             "takes). Default: rgb")
     parser.add_argument("--window", type=int, default=None,
                         help="sensor window length (watch: 100 = 2 s; pamap2: 200 = 2 s); stride is half of it")
     return parser
@@ -100,6 +134,12 @@ def check_args(args) -> list[str]:
         raise app.InputError(f"--alpha {args.alpha}: expected a positive Dirichlet concentration")
     if args.window is not None and args.window < 2:
         raise app.InputError(f"--window {args.window}: expected at least 2 samples")
+    if args.image_size < 1:
+        raise app.InputError(f"--image-size {args.image_size}: expected at least 1 pixel")
+    if args.model_width <= 0:
+        raise app.InputError(f"--model-width {args.model_width}: expected a positive multiplier")
+    if args.seed < 0:
+        raise app.InputError(f"--seed {args.seed}: expected 0 or more")
     if args.engine == "tff":
         import importlib.util
 
@@ -121,6 +161,35 @@ def check_clients(data):
             raise app.InputError(f"{data.name}: {client.name} has no training data")
 
 
+# The options a checkpoint depends on: --resume must repeat them (--rounds may grow).
+RESUME_OPTIONS = ("dataset", "engine", "clients", "alpha", "partition", "local_epochs", "batch_size", "lr",
+                  "self_weight", "mu", "pretrain_rounds", "local_layers", "window", "seed", "model", "model_width",
+                  "image_size", "color")
+
+
+def checkpoint_path(folder, algorithm: str) -> str:
+    return os.path.join(folder.checkpoints, f"{algorithm}.npz")
+
+
+def check_resume(folder, args, algorithms):
+    """--resume: same options as the run in --output, and no checkpoint past --rounds."""
+    import numpy as np
+
+    folder.check_resumable(resume_config(args, algorithms), f"apps.{APP}")
+    for name in algorithms:
+        path = checkpoint_path(folder, name)
+        if os.path.exists(path):
+            with np.load(path) as saved:
+                done = int(saved["round"])
+            if done > args.rounds:
+                raise app.InputError(f"--rounds {args.rounds}: {path} is already at round {done}; resume with "
+                                     f"--rounds {done} or more")
+
+
+def resume_config(args, algorithms) -> dict:
+    return {"algorithm": ",".join(algorithms), **{key: getattr(args, key) for key in RESUME_OPTIONS}}
+
+
 def run(args):
     algorithms = check_args(args)
     from kerastl.export import version_dir
@@ -129,19 +198,24 @@ def run(args):
         version_dir(os.path.join(args.export_dir, APP), "client_0", args.version, args.overwrite)
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
     if args.resume:
-        raise app.InputError("--resume: apps.adafed runs are short and restart from round 1; run again with "
-                             "--overwrite")
+        check_resume(folder, args, algorithms)
 
     from kerastl.data.clients import load_federated_data
+    from kerastl.federated.models import model_for, resolve_model
 
     data = load_federated_data(args.dataset, args.clients, args.alpha, args.seed, args.data_dir, args.window,
-                               args.partition)
+                               args.partition, args.image_size, args.color)
     check_clients(data)
+    try:
+        model_name = resolve_model(args.model, data.input_shape)
+    except ValueError as err:
+        raise app.InputError(f"--model {args.model}: {err}") from None
     folder.create()
+    if not args.resume:
+        folder.save_config(resume_config(args, algorithms))
 
     import numpy as np
 
-    from kerastl.federated.models import model_for
     from kerastl.federated.report import plot_client_accuracy, plot_similarity
     from kerastl.federated.simulation import FederatedSimulation, make_clients
 
@@ -156,19 +230,28 @@ def run(args):
         atexit.register(stop_tff_workers)  # TFF's local worker would outlive us and hold our output open
         if args.tff_workers:
             set_remote_execution_context(args.tff_workers.split(","))
+
+    def build_model():
+        return model_for(data.input_shape, data.num_classes, args.seed, model_name, args.model_width)
+
     clients = make_clients(data, args.batch_size, shuffle_seed=args.seed)
     results, simulations = {}, {}
     for name in algorithms:
-        print(f"{name}: {len(clients)} clients, {args.rounds} rounds ({args.engine} engine)", flush=True)
-        simulation = engine(lambda: model_for(data.input_shape, data.num_classes, args.seed), clients, name,
-                            args.lr, args.local_epochs, args.self_weight, args.mu, args.local_layers,
-                            args.pretrain_rounds)
+        simulation = engine(build_model, clients, name, args.lr, args.local_epochs, args.self_weight, args.mu,
+                            args.local_layers, args.pretrain_rounds)
+        checkpoint = checkpoint_path(folder, name)
+        if args.resume and os.path.exists(checkpoint):
+            simulation.restore(checkpoint)
+        todo = f"rounds {simulation.round + 1}..{args.rounds}" if simulation.round < args.rounds else "rounds done"
+        print(f"{name}: {len(clients)} clients, {model_name}, {todo} ({args.engine} engine)", flush=True)
 
-        def progress(round_index, validation, test, name=name):
+        def progress(round_index, validation, test, simulation=simulation):
             print(f"  round {round_index}/{args.rounds}: mean validation accuracy {validation.mean():.4f}, "
-                  f"mean test accuracy {test.mean():.4f}", flush=True)
+                  f"mean test accuracy {test.mean():.4f}, mean train loss "
+                  f"{np.nanmean(simulation.train_loss):.4f}", flush=True)
 
-        result = simulation.fit(args.rounds, progress=progress)
+        result = simulation.fit(args.rounds, progress=progress, checkpoint=checkpoint,
+                                tensorboard=os.path.join(folder.tensorboard, name))
         if name == "fedap":
             result["weight_matrix"] = simulation.matrix.tolist()
         results[name], simulations[name] = result, simulation
@@ -176,8 +259,8 @@ def run(args):
               flush=True)
 
     first = algorithms[0]
-    metrics = {"dataset": args.dataset, "engine": args.engine, "algorithms": algorithms, **data.summary(),
-               "client_names": [c.name for c in data.clients], "algorithm": first,
+    metrics = {"dataset": args.dataset, "engine": args.engine, "algorithms": algorithms, "model": model_name,
+               **data.summary(), "client_names": [c.name for c in data.clients], "algorithm": first,
                "client_accuracy": results[first]["client_accuracy"], "mean_accuracy": results[first]["mean_accuracy"],
                "best_round": results[first]["best_round"], "results": results}
     if "fedap" in results:
@@ -186,8 +269,7 @@ def run(args):
     plot_client_accuracy({name: r["client_accuracy"] for name, r in results.items()},
                          [c.name for c in data.clients], os.path.join(folder.plots, "client_accuracy.png"))
     if not args.no_export:
-        metrics["export"] = export_clients(simulations[first].best_weights, model_for(data.input_shape,
-                                           data.num_classes, args.seed), data, args, first)
+        metrics["export"] = export_clients(simulations[first].best_weights, build_model(), data, args, first)
     folder.write_metrics(metrics)
     print(f"{first}: mean client accuracy {metrics['mean_accuracy']:.4f}; {folder.metrics_path}")
 

@@ -8,11 +8,17 @@
   Dirichlet(alpha), redrawn until every client has `min_size` examples), or by the
   reference's pairing scheme (`paired_dirichlet_partition`), which stays feasible for alpha
   0.01.
-- `read_pamap2`: PAMAP2's Protocol/subject10N.dat files (54 space-separated columns: time,
-  activity id, heart rate, then 17 columns for each of the hand, chest and ankle IMUs; NaN
-  where a wireless sample was lost), windows of the 27 acceleration (±16 g), gyroscope and
-  magnetometer channels; one client per subject.
+- `read_pamap2` (shared with anomaly detection, in `kerastl.data.pamap2`): PAMAP2's
+  Protocol/subject10N.dat files (54 space-separated columns: time, activity id, heart rate,
+  then 17 columns for each of the hand, chest and ankle IMUs; NaN where a wireless sample
+  was lost), windows of the 27 acceleration (±16 g), gyroscope and magnetometer channels;
+  one client per subject.
 - `npz:PATH`: arrays `x`, `y` and `client` (one client id per example).
+- `medmnist:PATH`: a MedMNIST `.npz` (OrganA/C/S-MNIST, ...: `train_images`, `train_labels`,
+  `val_images`, ..., `test_labels`); as in the reference the three parts are pooled and
+  dealt to the clients by Dirichlet(alpha), each client then splitting its share 40 / 30 / 30.
+- `imagefolder:DIR`: one sub-folder of images per class (as the COVID-19 radiography sets
+  ship: COVID/, Normal/, Viral Pneumonia/, ...), decoded, resized and dealt by Dirichlet.
 
 Each client's examples are split 40 / 30 / 30 into train / test / validation, stratified
 where a class has enough examples (the reference's proportions). Sensor windows are
@@ -27,28 +33,23 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import glob
 import importlib.util
 import os
 
 import numpy as np
 
+from kerastl.data.pamap2 import PAMAP2_ACTIVITIES, PAMAP2_CHANNELS, read_pamap2  # noqa: F401 (re-exported)
 from kerastl.data.sensors import make_windows
 from kerastl.errors import InputError
 
-PAMAP2_ACTIVITIES = {1: "lying", 2: "sitting", 3: "standing", 4: "walking", 5: "running", 6: "cycling",
-                     7: "nordic walking", 12: "ascending stairs", 13: "descending stairs", 16: "vacuum cleaning",
-                     17: "ironing", 24: "rope jumping"}
-# Per IMU (17 columns from column 3, 20 and 37): temperature, acc ±16 g (3), acc ±6 g (3),
-# gyroscope (3), magnetometer (3), orientation (4, invalid in this release).
-_IMU_CHANNELS = [1, 2, 3, 7, 8, 9, 10, 11, 12]
-PAMAP2_CHANNELS = [start + offset for start in (3, 20, 37) for offset in _IMU_CHANNELS]
 SPLIT = (0.4, 0.3, 0.3)  # train, test, validation
 
 
 @dataclasses.dataclass
 class ClientData:
-    """One client's arrays; `x_*` are float32 model inputs, `y_*` int64 class indices."""
+    """One client's arrays; `x_*` are float32 model inputs, or uint8 images (0..255, a quarter
+    of the memory) that `kerastl.federated.simulation.make_clients` scales to [0, 1];
+    `y_*` int64 class indices."""
 
     name: str
     x_train: np.ndarray
@@ -222,47 +223,6 @@ def mnist5k_clients(num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
                              partition=partition)
 
 
-def read_pamap2(folder: str, window: int = 200, stride: int = 100) -> tuple[list, list, list]:
-    """PAMAP2 Protocol files -> per subject `(name, windows, activity_ids)`; gaps in the IMU
-    channels are filled by linear interpolation, windows never span an activity change and
-    activity 0 (transient) is dropped."""
-    if folder is None or not os.path.isdir(folder):
-        raise InputError(f"--data-dir {folder}: not a folder, expected PAMAP2's Protocol/subject101.dat ...")
-    protocol = os.path.join(folder, "Protocol") if os.path.isdir(os.path.join(folder, "Protocol")) else folder
-    files = sorted(glob.glob(os.path.join(protocol, "subject*.dat")))
-    if not files:
-        raise InputError(f"--data-dir {folder}: no Protocol/subject10N.dat files")
-    subjects = []
-    for path in files:
-        try:
-            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
-        except ValueError as err:
-            raise InputError(f"{path}: not space-separated numbers ({str(err).splitlines()[0]})") from None
-        if table.shape[1] != 54:
-            raise InputError(f"{path}: {table.shape[1]} columns, expected 54 (PAMAP2's Protocol format)")
-        channels = table[:, PAMAP2_CHANNELS]
-        for c in range(channels.shape[1]):
-            column, missing = channels[:, c], np.isnan(channels[:, c])
-            if missing.all():
-                raise InputError(f"{path}: IMU column {PAMAP2_CHANNELS[c]} has no values")
-            if missing.any():
-                column[missing] = np.interp(np.flatnonzero(missing), np.flatnonzero(~missing), column[~missing])
-        activity = table[:, 1].astype(int)
-        xs, ys = [], []
-        boundaries = np.flatnonzero(np.diff(activity)) + 1
-        for segment in np.split(np.arange(len(activity)), boundaries):
-            label = activity[segment[0]]
-            if label == 0 or len(segment) < window:
-                continue
-            cut = make_windows(channels[segment], window, stride).astype(np.float32)
-            xs.append(cut)
-            ys.append(np.full(len(cut), label))
-        if not xs:
-            raise InputError(f"{path}: no activity lasts a whole --window {window} samples; this subject has no data")
-        subjects.append((os.path.splitext(os.path.basename(path))[0], np.concatenate(xs), np.concatenate(ys)))
-    return subjects
-
-
 def pamap2_clients(folder: str, window: int = 200, stride: int = 100, seed: int = 0) -> FederatedData:
     """One client per PAMAP2 subject; classes are the activities present in the files."""
     subjects = read_pamap2(folder, window, stride)
@@ -300,10 +260,113 @@ def npz_clients(path: str, seed: int = 0) -> FederatedData:
     return FederatedData(f"npz:{path}", clients, num_classes, names)
 
 
+MEDMNIST_PARTS = ("train", "val", "test")
+
+
+def read_medmnist(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A MedMNIST `.npz` -> `(images, labels)` of its train, val and test parts pooled:
+    images `[N, H, W, C]` (uint8 stays uint8; a grey set `[N, H, W]` gets C = 1), labels
+    int64 `[N]` (stored `[N, 1]`)."""
+    from kerastl.data.files import read_npz
+
+    arrays = read_npz(path, required=tuple(f"{part}_{kind}" for part in MEDMNIST_PARTS
+                                           for kind in ("images", "labels")))
+    images, labels = [], []
+    for part in MEDMNIST_PARTS:
+        x, y = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise InputError(f"{path}: {part}_images has shape {x.shape}, expected [N, H, W] or [N, H, W, 3] images")
+        if y.ndim == 2 and y.shape[1] != 1:
+            raise InputError(f"{path}: {part}_labels has shape {y.shape}: {y.shape[1]} labels per image (a multi-label "
+                             "set such as ChestMNIST); expected one class per image, [N, 1]")
+        y = y.reshape(len(y), -1)[:, 0] if y.ndim == 2 else y
+        if y.ndim != 1 or len(y) != len(x):
+            raise InputError(f"{path}: {part}_labels has shape {y.shape} for {len(x)} images, expected [{len(x)}, 1]")
+        if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
+            raise InputError(f"{path}: {part}_labels: expected integer class labels 0..C-1")
+        if images and x.shape[1:] != images[0].shape[1:]:
+            raise InputError(f"{path}: {part}_images are {x.shape[1:]}, the train images {images[0].shape[1:]}; "
+                             "expected one image size")
+        images.append(x if x.dtype == np.uint8 else x.astype(np.float32))
+        labels.append(y.astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def medmnist_clients(path: str, num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
+                     partition: str = "dirichlet") -> FederatedData:
+    """A MedMNIST set (e.g. organsmnist.npz) dealt to `num_clients` clients by Dirichlet(alpha)
+    over its labels (the reference's setting: 20 clients, alpha 0.1 or 0.01 with `pairs`)."""
+    x, y = read_medmnist(path)
+    num_classes = int(y.max()) + 1
+    return dirichlet_clients(f"medmnist:{path}", x, y, num_classes, [str(c) for c in range(num_classes)],
+                             num_clients, alpha, seed, partition=partition)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_image_folder(folder: str, image_size: int = 224, color: str = "rgb") -> tuple[np.ndarray, np.ndarray, list]:
+    """`folder/<class>/*.png|jpg|jpeg|bmp` -> `(images, labels, class_names)`: uint8 images
+    `[N, image_size, image_size, 1 or 3]` (resized without keeping the aspect ratio, as the
+    reference does), classes in sorted folder order. A class folder holding an `images/`
+    sub-folder (the COVID-19 Radiography Database's layout, with `masks/` beside it) is read
+    from there; other files (metadata sheets) are ignored."""
+    import tensorflow as tf
+
+    if color not in ("gray", "rgb"):
+        raise InputError(f"--color {color!r}: expected gray or rgb")
+    if image_size < 1:
+        raise InputError(f"--image-size {image_size}: expected at least 1 pixel")
+    if not os.path.isdir(folder):
+        raise InputError(f"imagefolder:{folder}: not a folder, expected one sub-folder of images per class")
+    classes = sorted(name for name in os.listdir(folder)
+                     if os.path.isdir(os.path.join(folder, name)) and not name.startswith("."))
+    if len(classes) < 2:
+        raise InputError(f"imagefolder:{folder}: {len(classes)} class sub-folder(s), expected one per class, at "
+                         "least 2")
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def load(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3 if color == "rgb" else 1,
+                                   expand_animations=False)
+        resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        source = os.path.join(folder, name)
+        if os.path.isdir(os.path.join(source, "images")):
+            source = os.path.join(source, "images")
+        files = sorted(f for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTENSIONS)
+                       and os.path.isfile(os.path.join(source, f)))
+        if not files:
+            raise InputError(f"{source}: no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images; every class folder "
+                             "needs images")
+        for file in files:
+            path = os.path.join(source, file)
+            try:
+                images.append(load(tf.constant(path)).numpy())
+            except tf.errors.OpError as err:
+                raise InputError(f"{path}: not a readable image ({err.message.splitlines()[0]})") from None
+            labels.append(label)
+    return np.stack(images), np.array(labels, np.int64), classes
+
+
+def imagefolder_clients(folder: str, num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
+                        partition: str = "dirichlet", image_size: int = 224, color: str = "rgb") -> FederatedData:
+    """An image-folder set (see `read_image_folder`) dealt to `num_clients` by Dirichlet(alpha)."""
+    x, y, classes = read_image_folder(folder, image_size, color)
+    return dirichlet_clients(f"imagefolder:{folder}", x, y, len(classes), classes, num_clients, alpha, seed,
+                             partition=partition)
+
+
 def load_federated_data(dataset: str, num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
                         data_dir: str | None = None, window: int | None = None,
-                        partition: str = "dirichlet") -> FederatedData:
-    """watch | mnist5k | pamap2 (from `data_dir`) | npz:PATH."""
+                        partition: str = "dirichlet", image_size: int = 224, color: str = "rgb") -> FederatedData:
+    """watch | mnist5k | pamap2 (from `data_dir`) | npz:PATH | medmnist:PATH |
+    imagefolder:DIR (resized to `image_size`, `color` gray or rgb)."""
     if dataset == "watch":
         return watch_clients(window or 100, (window or 100) // 2, seed)
     if dataset == "mnist5k":
@@ -312,4 +375,10 @@ def load_federated_data(dataset: str, num_clients: int = 20, alpha: float = 0.1,
         return pamap2_clients(data_dir, window or 200, (window or 200) // 2, seed)
     if dataset.startswith("npz:"):
         return npz_clients(dataset[4:], seed)
-    raise InputError(f"--dataset {dataset!r} is unknown; expected watch, mnist5k, pamap2 or npz:PATH")
+    if dataset.startswith("medmnist:"):
+        return medmnist_clients(dataset[len("medmnist:"):], num_clients, alpha, seed, partition)
+    if dataset.startswith("imagefolder:"):
+        return imagefolder_clients(dataset[len("imagefolder:"):], num_clients, alpha, seed, partition, image_size,
+                                   color)
+    raise InputError(f"--dataset {dataset!r} is unknown; expected watch, mnist5k, pamap2, npz:PATH, medmnist:PATH "
+                     "or imagefolder:DIR")

@@ -4,7 +4,9 @@
 - `aggregation`: FedAP's distance and weight matrix; every algorithm's aggregation rule
   (`round_update`), in plain TF ops.
 - `local_training`: a client's SGD epochs (FedProx's proximal term) and evaluation.
-- `simulation.FederatedSimulation`: the local engine (all clients in one process).
+- `simulation.FederatedSimulation`: the local engine (all clients in one process), with
+  per-round checkpoints (`restore` resumes exactly) and TensorBoard scalars.
+- `models`: the reference's client networks (sensor CNN, LeNet-5-BN, AlexNet-BN).
 - `tff_process.build_fedap_process`: the same algorithms as TensorFlow Federated processes
   (federated environment only: TF 2.14, Keras 2, tensorflow-federated 0.87).
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0):
+def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_loss: bool = False):
     """`train(dataset, epochs)`: runs `epochs` passes of SGD over `dataset` (elements
-    `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch.
+    `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch; with
+    `with_loss`, `(seen, loss)`: loss is the mean cross-entropy over the last epoch's examples
+    (training mode, as each step saw it; FedProx's term not included).
 
     With `prox_mu > 0` the loss adds `prox_mu / 2 * ||w - w_start||^2` over the trainable
     variables, w_start being the weights at the start of the call (the model the client
@@ -28,20 +30,27 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0):
     def train(dataset, epochs):
         anchor = [tf.identity(v) for v in variables]
         seen = tf.constant(0, tf.int64)
+        loss_sum = tf.constant(0.0, tf.float32)
         for _ in tf.range(epochs):
             seen = tf.constant(0, tf.int64)
+            loss_sum = tf.constant(0.0, tf.float32)
             for element in dataset:
                 x, y = split_element(element)
                 with tf.GradientTape() as tape:
                     logits = tf.cast(model(x, training=True), tf.float32)
-                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                         labels=tf.cast(y, tf.int32), logits=logits))
+                    loss = cross_entropy
                     if prox_mu > 0:
                         loss += prox_mu / 2.0 * tf.add_n(
                             [tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
                 for variable, gradient in zip(variables, tape.gradient(loss, variables)):
                     variable.assign_sub(learning_rate * gradient)
-                seen += tf.cast(tf.shape(y)[0], tf.int64)
+                batch = tf.shape(y)[0]
+                seen += tf.cast(batch, tf.int64)
+                loss_sum += cross_entropy * tf.cast(batch, tf.float32)
+        if with_loss:
+            return seen, loss_sum / tf.maximum(tf.cast(seen, tf.float32), 1.0)
         return seen
 
     return train

@@ -49,7 +49,9 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
             `client` (the client's row index, int32, repeated per example).
         The other arguments are `FederatedSimulation`'s.
 
-    State: `{"round": int32, "weights": [stack [N, ...] per model variable], "matrix": [N, N]}`.
+    State: `{"round": int32, "weights": [stack [N, ...] per model variable], "matrix": [N, N],
+    "train_loss": [N]}` (each client's mean training loss in the last round, 0 if absent). A
+    state of this structure from elsewhere (a checkpoint) can be passed to `next`.
     """
     import tensorflow_federated as tff
 
@@ -73,14 +75,15 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
         return collections.OrderedDict(
             round=tf.constant(0, tf.int32),
             weights=[tf.constant(np.stack([w] * n)) for w in start],
-            matrix=tf.eye(n, dtype=tf.float32))
+            matrix=tf.eye(n, dtype=tf.float32),
+            train_loss=tf.zeros([n], tf.float32))
 
     state_type = initial_state.type_signature.result
 
     @tff.tensorflow.computation(stack_types, sequence_type)
     def client_work(stacks, dataset):
         model = model_fn()
-        train = make_local_trainer(model, learning_rate, prox)
+        train = make_local_trainer(model, learning_rate, prox, with_loss=True)
         bn_inputs = bn_input_model(model) if algorithm == "fedap" else None
 
         @tf.function
@@ -96,7 +99,7 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
                 variances = [var for _, _, var in statistics]
             else:
                 means = variances = [tf.zeros([1], tf.float64)]
-            seen = train(dataset, tf.constant(local_epochs))
+            seen, loss = train(dataset, tf.constant(local_epochs))
             present = tf.cast((client >= 0) & (seen > 0), tf.float32)
             one_hot = tf.one_hot(row, n) * present
             return collections.OrderedDict(
@@ -105,7 +108,8 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
                 means=[tf.cast(one_hot, tf.float64)[:, None] * m[None] for m in means],
                 variances=[tf.cast(one_hot, tf.float64)[:, None] * v[None] for v in variances],
                 present=one_hot,
-                counts=one_hot * tf.cast(seen, tf.float32))
+                counts=one_hot * tf.cast(seen, tf.float32),
+                losses=one_hot * loss)
 
         return work()
 
@@ -117,7 +121,8 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
         weights, matrix = round_update(algorithm, state["round"], list(state["weights"]), list(sums["weights"]),
                                        present, sums["counts"], state["matrix"], list(sums["means"]),
                                        list(sums["variances"]), shared, self_weight, pretrain_rounds)
-        return collections.OrderedDict(round=state["round"] + 1, weights=weights, matrix=matrix)
+        return collections.OrderedDict(round=state["round"] + 1, weights=weights, matrix=matrix,
+                                       train_loss=sums["losses"])
 
     @tff.federated_computation
     def initialize():
@@ -143,27 +148,35 @@ def with_client_ids(dataset: tf.data.Dataset, client: int) -> tf.data.Dataset:
 class TFFSimulation(FederatedSimulation):
     """`FederatedSimulation`'s interface with every round run by the TFF process: the app
     and the parity tests drive both engines the same way. Evaluation reads each client's
-    row of the process state (the server holds every personalised model in simulation)."""
+    row of the process state (the server holds every personalised model in simulation);
+    checkpoints are the local engine's, and `restore` turns one into the process state."""
 
     def __init__(self, model_fn, clients, algorithm: str = "fedap", learning_rate: float = 0.01,
                  local_epochs: int = 1, self_weight: float = 0.5, prox_mu: float = 0.01, local_layers: int = 1,
                  pretrain_rounds: int = 1, initial_weights=None):
         if initial_weights is None:
             initial_weights = model_fn().get_weights()
-        data = [with_client_ids(c.train, i) for i, c in enumerate(clients)]
+        spec = with_client_ids(clients[0].train, 0).element_spec
         # Keras 2 invalidates eager models made before a model is built inside a graph (which
         # TFF's tracing does), so the process comes first and the evaluation model after it.
-        self.process = build_fedap_process(model_fn, len(clients), data[0].element_spec, algorithm,
-                                           learning_rate, local_epochs, self_weight, prox_mu, local_layers,
-                                           pretrain_rounds, initial_weights)
+        self.process = build_fedap_process(model_fn, len(clients), spec, algorithm, learning_rate, local_epochs,
+                                           self_weight, prox_mu, local_layers, pretrain_rounds, initial_weights)
         super().__init__(model_fn, clients, algorithm, learning_rate, local_epochs, self_weight, prox_mu,
                          local_layers, pretrain_rounds, initial_weights)
-        self._data = data
         self.state = self.process.initialize()
 
     def run_round(self, absent=frozenset()):
-        self.state = self.process.next(self.state, [d for i, d in enumerate(self._data) if i not in absent])
+        data = [with_client_ids(c.training_data(self.round), i) for i, c in enumerate(self.clients) if i not in absent]
+        self.state = self.process.next(self.state, data)
         self.weights = [np.asarray(w) for w in self.state["weights"]]
         self.matrix = np.asarray(self.state["matrix"])
         self.round = int(self.state["round"])
-        return np.array([i not in absent for i in range(len(self.clients))])
+        present = np.array([i not in absent for i in range(len(self.clients))])
+        self.train_loss = np.where(present, np.asarray(self.state["train_loss"], np.float64), np.nan)
+        return present
+
+    def restore(self, path: str) -> None:
+        super().restore(path)
+        self.state = collections.OrderedDict(
+            round=np.int32(self.round), weights=[w.copy() for w in self.weights], matrix=self.matrix,
+            train_loss=np.zeros(len(self.clients), np.float32))

@@ -79,12 +79,29 @@ def test_baselines_as_tff_processes_match_the_local_engine(algorithm):
     assert max_difference(process.weights, local.weights) < 1e-5
 
 
+def test_the_tff_process_resumes_from_a_checkpoint_as_if_never_stopped(tmp_path):
+    checkpoint = str(tmp_path / "fedap.npz")
+    local = FederatedSimulation(model_fn, make_clients(), "fedap", learning_rate=0.05)
+    local.fit(3)
+    first = TFFSimulation(model_fn, make_clients(), "fedap", learning_rate=0.05)
+    first.fit(2, checkpoint=checkpoint)
+    np.testing.assert_allclose(first.train_loss, local.history["train_loss_clients"][1], rtol=1e-5)
+    resumed = TFFSimulation(model_fn, make_clients(), "fedap", learning_rate=0.05)
+    resumed.restore(checkpoint)                     # the checkpoint becomes the process state
+    assert int(resumed.state["round"]) == 2
+    result = resumed.fit(3)
+    assert resumed.round == 3 and len(result["history"]["val_mean"]) == 3
+    assert max_difference(resumed.weights, local.weights) < 1e-5
+    np.testing.assert_allclose(resumed.matrix, local.matrix, atol=1e-6)
+    np.testing.assert_allclose(result["history"]["val_clients"], local.history["val_clients"], atol=1e-6)
+
+
 def test_the_process_state_is_what_the_docs_say():
     data = with_client_ids(batches(0), 0)
     assert list(data.element_spec) == ["client", "x", "y"]
     process = build_fedap_process(model_fn, NUM_CLIENTS, data.element_spec, "fedap")
     state = process.initialize()
-    assert int(state["round"]) == 0
+    assert int(state["round"]) == 0 and list(state) == ["round", "weights", "matrix", "train_loss"]
     np.testing.assert_array_equal(state["matrix"], np.eye(NUM_CLIENTS))
     template = model_fn().get_weights()
     assert [tuple(w.shape) for w in state["weights"]] == [(NUM_CLIENTS, *t.shape) for t in template]
