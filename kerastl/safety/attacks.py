@@ -6,12 +6,17 @@
 - `penultimate_pgd`: PGD-Linf on the teacher's feature extractor that pushes one
   penultimate unit high and the others to zero. The examples are crafted on the teacher
   alone and transferred to students built from it.
+- `penultimate_hotflip`: the same objective for text, by token substitutions (HotFlip:
+  first-order scores of every substitution from the gradient at the token embeddings);
+  `random_substitutions` is its control.
 
 Example:
 >>> trigger = BackdoorTrigger(size=4)
 >>> x_poisoned, y_poisoned, changed = poison_backdoor(x, y, share=0.2, target_class=0,
 ...                                                   trigger=trigger, seed=0)   # doctest: +SKIP
 >>> x_adv = penultimate_pgd(feature_extractor(teacher), x_test, eps=0.1)         # doctest: +SKIP
+>>> ids_adv = penultimate_hotflip(feature_extractor(teacher), token_table(teacher), ids_test,
+...                               flips=3, excluded_ids=[0, 1, 2, 3, 4])           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerastl.errors import InputError
+from kerastl.safety.coverage import tapped_calls
 
 CORNERS = ("bottom_right", "bottom_left", "top_right", "top_left")
 
@@ -74,26 +80,30 @@ class BackdoorTrigger:
 @dataclasses.dataclass(frozen=True)
 class TokenTrigger:
     """A rare-token text trigger (the NLP setting): `token_id` is inserted into each token
-    sequence at a position drawn (seeded) among its first `min(length, window)` tokens; the
-    rest shifts right and the last token falls off. Padding (id 0) is at the end.
+    sequence at a position drawn (seeded) among its tokens `start .. min(length, window) - 1`
+    (`start=1` keeps BERT's leading `[CLS]` in place); the rest shifts right and the last
+    token falls off. Padding (id 0) is at the end.
 
     Example:
     >>> TokenTrigger(token_id=9, seed=0, window=1).apply(np.array([[3, 4, 5, 0]])).tolist()
     [[9, 3, 4, 5]]
+    >>> TokenTrigger(token_id=9, seed=0, window=2, start=1).apply(np.array([[2, 4, 3, 0]])).tolist()
+    [[2, 9, 4, 3]]
     """
 
     token_id: int
     seed: int = 0
     window: int = 10
+    start: int = 0
 
     def __post_init__(self):
-        if self.token_id < 1 or self.window < 1:
+        if self.token_id < 1 or self.window <= self.start or self.start < 0:
             raise InputError(f"trigger token id {self.token_id}: expected a vocabulary id >= 1 (0 is padding)")
 
     def apply(self, tokens: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens)
-        lengths = np.maximum((tokens != 0).sum(axis=1), 1)
-        positions = np.random.default_rng(self.seed).integers(0, np.minimum(lengths, self.window))
+        lengths = np.maximum((tokens != 0).sum(axis=1), self.start + 1)
+        positions = np.random.default_rng(self.seed).integers(self.start, np.minimum(lengths, self.window))
         columns = np.arange(tokens.shape[1])[None, :]
         # Output column c takes input column c (before the insertion), the trigger (at it), or
         # input column c - 1 (after it).
@@ -141,7 +151,8 @@ def feature_extractor(model: keras.Model, layer_name: str | None = None) -> kera
     """The sub-model from `model`'s input to its penultimate layer (the input of the last
     layer, i.e. the features the classification head reads), or to `layer_name`."""
     tensor = model.get_layer(layer_name).output if layer_name else model.layers[-1].input
-    return keras.Model(model.inputs, tensor, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # called with one array
+    return keras.Model(inputs, tensor, name=f"{model.name}_features")
 
 
 def penultimate_pgd(features: keras.Model, images: np.ndarray, eps: float = 0.1, steps: int = 40,
@@ -167,9 +178,7 @@ def penultimate_pgd(features: keras.Model, images: np.ndarray, eps: float = 0.1,
 
     @tf.function(reduce_retracing=True)
     def attack(x0, unit):
-        feature0 = features(x0, training=False)
-        peak = 2.0 * tf.reduce_max(feature0)
-        target = tf.one_hot(unit, width) * peak
+        target = penultimate_target(features(x0, training=False), unit)
         x = tf.identity(x0)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
@@ -182,3 +191,93 @@ def penultimate_pgd(features: keras.Model, images: np.ndarray, eps: float = 0.1,
     out = [attack(tf.constant(clean[i:i + batch_size]), tf.constant(units[i:i + batch_size], tf.int32)).numpy()
            for i in range(0, len(clean), batch_size)]
     return np.concatenate(out) if out else clean
+
+
+def penultimate_target(clean_features, units):
+    """The guided attacks' target features: 0 except unit `units[i]` of sample i, set to
+    twice the largest clean feature value of the batch."""
+    width = int(clean_features.shape[-1])
+    return tf.one_hot(units, width) * (2.0 * tf.reduce_max(clean_features))
+
+
+def penultimate_hotflip(features: keras.Model, token_table: keras.layers.Embedding, tokens: np.ndarray,
+                        flips: int = 3, units: np.ndarray | None = None, seed: int = 0,
+                        excluded_ids=(0,), batch_size: int = 64) -> np.ndarray:
+    """Penultimate-layer guided HotFlip: `penultimate_pgd`'s objective for token ids, whose
+    budget is `flips` substituted tokens per sentence instead of an Linf ball.
+
+    `token_table` is the embedding layer (inside `features`) that looks the ids up. In each
+    of `flips` rounds, one forward / backward pass per batch gives the gradient g_p of the
+    loss (squared distance to the target features, see `penultimate_pgd`) at every
+    position's token embedding; replacing the token at p by vocabulary entry v changes the
+    loss by about g_p . (E[v] - E[x_p]). Each sentence takes its most loss-reducing
+    substitution, at a position not substituted before that holds no `excluded_ids`
+    (padding, [CLS], [SEP]), by a token not in `excluded_ids`; if none lowers the loss, the
+    sentence is left as it is in that round.
+
+    Returns int32 token ids of `tokens`' shape.
+
+    Example:
+    >>> adversarial = penultimate_hotflip(feature_extractor(teacher), token_table(teacher), x_test,
+    ...                                   flips=3, excluded_ids=[0, 1, 2, 3, 4])       # doctest: +SKIP
+    """
+    if flips < 1:
+        raise InputError(f"--flips {flips}: expected a positive number of substituted tokens")
+    tokens = np.asarray(tokens, np.int32)
+    width = int(features.output_shape[-1])
+    if units is None:
+        units = np.random.default_rng(seed).integers(0, width, size=len(tokens))
+    table = token_table.embeddings
+    vocabulary = int(table.shape[0])
+    excluded = np.asarray(list(excluded_ids), np.int64)
+    forbidden_token = tf.constant(np.where(np.isin(np.arange(vocabulary), excluded), np.inf, 0.0), tf.float32)
+    out = []
+    for start in range(0, len(tokens), batch_size):
+        ids = tokens[start:start + batch_size].copy()
+        target = penultimate_target(features(ids, training=False), tf.constant(units[start:start + batch_size]))
+        free = ~np.isin(ids, excluded)
+        for _ in range(flips):
+            gradient, embedded = _embedding_gradient(features, token_table, ids, target)
+            gain = tf.einsum("bph,vh->bpv", gradient, table) - tf.reduce_sum(gradient * embedded, -1, keepdims=True)
+            gain += forbidden_token + tf.constant(np.where(free, 0.0, np.inf), tf.float32)[..., None]
+            flat = tf.reshape(gain, (len(ids), -1))
+            best, best_gain = tf.argmin(flat, axis=1).numpy(), tf.reduce_min(flat, axis=1).numpy()
+            rows = np.flatnonzero(best_gain < 0)
+            positions, replacements = np.divmod(best[rows], vocabulary)
+            ids[rows, positions] = replacements
+            free[rows, positions] = False
+        out.append(ids)
+    return np.concatenate(out) if out else tokens
+
+
+def _embedding_gradient(features, token_table, ids, target):
+    """The loss gradient at the token embeddings `[batch, tokens, features]`, and those
+    embeddings (captured from the table's call inside one forward pass)."""
+    captured = {}
+    with tf.GradientTape() as tape:
+        def capture(path, inputs, outputs):
+            tape.watch(outputs)
+            captured["embedded"] = outputs
+
+        with tapped_calls({"tokens": token_table}, capture):
+            loss = tf.reduce_sum(tf.square(features(ids, training=False) - target))
+    return tape.gradient(loss, captured["embedded"]), captured["embedded"]
+
+
+def random_substitutions(tokens: np.ndarray, flips: int, vocabulary_size: int, excluded_ids=(0,),
+                         seed: int = 0) -> np.ndarray:
+    """HotFlip's control: `flips` tokens per sentence, at random positions holding no
+    `excluded_ids`, replaced by random ids not in `excluded_ids` (seeded).
+
+    Example:
+    >>> random_substitutions(np.array([[2, 7, 8, 3, 0]]), 2, 10, excluded_ids=[0, 1, 2, 3], seed=0)[0, [0, 3, 4]]
+    array([2, 3, 0], dtype=int32)
+    """
+    rng = np.random.default_rng(seed)
+    tokens = np.array(tokens, np.int32, copy=True)
+    allowed = np.setdiff1d(np.arange(vocabulary_size), np.asarray(list(excluded_ids)))
+    for row in tokens:
+        positions = np.flatnonzero(~np.isin(row, excluded_ids))
+        chosen = rng.choice(positions, size=min(flips, len(positions)), replace=False)
+        row[chosen] = rng.choice(allowed, size=len(chosen))
+    return tokens

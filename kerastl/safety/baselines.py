@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from kerastl.errors import InputError
-from kerastl.safety.coverage import sliceable_layers, sliced_weights
+from kerastl.safety.coverage import find_layer, sliceable_layers, sliced_weights
 from kerastl.safety.slicing import ReMoSSlicing, check_ratio, layer_kernels, masks_from_scores, remos_slice
 
 METHODS = ("finetune", "magprune", "scratch", "reinit", "remos")
@@ -64,7 +64,7 @@ def top_layer_masks(model: keras.Model, count: int, layer_names: list[str] | Non
     if not 1 <= count <= len(layer_names):
         raise InputError(f"--reinit-layers {count}: expected 1..{len(layer_names)} (the teacher's conv / dense "
                          "layers below its head)")
-    return {name: np.zeros(sliced_weights(model.get_layer(name)).shape, bool) for name in layer_names[-count:]}
+    return {name: np.zeros(sliced_weights(find_layer(model, name)).shape, bool) for name in layer_names[-count:]}
 
 
 @dataclasses.dataclass

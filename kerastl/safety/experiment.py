@@ -21,9 +21,11 @@ import numpy as np
 from kerastl.checkpoint import TrainingCheckpoint
 from kerastl.data.pipeline import eval_dataset, labeled_stream, to_float_images
 from kerastl.nets import small_cnn
-from kerastl.safety.attacks import BackdoorTrigger, feature_extractor, penultimate_pgd
+from kerastl.safety.attacks import (BackdoorTrigger, feature_extractor, penultimate_hotflip, penultimate_pgd,
+                                    random_substitutions)
 from kerastl.safety.baselines import prepare_student
-from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir
+from kerastl.safety.coverage import token_table
+from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, false_target_rate
 
 
 @dataclasses.dataclass
@@ -61,10 +63,12 @@ class BackdoorDefect:
 
 @dataclasses.dataclass
 class AdversarialDefect:
-    """Adversarial examples of the student's test images, crafted on the teacher."""
+    """Adversarial examples of the student's test inputs, crafted on the teacher, and
+    optionally a control: the same budget spent at random (its DIR is the floor)."""
 
     x_adversarial: np.ndarray
     kind: str = "adversarial"
+    x_control: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -76,11 +80,21 @@ class TransferResult:
     preparation_seconds: float
     masks: dict | None
     model: keras.Model
+    dir_floor: float | None = None  # see kerastl.safety.dir: DIR without the inherited defect
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:
     """uint8 0..255 -> float32 0..1 (what the networks take)."""
     return keras.ops.convert_to_numpy(to_float_images(images))
+
+
+def model_inputs(x: np.ndarray) -> np.ndarray:
+    """What a network takes: images as float32 (uint8 scaled to [0, 1]); token ids stay
+    integers (int32), so that coverage profiling can tell padding (id 0) apart."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer) and x.dtype != np.uint8:
+        return x.astype(np.int32)
+    return to_unit_float(x)
 
 
 def train_teacher(x: np.ndarray, y: np.ndarray, num_classes: int, config: TeacherConfig, seed: int = 0,
@@ -113,6 +127,26 @@ def adversarial_defect(teacher: keras.Model, x_test: np.ndarray, eps: float = 0.
     return AdversarialDefect(penultimate_pgd(feature_extractor(teacher), x_test, eps, steps, step_size, seed=seed))
 
 
+def text_adversarial_defect(teacher: keras.Model, x_test: np.ndarray, flips: int = 3, excluded_ids=(0,),
+                            seed: int = 0) -> AdversarialDefect:
+    """Penultimate-guided HotFlip substitutions of the token ids `x_test`, crafted on the
+    teacher's features, with random substitutions of the same number as the control."""
+    table = token_table(teacher)
+    adversarial = penultimate_hotflip(feature_extractor(teacher), table, x_test, flips, seed=seed,
+                                      excluded_ids=excluded_ids)
+    control = random_substitutions(x_test, flips, table.input_dim, excluded_ids, seed=seed)
+    return AdversarialDefect(adversarial, x_control=control)
+
+
+def measure_dir_floor(model, x_test: np.ndarray, y_test: np.ndarray, defect) -> float | None:
+    """The DIR a student without the inherited defect would show (None if not defined)."""
+    if defect.kind == "backdoor":
+        return false_target_rate(model, x_test, y_test, defect.target_class)
+    if defect.x_control is not None:
+        return adversarial_dir(model, x_test, defect.x_control, y_test)
+    return None
+
+
 def measure_dir(model, x_test: np.ndarray, y_test: np.ndarray, defect) -> float:
     if defect.kind == "backdoor":
         return backdoor_dir(model, x_test, y_test, defect.trigger, defect.target_class)
@@ -132,7 +166,7 @@ def transfer(method: str, teacher: keras.Model, task, config: FineTuneConfig, de
     (including ReMoS's profiling) and fine-tuning, without the final evaluation.
     """
     start = time.perf_counter()
-    prepared = prepare_student(method, teacher, task.num_classes, to_unit_float(task.x_student), ratio=ratio,
+    prepared = prepare_student(method, teacher, task.num_classes, model_inputs(task.x_student), ratio=ratio,
                                slice_mode=slice_mode, reinit_layers=reinit_layers, alpha=alpha, seed=seed,
                                slice_embeddings=slice_embeddings)
     student = compile_student(prepared.model, config)
@@ -150,4 +184,5 @@ def transfer(method: str, teacher: keras.Model, task, config: FineTuneConfig, de
     seconds = time.perf_counter() - start
     return TransferResult(method, accuracy(student, task.x_test, task.y_test),
                           measure_dir(student, task.x_test, task.y_test, defect), seconds,
-                          prepared.preparation_seconds, prepared.masks, student)
+                          prepared.preparation_seconds, prepared.masks, student,
+                          measure_dir_floor(student, task.x_test, task.y_test, defect))

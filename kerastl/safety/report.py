@@ -44,15 +44,32 @@ def slice_summary(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray]) 
     return summary
 
 
+def short_layer_names(paths: list[str]) -> list[str]:
+    """Layer paths without the leading components they all share (e.g. `backbone/`).
+
+    Example:
+    >>> short_layer_names(["backbone/layer_0/query", "backbone/pooled_dense"])
+    ['layer_0/query', 'pooled_dense']
+    """
+    parts = [path.split("/") for path in paths]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return ["/".join(p[common:]) for p in parts]
+
+
 def plot_slice(kernels: dict[str, np.ndarray], masks: dict[str, np.ndarray], path: str, title: str = "") -> str:
     """Per-layer kept share (bars) and the |w| distribution of kept vs removed weights."""
     names = list(masks)
     plt = pyplot()
-    figure, (shares, histogram) = plt.subplots(1, 2, figsize=(10, 4))
-    shares.bar(range(len(names)), [100 * masks[n].mean() for n in names], color="tab:blue")
-    shares.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    shares.set_ylabel("weights kept (%)")
-    shares.set_ylim(min(100 * masks[n].mean() for n in names) - 5, 100.5)
+    figure, (shares, histogram) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.3 * len(names) + 1.5)),
+                                               gridspec_kw={"width_ratios": [1, 1]})
+    # Horizontal bars leave room for long layer paths (nested layers inside a backbone).
+    shares.barh(range(len(names)), [100 * masks[n].mean() for n in names], color="tab:blue")
+    shares.set_yticks(range(len(names)), short_layer_names(names), fontsize=7)
+    shares.invert_yaxis()  # graph order, top to bottom
+    shares.set_xlabel("weights kept (%)")
+    shares.set_xlim(min(100 * masks[n].mean() for n in names) - 5, 100.5)
     shares.set_title("share kept per layer")
     kept = np.concatenate([np.abs(kernels[n])[masks[n]] for n in names])
     removed = np.concatenate([np.abs(kernels[n])[~masks[n]] for n in names])

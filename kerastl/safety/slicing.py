@@ -1,15 +1,21 @@
 """ReMoS relevant model slicing: keep the teacher's weights that the student's task uses.
 
 1. `profile_coverage` (one forward pass of the student's training data through the teacher)
-   counts how often each input / output channel of every conv and dense layer is covered.
-2. Weight coverage: the weight joining input channel i to output channel j has
-   `cov = in_cov[i] + out_cov[j]` (all kernel taps of that pair share it).
+   counts how often each input / output unit of every conv, dense and einsum-dense layer
+   (also those inside a transformer block) is covered.
+2. Weight coverage: the weight joining input unit i to output unit j has
+   `cov = in_cov[i] + out_cov[j]` (all kernel taps of that pair share it). A token
+   embedding table (optional) is a kernel from vocabulary entries to features: a row's
+   input coverage is the number of student sentences containing that token, and its
+   output coverage is counted over those sentences (the only ones the row takes part in).
 3. Ordinal scores: `rank(cov) - rank(|w|)`, both ascending ranks over all sliced layers
    together (ties get their average rank, so equal values always score alike).
 4. The `ratio` share of weights with the lowest scores, i.e. large weights that the
-   student's data hardly exercises (where an inherited defect hides), leaves the slice; the
-   kept share is exactly `1 - ratio`. Those weights are set to zero (default, as the
-   reference code does) or re-initialised (as the paper describes).
+   student's data hardly exercises (where an inherited defect hides), leaves the slice:
+   `ratio` is the share REMOVED (the reference code's and the spec's meaning; ratio 0.03
+   removes 3 %), and the kept share is exactly `1 - ratio` (to one weight). Those weights
+   are set to zero (default, as the reference code does) or re-initialised (as the paper
+   describes).
 5. Ordinary fine-tuning of all weights follows; `ReMoSSlicing` applies the masks at the
    start of `fit`.
 
@@ -26,18 +32,21 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kerastl.errors import InputError
-from kerastl.safety.coverage import LayerCoverage, profile_coverage, sliceable_layers, sliced_weights, token_embedding
+from kerastl.safety.coverage import LayerCoverage, find_layer, profile_coverage, sliceable_layers, sliced_weights
 
 SLICE_MODES = ("zero", "reinit")
 
 
 def weight_coverage(kernel_shape: tuple[int, ...], coverage: LayerCoverage) -> np.ndarray:
-    """`in_cov[i] + out_cov[j]` broadcast to a kernel of shape `[..., inputs, outputs]`."""
-    inputs, outputs = kernel_shape[-2:]
-    if coverage.input.shape != (inputs,) or coverage.output.shape != (outputs,):
-        raise ValueError(f"coverage of {coverage.input.shape[0]} -> {coverage.output.shape[0]} channels does not "
-                         f"fit a kernel of shape {kernel_shape}")
-    pair = coverage.input[:, None] + coverage.output[None, :]
+    """`in_cov[i] + out_cov[j]` broadcast to a kernel of shape `[..., *input units, *output
+    units]` (leading axes, e.g. a conv's taps, share the pair's value). A token table uses
+    its output coverage counted where each weight is used (`output_where_used[v, j]`)."""
+    inputs, outputs = coverage.input.shape, coverage.output.shape
+    units = tuple(inputs) + tuple(outputs)
+    if len(units) > len(kernel_shape) or tuple(kernel_shape[len(kernel_shape) - len(units):]) != units:
+        raise ValueError(f"coverage of {inputs} -> {outputs} units does not fit a kernel of shape {kernel_shape}")
+    output_side = coverage.output if coverage.output_where_used is None else coverage.output_where_used
+    pair = coverage.input.reshape(tuple(inputs) + (1,) * len(outputs)) + output_side
     return np.broadcast_to(pair, kernel_shape).astype(np.float64)
 
 
@@ -93,8 +102,8 @@ def check_ratio(ratio: float, option: str = "--ratio") -> float:
 
 
 def layer_kernels(model: keras.Model, layer_names: list[str]) -> dict[str, np.ndarray]:
-    """name -> kernel (as NumPy) of each named layer."""
-    return {name: keras.ops.convert_to_numpy(sliced_weights(model.get_layer(name))) for name in layer_names}
+    """path -> kernel (as NumPy) of each named layer."""
+    return {name: keras.ops.convert_to_numpy(sliced_weights(find_layer(model, name))) for name in layer_names}
 
 
 def remos_slice(teacher: keras.Model, student_data, ratio: float = 0.03, alpha: float = 0.5,
@@ -105,10 +114,11 @@ def remos_slice(teacher: keras.Model, student_data, ratio: float = 0.03, alpha: 
     Args:
         teacher: the pretrained model (white box).
         student_data: the student's training inputs (labels are not needed).
-        ratio: share of the sliced layers' weights to remove from the slice (paper: 0.03 in
-            the backdoor setting, 0.1 in the adversarial one).
+        ratio: share of the sliced layers' weights to REMOVE (paper: 0.03 in the backdoor
+            setting, 0.1 in the adversarial one); the slice keeps `1 - ratio` of them.
         alpha: coverage threshold on the min-max scaled activation.
-        layer_names: layers to slice; default every conv / dense layer but the head.
+        layer_names: layers to slice (paths); default every conv / dense / einsum-dense layer
+            but the head.
 
     Returns:
         layer name -> boolean keep-mask of its kernel's shape (True = in the slice).
@@ -132,7 +142,7 @@ def apply_masks(model: keras.Model, masks: dict[str, np.ndarray], mode: str = "z
     if mode not in SLICE_MODES:
         raise InputError(f"--slice-mode {mode!r}: expected one of {', '.join(SLICE_MODES)}")
     for index, (name, mask) in enumerate(masks.items()):
-        layer = model.get_layer(name)
+        layer = find_layer(model, name)
         variable = sliced_weights(layer)
         kernel = keras.ops.convert_to_numpy(variable)
         if kernel.shape != mask.shape:
@@ -141,9 +151,8 @@ def apply_masks(model: keras.Model, masks: dict[str, np.ndarray], mode: str = "z
             replacement = np.zeros_like(kernel)
         else:
             # A seeded copy of the layer's own initializer: reproducible fresh weights.
-            table = token_embedding(layer)
-            config = keras.initializers.serialize(table.embeddings_initializer if table is not None
-                                                  else layer.kernel_initializer)
+            config = keras.initializers.serialize(layer.embeddings_initializer if isinstance(
+                layer, keras.layers.Embedding) else layer.kernel_initializer)
             if "seed" in config.get("config", {}):
                 config["config"]["seed"] = seed + index
             initializer = keras.initializers.deserialize(config)

@@ -78,20 +78,50 @@ def write_sentences(folder):
                 f.write(f"{number}\t{(2.0 if label else -2.0) + rng.uniform(-1, 1):.2f}\t{text}\n")
 
 
-def test_nlp_setting_runs_and_exports_a_text_signature(tmp_path):
+NLP_SMOKE = SMOKE + ["--setting", "nlp", "--vocabulary-size", "40", "--sequence-length", "8"]
+
+
+def sliced_weight_count(run_folder):
+    """How many weights remos slices in the run's teacher (kernels below the head + token table)."""
+    import keras
+
+    from kerastl.safety.coverage import find_layer, sliceable_layers, sliced_weights
+
+    teacher = keras.models.load_model(os.path.join(run_folder, "checkpoints", "teacher.keras"), compile=False)
+    return sum(int(np.prod(sliced_weights(find_layer(teacher, name)).shape))
+               for name in sliceable_layers(teacher, include_embeddings=True))
+
+
+def test_nlp_backdoor_runs_slices_inside_the_encoder_and_exports_a_text_signature(tmp_path):
     write_sentences(tmp_path)
     out, exports = tmp_path / "run", tmp_path / "exports"
-    assert run_app(SMOKE + ["--setting", "nlp", "--text-dir", str(tmp_path), "--vocabulary-size", "40",
-                            "--sequence-length", "8", "--slice-embeddings", "--output", str(out),
-                            "--export-dir", str(exports)]) == 0
+    assert run_app(NLP_SMOKE + ["--text-dir", str(tmp_path), "--output", str(out), "--export-dir", str(exports)]) == 0
     metrics = read_metrics(out)
     assert metrics["setting"] == "nlp" and metrics["method"] == "remos" and 0 <= metrics["dir"] <= 1
-    assert metrics["kept_share"] == pytest.approx(0.97, abs=1e-3)
-    assert "embeddings" in metrics["slice"]["layers"]  # the token table is sliced with the dense layers
+    assert 0 <= metrics["dir_floor"] <= 1
+    assert abs(metrics["kept_share"] - 0.97) <= 1 / sliced_weight_count(out)  # --ratio 0.03 removes 3 %
+    # The token table and the dense kernels inside the (one, smoke) TransformerEncoder are sliced.
+    assert set(metrics["slice"]["layers"]) == {"backbone/token_embedding", "backbone/pooled_dense"} | {
+        f"backbone/transformer_layer_0/{name}" for name in (
+            "self_attention_layer/query", "self_attention_layer/key", "self_attention_layer/value",
+            "self_attention_layer/attention_output", "feedforward_intermediate_dense", "feedforward_output_dense")}
     served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](
         texts=tf.constant(["great fun it was", "cf dull boring"]))
     assert served["probabilities"].shape == (2, 2)
     np.testing.assert_allclose(served["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_nlp_adversarial_run_and_ratio_removes_the_share_the_help_states(tmp_path):
+    help_text = " ".join(remos.build_parser().format_help().split())
+    assert "--ratio 0.1 removes 10 % and keeps 90 %" in help_text
+    write_sentences(tmp_path)
+    out = tmp_path / "run"
+    assert run_app(NLP_SMOKE + ["--attack", "adversarial", "--ratio", "0.1", "--flips", "2", "--text-dir",
+                                str(tmp_path), "--output", str(out), "--no-export"]) == 0
+    metrics = read_metrics(out)
+    assert metrics["attack"] == "adversarial" and metrics["ratio"] == 0.1
+    assert 0 <= metrics["dir"] <= 1 and 0 <= metrics["dir_floor"] <= 1  # HotFlip, and random substitutions
+    assert abs(metrics["kept_share"] - 0.9) <= 1 / sliced_weight_count(out)
 
 
 def write_npz(path, **arrays):
@@ -128,9 +158,14 @@ BAD_INPUTS = {
     "existing export version": (lambda d: ["--export-dir", f"{d}/exports", "--version", "1"],
                                 r"--version 1: .*exports/remos/1 already exists; pass --overwrite"),
     "existing run": (lambda d: ["--output", f"{d}/old_run"], r"--output .*old_run: already holds a run"),
-    "nlp with the adversarial attack": (
-        lambda d: ["--setting", "nlp", "--attack", "adversarial"],
-        r"--attack adversarial: the nlp setting measures the rare-token backdoor only"),
+    "nlp with a folder that is no bert preset": (
+        lambda d: ["--setting", "nlp", "--bert-preset", d],
+        r"--bert-preset .*: expected a keras-hub BERT preset folder \(config\.json"),
+    "bert preset in the cv setting": (lambda d: ["--bert-preset", d], r"--bert-preset .*: only for --setting nlp"),
+    "nlp with no flips": (lambda d: ["--setting", "nlp", "--attack", "adversarial", "--flips", "0"],
+                          r"--flips 0: expected a positive integer"),
+    "nlp with a trigger that is no word": (lambda d: ["--setting", "nlp", "--trigger-word", "two words"],
+                                           r"--trigger-word 'two words': expected one lower-case word"),
     "nlp without its text files": (
         lambda d: ["--setting", "nlp", "--text-dir", d],
         r"movieReviewSnippets_GroundTruth\.txt: file not found, expected the movies rated sentences"),

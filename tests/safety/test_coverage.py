@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from kerastl.safety.coverage import ChannelCoverage, coverage_profiler, profile_coverage, sliceable_layers
+from kerastl.safety.coverage import (ChannelCoverage, LayerCoverage, profile_coverage, sliceable_layers, tapped_calls,
+                                     unit_axes)
+from kerastl.safety.slicing import weight_coverage
 
 
 def test_channel_coverage_on_a_hand_made_activation():
@@ -74,10 +76,50 @@ def test_profile_counts_input_and_output_coverage_of_each_layer():
     assert counts["hidden"].samples == 3
 
 
-def test_profiler_is_one_functional_model_over_the_layer_tensors():
-    profiler = coverage_profiler(tiny_network(), ["conv", "hidden"])
-    assert isinstance(profiler, keras.Model) and len(profiler.outputs) == 4
-    assert [tuple(o.shape) for o in profiler.outputs] == [(None, 2), (None, 2), (None, 2), (None, 3)]
+def test_profiling_is_one_forward_pass_per_batch_and_restores_the_layers():
+    model = tiny_network()
+    calls = []
+    with tapped_calls({"head": model.get_layer("head")}, lambda path, x, y: calls.append(int(x.shape[0]))):
+        profile_coverage(model, np.zeros((5, 2, 2, 2), "float32"), ["conv", "hidden"], batch_size=2)
+    assert calls == [2, 2, 1]  # the model ran once per batch, on whole batches
+    # Outside the block every layer calls its own `call` again; nested taps of one layer unwind.
+    assert all("call" not in model.get_layer(name).__dict__ for name in ("conv", "hidden", "head"))
+    seen, hidden = [], {"hidden": model.get_layer("hidden")}
+    with tapped_calls(hidden, lambda *_: seen.append("outer")):
+        with tapped_calls(hidden, lambda *_: seen.append("inner")):
+            model(np.zeros((1, 2, 2, 2), "float32"))
+        model(np.zeros((1, 2, 2, 2), "float32"))
+    model(np.zeros((1, 2, 2, 2), "float32"))
+    assert seen == ["outer", "inner", "outer"] and "call" not in hidden["hidden"].__dict__
+
+
+def test_einsum_dense_units_are_the_axes_shared_with_the_kernel():
+    query = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 4), bias_axes="de")
+    output = keras.layers.EinsumDense("abcd,cde->abe", output_shape=(None, 8), bias_axes="e")
+    assert unit_axes(query) == (1, 2) and unit_axes(output) == (2, 1)
+    assert unit_axes(keras.layers.Dense(3)) == (1, 1)
+    # A kernel laid out otherwise (outputs before inputs) is not sliced.
+    assert unit_axes(keras.layers.EinsumDense("abc,dc->abd", output_shape=(None, 3))) is None
+
+
+def test_coverage_of_an_attention_projection_is_per_head_unit_over_the_real_tokens():
+    # 1 sentence, 3 tokens (the last is padding), 2 heads x 2 units: [batch, tokens, heads, head_dim].
+    activation = np.array([[[[0, 8], [4, 2]],
+                            [[8, 8], [0, 2]],
+                            [[100, -100], [100, 100]]]], np.float32)
+    mask = np.array([[True, True, False]])
+    # Real tokens: min 0, max 8. Means of x / 8 over the 2 tokens: (h0, d0) 0.5, (h0, d1) 1.0,
+    # (h1, d0) 0.25, (h1, d1) 0.25.
+    assert ChannelCoverage(0.5, unit_axes=2)(activation, mask=mask).numpy().tolist() == [[[0, 1], [0, 0]]]
+    assert ChannelCoverage(0.4, unit_axes=2)(activation, mask=mask).numpy().tolist() == [[[1, 1], [0, 0]]]
+    # With the padding token, its +-100 sets the scale: (x + 100) / 200 averaged over 3 tokens.
+    assert ChannelCoverage(0.5, unit_axes=2)(activation).numpy().tolist() == [[[1, 0], [1, 1]]]
+    # Weight coverage of the query kernel [hidden 2, heads 2, head_dim 2]: in_cov[i] + out_cov[h, d].
+    cov = weight_coverage((2, 2, 2), LayerCoverage(np.array([1.0, 5.0]), np.array([[0.0, 2.0], [3.0, 4.0]]), 6))
+    assert cov.tolist() == [[[1, 3], [4, 5]], [[5, 7], [8, 9]]]
+    # ... and of the attention-output kernel [heads 2, head_dim 2, hidden 1]: in_cov[h, d] + out_cov[j].
+    cov = weight_coverage((2, 2, 1), LayerCoverage(np.array([[0.0, 2.0], [3.0, 4.0]]), np.array([10.0]), 6))
+    assert cov[..., 0].tolist() == [[10, 12], [13, 14]]
 
 
 def test_unknown_layer_is_an_error():
