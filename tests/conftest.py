@@ -91,8 +91,8 @@ def write_tone_corpus(root, alphabets, sizes=(16, 4, 6), seed=0, rate=16000, cha
             for k in range(count):
                 text = " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3)))
                                 for _ in range(rng.randint(1, 2)))
-                tones = [np.zeros_like(time) if c == " " else 0.5 * np.hanning(len(time)) * np.sin(2 * np.pi * pitch[c] * time)
-                         for c in text]
+                tones = [np.zeros_like(time) if c == " "
+                         else 0.5 * np.hanning(len(time)) * np.sin(2 * np.pi * pitch[c] * time) for c in text]
                 waveform = np.concatenate([pause, *tones, pause]).astype("float32")
                 name = f"{lang}_{split}_{k}.wav"
                 tf.io.write_file(os.path.join(root, lang, "clips", name), tf.audio.encode_wav(waveform[:, None], rate))

@@ -1,0 +1,193 @@
+"""The shape of the SimAdapter paper's table on the offline espeak-ng corpus.
+
+Sources ru, it, pt, cy, eu (rich: --source-utterances each) and targets ro, cs, ar, uk
+(low-resource: --target-utterances each; test words never heard in training), synthesised
+once by espeak-ng into --cache-dir. For every target, `python -m apps.simadapter --method all`
+(cpu preset unless --preset) trains and evaluates scratch, head, full_ft, adapter, simadapter,
+metaadapter and simadapter_plus on ONE source model (pre-trained once, cached, reused for
+every target); a second run per target (`--adapter-training joint --method adapter`) gives
+the two-stage vs joint adapter comparison (its source model, with adapters trained together
+with the backbone, is also trained once). Reported per target and on average: CER and WER
+(greedy CTC decoding), the trained-parameter share of every method, and the training
+throughput (utterances/s) of adapter-only training relative to full fine-tuning, measured in
+the same process one after the other (the machine is shared: the ratio, not absolute speed,
+is the comparable number).
+
+Each app run keeps its folder in runs/bench-simadapter/<target>-<variant>/ and is resumed
+(finished methods are reused) when the script is started again; results go to
+benchmarks/results/simadapter_benchmark.json (after every run) and simadapter_benchmark.md.
+
+Usage:
+  nice -n 10 python benchmarks/simadapter_benchmark.py
+  python benchmarks/simadapter_benchmark.py --targets ro --preset smoke
+  python benchmarks/simadapter_benchmark.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from apps import simadapter  # noqa: E402
+from kerastl import app  # noqa: E402
+from kerastl.adapters.stages import METHODS  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+VARIANTS = {"two_stage": ["--method", "all"], "joint": ["--adapter-training", "joint", "--method", "adapter"]}
+PAPER_WER = {"ro": {"full_ft": 53.90, "adapter": 48.34, "simadapter": 47.37, "metaadapter": 44.59,
+                    "simadapter_plus": 47.29},
+             "cs": {"full_ft": 34.75, "adapter": 37.93, "simadapter": 35.86, "metaadapter": 37.13,
+                    "simadapter_plus": 34.72},
+             "ar": {"full_ft": 47.63, "adapter": 47.31, "simadapter": 47.23, "metaadapter": 46.82,
+                    "simadapter_plus": 46.39},
+             "uk": {"full_ft": 45.62, "adapter": 50.84, "simadapter": 48.73, "metaadapter": 49.36,
+                    "simadapter_plus": 47.41}}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default="ro,cs,ar,uk")
+    parser.add_argument("--sources", default="ru,it,pt,cy,eu")
+    parser.add_argument("--preset", default="cpu", choices=app.PRESET_NAMES)
+    parser.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "bench-simadapter", "cache"))
+    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-simadapter"))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="two_stage and/or joint")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--extra", default="", help="extra app options, e.g. '--epochs 10'")
+    return parser.parse_args()
+
+
+def app_args(args, target, variant):
+    folder = os.path.join(args.runs, f"{target}-{variant}-{args.preset}")
+    argv = ["--preset", args.preset, "--sources", args.sources, "--target", target, "--cache-dir", args.cache_dir,
+            "--output", folder, "--no-export", *VARIANTS[variant], *args.extra.split()]
+    if os.path.isdir(os.path.join(folder, "checkpoints")):
+        argv.append("--resume")
+    return folder, argv
+
+
+def run_one(args, target, variant) -> dict:
+    folder, argv = app_args(args, target, variant)
+    started = time.time()
+    print(f"=== {target} {variant}: python -m apps.simadapter {' '.join(argv)}", flush=True)
+    code = app.main(simadapter.build_parser, simadapter.run, argv)
+    if code != 0:
+        raise SystemExit(f"apps.simadapter failed for {target} {variant} (exit code {code})")
+    with open(os.path.join(folder, "metrics.json")) as f:
+        metrics = json.load(f)
+    def without_history(facts):
+        return {k: v for k, v in facts.items() if k != "history"} if isinstance(facts, dict) else facts
+
+    return {"methods": {m: without_history(facts) for m, facts in metrics["methods"].items()},
+            "sources_training": {k: without_history(v) for k, v in metrics["sources_training"].items()},
+            "data": metrics["data"], "seconds": round(time.time() - started, 1), "command": argv}
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def report(results, settings) -> str:
+    targets = [t for t in settings["targets"] if f"{t}/two_stage" in results]
+    methods = [m for m in METHODS if any(m in results[f"{t}/two_stage"]["methods"] for t in targets)]
+    lines = [f"# SimAdapter benchmark (espeak-ng corpus, preset {settings['preset']})", "",
+             f"Sources {settings['sources']}; targets {', '.join(targets)}. Command: "
+             f"`{settings['command']}`", ""]
+
+    def table(metric, label):
+        lines.extend([f"## {label} % (greedy CTC decoding; lower is better)", "",
+                      "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)])
+        rows = {t: results[f"{t}/two_stage"]["methods"] for t in targets}
+        for t in targets:
+            cells = [f"{rows[t][m][metric] * 100:.2f}" if m in rows[t] else "-" for m in methods]
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        averages = [mean([rows[t][m][metric] for t in targets if m in rows[t]]) for m in methods]
+        lines.append("| average | " + " | ".join("-" if a is None else f"{a * 100:.2f}" for a in averages) + " |")
+        lines.append("")
+
+    table("wer", "WER")
+    table("cer", "CER")
+    lines.extend(["## Trained-parameter share % (of the recogniser used for the target)", "",
+                  "| " + " | ".join(methods) + " |", "|" + "---|" * len(methods)])
+    first = results[f"{targets[0]}/two_stage"]["methods"] if targets else {}
+    lines.append("| " + " | ".join(f"{first[m]['trained_share'] * 100:.2f}" if m in first else "-"
+                                   for m in methods) + " |")
+    lines.append("")
+    joint = [t for t in targets if f"{t}/joint" in results]
+    if joint:
+        lines.extend(["## Source adapters: two-stage vs joint training (target: Adapter method)", "",
+                      "| target | two-stage WER % | joint WER % | two-stage CER % | joint CER % |",
+                      "|---|---|---|---|---|"])
+        pairs = {t: (results[f"{t}/two_stage"]["methods"]["adapter"], results[f"{t}/joint"]["methods"]["adapter"])
+                 for t in joint}
+        rows = [(t, [a["wer"], b["wer"], a["cer"], b["cer"]]) for t, (a, b) in pairs.items()]
+        rows.append(("average", [mean([values[i] for _, values in rows]) for i in range(4)]))
+        lines.extend(f"| {t} | " + " | ".join(f"{v * 100:.2f}" for v in values) + " |" for t, values in rows)
+        lines.append("")
+    speed = [t for t in targets if {"adapter", "full_ft"} <= set(results[f"{t}/two_stage"]["methods"])]
+    if speed:
+        lines.extend(["## Training throughput: adapter-only vs full fine-tuning (same process)", "",
+                      "| target | adapter utt/s | full_ft utt/s | ratio |", "|---|---|---|---|"])
+        ratios = []
+        for t in speed:
+            rows = results[f"{t}/two_stage"]["methods"]
+            a, f = rows["adapter"]["utterances_per_second"], rows["full_ft"]["utterances_per_second"]
+            ratios.append(a / f)
+            lines.append(f"| {t} | {a:.1f} | {f:.1f} | {a / f:.2f} |")
+        lines.append(f"| mean | | | {mean(ratios):.2f} |")
+        lines.append("")
+    minutes = sum(run["seconds"] for run in results.values()) / 60
+    lines.extend([f"Wall time of these app runs: {minutes:.0f} min (corpus synthesis and both source models "
+                  "included; a shared machine). Test phrases are 1-3 dictionary words never heard in training, so "
+                  "one wrong letter fails a word: WER saturates near 100 % at these error rates and CER is the "
+                  "informative column.", ""])
+    lines.extend(["Paper (Common Voice, WER %): " + "; ".join(
+        f"{t}: " + ", ".join(f"{m} {v}" for m, v in PAPER_WER[t].items()) for t in targets if t in PAPER_WER), ""])
+    return "\n".join(lines)
+
+
+def main():
+    args = parse_args()
+    path = os.path.join(RESULTS, "simadapter_benchmark.json")
+    settings = {"targets": args.targets.split(","), "sources": args.sources, "preset": args.preset,
+                "extra": args.extra,
+                "command": "nice -n 10 python benchmarks/simadapter_benchmark.py"
+                           + (f" --preset {args.preset}" if args.preset != "cpu" else "")
+                           + (f" --targets {args.targets}" if args.targets != "ro,cs,ar,uk" else "")
+                           + (f" --extra '{args.extra}'" if args.extra else "")}
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if {k: saved.get("settings", {}).get(k) for k in ("sources", "preset", "extra")} == \
+                {k: settings[k] for k in ("sources", "preset", "extra")}:
+            results = saved["results"]
+    if not args.report_only:
+        os.makedirs(RESULTS, exist_ok=True)
+        for variant in args.variants.split(","):  # the main table first, the joint comparison after
+            for target in settings["targets"]:
+                results[f"{target}/{variant}"] = run_one(args, target, variant)
+                with open(path + ".tmp", "w") as f:
+                    json.dump({"settings": settings, "results": results}, f, indent=1)
+                os.replace(path + ".tmp", path)
+                with contextlib.suppress(Exception):
+                    with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
+                        f.write(report(results, settings))
+    text = report(results, settings)
+    with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
