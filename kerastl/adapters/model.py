@@ -125,6 +125,7 @@ class CTCRecognizer(keras.Model):
         self.head_dropout = keras.layers.Dropout(encoder.dropout, name="head_dropout")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ctc_tracker = keras.metrics.Mean(name="ctc_loss")
+        self._forward = None  # the traced inference graph, made on first use (`forward`)
         self.build()
 
     @property
@@ -214,12 +215,22 @@ class CTCRecognizer(keras.Model):
         return trained / total
 
     # -- decoding ------------------------------------------------------------------------
+    def forward(self, features, lengths) -> dict:
+        """Inference outputs of one batch through a single traced graph: any batch size and
+        number of frames (`predict_on_batch` would retrace for every new batch shape)."""
+        if self._forward is None:
+            signature = [tf.TensorSpec([None, None, self.encoder.input_dim], tf.float32),
+                         tf.TensorSpec([None], tf.int32)]
+            self._forward = tf.function(
+                lambda f, n: self({"features": f, "feature_lengths": n}, training=False), input_signature=signature)
+        return self._forward(tf.cast(features, tf.float32), tf.cast(lengths, tf.int32))
+
     def decode(self, batch, beam_width: int = 0) -> list[list[int]]:
         """Token ids per utterance: greedy (beam_width 0) or CTC beam search."""
         features, lengths = _batch_inputs(batch)
         if lengths is None:
             lengths = tf.fill(tf.shape(features)[:1], tf.shape(features)[1])
-        outputs = self.predict_on_batch({"features": features, "feature_lengths": lengths})
+        outputs = self.forward(features, lengths)
         if beam_width:
             return beam_search_decode(outputs["logits"], outputs["logit_lengths"], beam_width)
         return greedy_decode(outputs["logits"], outputs["logit_lengths"])
@@ -243,7 +254,7 @@ class CTCRecognizer(keras.Model):
             features, lengths = _batch_inputs(batch)
             if lengths is None:
                 lengths = np.full(features.shape[0], features.shape[1], "int32")
-            self.predict_on_batch({"features": features, "feature_lengths": lengths})
+            self.forward(features, lengths)
             count = int(np.sum(subsampled_lengths(np.asarray(lengths))))
             total += count * np.stack([layer.last_attention for layer in self.fusion])
             frames += count

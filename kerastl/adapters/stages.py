@@ -44,14 +44,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerastl.adapters.ctc import beam_search_decode, greedy_decode
 from kerastl.adapters.maml import first_order_maml_step, make_inner_optimizer
 from kerastl.adapters.metrics import cer, wer
 from kerastl.adapters.model import CTCRecognizer, MultilingualASR
@@ -442,14 +440,7 @@ def evaluate(recognizer: CTCRecognizer, dataset: tf.data.Dataset, vocabulary, re
     the batches' labels decoded with `vocabulary`, or `references` (the transcripts in the
     dataset's order; use them when transcripts may hold characters outside the vocabulary,
     which the labels drop)."""
-    forward = tf.function(lambda batch: recognizer(batch, training=False), input_signature=[BATCH_SIGNATURE])
-    label_ids, hypothesis_ids = [], []
-    for batch in dataset:
-        outputs = forward(batch)
-        labels, lengths = batch["labels"].numpy(), batch["label_lengths"].numpy()
-        label_ids += [row[:n].tolist() for row, n in zip(labels, lengths)]
-        decode = partial(beam_search_decode, beam_width=beam_width) if beam_width else greedy_decode
-        hypothesis_ids += decode(outputs["logits"].numpy(), outputs["logit_lengths"].numpy())
+    label_ids, hypothesis_ids = recognizer.decode_dataset(dataset, beam_width)
     hypotheses = [vocabulary.decode(ids) for ids in hypothesis_ids]
     if references is None:
         references = [vocabulary.decode(ids) for ids in label_ids]
