@@ -35,7 +35,8 @@ stage (pre-training, source adapters).
 Writes <output>/metrics.json: cer, wer, trained_share (the share of parameters the method
 trains) of the exported method (the last of --method, in the order above), and under
 "methods" the same per method with seconds, utterances_per_second (training throughput) and
-history; "sources" (the source stages' facts and whether they came from the cache) and
+history; "sources" (the source languages), "sources_training" (the source stages' facts and
+whether they came from the cache) and
 "data" (utterances per language and split). plots/<method>_attention.png (SimAdapter
 attention per encoder layer over the fused languages: where the target borrows from);
 tensorboard/<target>-<stage>/; checkpoints/ (run.json, methods.json and one model folder per

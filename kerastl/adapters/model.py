@@ -53,7 +53,8 @@ from kerastl.nets.asr_encoder import ASREncoder, subsampled_lengths
 
 MODES = ("plain", "adapter", "simadapter")
 GROUPS = ("backbone", "adapters", "head", "fusion")
-# Model sizes of the app presets (the paper: 12 layers, d 256, 4 heads, FFN 2048, adapters 64).
+# Ready-made sizes for library use: a tiny model, a 4-layer CPU model and the paper's (12 layers,
+# d 256, 4 heads, FFN 2048, adapters 64). apps.simadapter's presets set their own sizes.
 MODEL_SIZES = {
     "smoke": dict(num_layers=2, hidden_dim=64, num_heads=4, intermediate_dim=256, adapter_dim=32, dropout=0.1),
     "cpu": dict(num_layers=4, hidden_dim=144, num_heads=4, intermediate_dim=512, adapter_dim=64, dropout=0.1),
