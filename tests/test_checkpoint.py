@@ -11,7 +11,7 @@ class NormThenDense(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.parts = [keras.layers.BatchNormalization(), keras.layers.Dense(3)]
+        self.parts = [keras.layers.BatchNormalization(name="norm"), keras.layers.Dense(3, name="dense")]
 
     def call(self, x, training=None):
         for part in self.parts:
@@ -22,11 +22,11 @@ class NormThenDense(keras.layers.Layer):
 def test_restore_brings_back_nested_batch_norm_statistics(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, NormThenDense()(inputs))
+    model = keras.Model(inputs, NormThenDense(name="block")(inputs))
     model.compile("adam", "mse")
     model.fit(np.random.rand(64, 4) * 5 + 2, np.random.rand(64, 3), epochs=2, verbose=0)
     saved = {v.path: v.numpy().copy() for v in model.variables}
-    assert np.abs(saved["norm_then_dense/batch_normalization/moving_mean"]).min() > 0.1  # trained away from 0
+    assert np.abs(saved["block/norm/moving_mean"]).min() > 0.1  # trained away from 0
 
     checkpoint = TrainingCheckpoint(str(tmp_path), model)
     checkpoint.on_epoch_end(0)
