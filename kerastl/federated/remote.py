@@ -17,8 +17,21 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
+
+
+def let_workers_stop_on_sigint() -> None:
+    """Makes the TFF workers started from now on stoppable by SIGINT.
+
+    TFF stops the local worker it started with SIGINT and then waits for it. A process started
+    in the background by a non-interactive shell has SIGINT ignored, its children inherit
+    that, and the wait never ends (a switch of execution context hangs). Restoring Python's
+    default handler gives the workers started afterwards the default action again.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def worker_binary_path() -> str:
@@ -76,6 +89,7 @@ def set_remote_execution_context(addresses: list[str], timeout: float = 60.0) ->
 
     if not addresses:
         raise ValueError("expected at least one worker address host:port")
+    let_workers_stop_on_sigint()
     if len(addresses) == 1:
         context = _remote_context(addresses[0], asynchronous=False, timeout=timeout)
     else:

@@ -154,6 +154,9 @@ class TFFSimulation(FederatedSimulation):
     def __init__(self, model_fn, clients, algorithm: str = "fedap", learning_rate: float = 0.01,
                  local_epochs: int = 1, self_weight: float = 0.5, prox_mu: float = 0.01, local_layers: int = 1,
                  pretrain_rounds: int = 1, initial_weights=None):
+        from kerastl.federated.remote import let_workers_stop_on_sigint
+
+        let_workers_stop_on_sigint()  # before TFF starts its local worker
         if initial_weights is None:
             initial_weights = model_fn().get_weights()
         spec = with_client_ids(clients[0].train, 0).element_spec
