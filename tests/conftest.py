@@ -43,6 +43,22 @@ def refused(capsys):
     return check
 
 
+
+@pytest.fixture
+def with_run_folders():
+    """`with_run_folders(args, root)`: an app's arguments plus `--output <root>/new_run` and
+    `--export-dir <root>/exports` unless the arguments name their own (bad-input tests)."""
+
+    def add(args, root):
+        args = list(args)
+        if "--output" not in args:
+            args += ["--output", os.path.join(str(root), "new_run")]
+        if "--export-dir" not in args:
+            args += ["--export-dir", os.path.join(str(root), "exports")]
+        return args
+
+    return add
+
 @pytest.fixture
 def tensorboard_scalars():
     """`tensorboard_scalars(folder)` -> {tag: {step: value}} of the scalar summaries in a

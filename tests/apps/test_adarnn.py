@@ -187,7 +187,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, refused):
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, refused, with_run_folders):
     os.makedirs(tmp_path / "exports" / "adarnn" / "1")
     (tmp_path / "exports" / "adarnn" / "1" / "saved_model.pb").write_text("an earlier export")
     os.makedirs(tmp_path / "old_run" / "checkpoints")
@@ -196,11 +196,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, refuse
     (tmp_path / "old_run" / "checkpoints" / "run.json").write_text(json.dumps(config))
     os.makedirs(tmp_path / "empty_run")
     make_args, message = BAD_INPUTS[case]
-    args = make_args(str(tmp_path))
-    if "--output" not in args:
-        args += ["--output", str(tmp_path / "new_run")]
-    if "--export-dir" not in args:
-        args += ["--export-dir", str(tmp_path / "exports")]
+    args = with_run_folders(make_args(str(tmp_path)), tmp_path)
     refused(lambda: run_app(SMOKE + args), "apps.adarnn", message, tmp_path)
 
 
