@@ -18,11 +18,11 @@ Example:
 
 from kerastl.anomaly.baselines import (BASELINES, ConvAEDetector, ConvAutoencoder, KernelPCADetector,
                                        LSTMAEDetector, LSTMAutoencoder, OCSVMDetector, build_baseline)
-from kerastl.anomaly.detector import AMSLDetector, AnomalyDetector, KerasDetector, check_windows
+from kerastl.anomaly.detector import AMSLDetector, AnomalyDetector, KerasDetector
 from kerastl.anomaly.memory import AdaptiveFusion, MemoryModule
 from kerastl.anomaly.model import AMSL
 from kerastl.anomaly.report import METRIC_KEYS, detection_metrics
 
 __all__ = ["AMSL", "AMSLDetector", "AdaptiveFusion", "AnomalyDetector", "BASELINES", "ConvAEDetector",
            "ConvAutoencoder", "KerasDetector", "KernelPCADetector", "LSTMAEDetector", "LSTMAutoencoder",
-           "METRIC_KEYS", "MemoryModule", "OCSVMDetector", "build_baseline", "check_windows", "detection_metrics"]
+           "METRIC_KEYS", "MemoryModule", "OCSVMDetector", "build_baseline", "detection_metrics"]

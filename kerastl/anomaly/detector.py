@@ -25,29 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kerastl.data.arrays import check_windows
 from kerastl.errors import InputError
-
-
-def check_windows(x, name: str = "windows", shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Returns `x` as float32 `[N, time, channels]`, or raises `InputError` naming `name`:
-    wrong rank, no windows, NaN/inf values, or a window shape other than `shape`."""
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise InputError(f"{name}: array of rank {x.ndim} (shape {x.shape}), expected windows of rank 3 "
-                         "[windows, time, channels]")
-    if not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"{name}: dtype {x.dtype}, expected numbers")
-    if len(x) == 0 or x.shape[1] == 0 or x.shape[2] == 0:
-        raise InputError(f"{name}: shape {x.shape} holds no data, expected [windows, time, channels] with each > 0")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        first = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
-        raise InputError(f"{name}: {int(bad.any(axis=(1, 2)).sum())} window(s) hold NaN or infinite values "
-                         f"(first: window {first}), expected finite numbers")
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise InputError(f"{name}: windows of shape {tuple(x.shape[1:])}, expected {tuple(shape)} "
-                         "(the shape the detector was fitted on)")
-    return x.astype(np.float32, copy=False)
 
 
 class AnomalyDetector:

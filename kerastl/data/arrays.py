@@ -1,4 +1,6 @@
-"""`ImageData`: a labelled image dataset held as NumPy arrays, validated once."""
+"""Arrays checked once, at the edge: `ImageData` (a labelled image dataset held as NumPy
+arrays, with `as_images` and `as_labels`) and `check_windows` (multichannel windows
+`[N, time, channels]`, the input of every sensor model)."""
 
 from __future__ import annotations
 
@@ -115,3 +117,34 @@ def as_labels(y, num_classes: int | None, what: str) -> np.ndarray:
         top = "C-1" if num_classes is None else str(num_classes - 1)
         raise InputError(f"{what}: labels in [{y.min()}, {y.max()}], expected 0..{top}")
     return y
+
+
+def check_windows(x, name: str = "windows", shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Returns `x` as float32 `[N, time, channels]`, or raises `InputError` naming `name`:
+    wrong rank, no windows, NaN/inf values, or a window shape other than `shape`.
+
+    Example:
+    >>> check_windows(np.zeros((2, 8, 3), np.float64), "x").dtype
+    dtype('float32')
+    >>> check_windows(np.zeros((2, 24)), "x")
+    Traceback (most recent call last):
+    ...
+    kerastl.errors.InputError: x: array of rank 2 (shape (2, 24)), expected windows of rank 3 [windows, time, channels]
+    """
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise InputError(f"{name}: array of rank {x.ndim} (shape {x.shape}), expected windows of rank 3 "
+                         "[windows, time, channels]")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{name}: dtype {x.dtype}, expected numbers")
+    if len(x) == 0 or x.shape[1] == 0 or x.shape[2] == 0:
+        raise InputError(f"{name}: shape {x.shape} holds no data, expected [windows, time, channels] with each > 0")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
+        raise InputError(f"{name}: {int(bad.any(axis=(1, 2)).sum())} window(s) hold NaN or infinite values "
+                         f"(first: window {first}), expected finite numbers")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise InputError(f"{name}: windows of shape {tuple(x.shape[1:])}, expected {tuple(shape)} "
+                         "(the shape the detector was fitted on)")
+    return x.astype(np.float32, copy=False)

@@ -372,7 +372,7 @@ def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fractio
                      scaling: str = "minmax") -> AnomalyData:
     """`npz:PATH` data: `x` windows [N, time, channels], `y` class labels (integers, or
     strings), optional `class_names` (for integer labels 0..C-1)."""
-    from kerastl.anomaly.detector import check_windows
+    from kerastl.data.arrays import check_windows
     from kerastl.data.files import read_npz
 
     arrays = read_npz(path)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerastl import InputError
-from kerastl.anomaly import AMSLDetector, AnomalyDetector, check_windows, detection_metrics
+from kerastl.anomaly import AMSLDetector, AnomalyDetector, detection_metrics
 from kerastl.data.sensors import load_anomaly_data
 
 TINY = dict(epochs=1, batch_size=8, num_slots=8, filters=(4, 8), head_units=8)
@@ -39,16 +39,9 @@ def test_threshold_is_the_requested_percentile_of_training_scores():
         MeanDetector(percentile=100.0)
 
 
-def test_bad_windows_are_refused_with_one_clear_line():
+def test_windows_of_another_shape_than_fitted_are_refused():
+    # The checks themselves: tests/data/test_arrays.py.
     good = np.zeros((4, 10, 3), "float32")
-    with pytest.raises(InputError, match=r"w: array of rank 2 \(shape \(4, 30\)\), expected windows of rank 3"):
-        check_windows(good.reshape(4, 30), "w")
-    nan = good.copy()
-    nan[2, 5, 1] = np.nan
-    with pytest.raises(InputError, match=r"w: 1 window\(s\) hold NaN or infinite values \(first: window 2\)"):
-        check_windows(nan, "w")
-    with pytest.raises(InputError, match=r"w: windows of shape \(10, 4\), expected \(10, 3\)"):
-        check_windows(np.zeros((4, 10, 4)), "w", shape=(10, 3))
     detector = MeanDetector().fit(good)
     with pytest.raises(InputError, match="mean windows: windows of shape"):
         detector.decision_function(np.zeros((2, 11, 3)))
