@@ -296,7 +296,7 @@ def train_and_report(args, folder, records, export_path):
     from kerastl.adapters import stages
     from kerastl.adapters.model import MultilingualASR
     from kerastl.adapters.report import plot_fusion_attention
-    from kerastl.adapters.vocabulary import CharVocabulary
+    from kerastl.data.vocabulary import CharVocabulary
     from kerastl.data.speech import speech_dataset
 
     keras.utils.set_random_seed(args.seed)

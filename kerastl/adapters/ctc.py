@@ -1,6 +1,6 @@
 """CTC with the blank at id 0: loss, greedy decoding and beam search.
 
-The vocabularies put the CTC blank at id 0 (`kerastl.adapters.vocabulary`). TensorFlow's CTC
+The vocabularies put the CTC blank at id 0 (`kerastl.data.vocabulary`). TensorFlow's CTC
 kernels want the blank as the LAST class, so the loss and the beam search move class 0 to the
 end of the logits (and labels 1..V-1 down by one), then move decoded ids back up.
 

@@ -632,7 +632,7 @@ def export_recognizer(recognizer: CTCRecognizer, vocabulary, path: str, overwrit
     `[batch]`, greedy CTC decoding). The log-mel front end is inside, the same functions as
     the training pipeline's.
     """
-    from kerastl.adapters.audio import SAMPLE_RATE, LogMelFrontEnd
+    from kerastl.data.audio import SAMPLE_RATE, LogMelFrontEnd
     from kerastl.adapters.ctc import greedy_decode_graph
     from kerastl.export import export_model
 

@@ -45,8 +45,8 @@ import unicodedata
 
 import tensorflow as tf
 
-from kerastl.adapters import audio
-from kerastl.adapters.vocabulary import CharVocabulary, normalize_transcript
+from kerastl.data import audio
+from kerastl.data.vocabulary import CharVocabulary, normalize_transcript
 from kerastl.errors import InputError, require_writable
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import pytest
 
 from kerastl.adapters import stages
 from kerastl.adapters.model import MultilingualASR
-from kerastl.adapters.vocabulary import CharVocabulary
+from kerastl.data.vocabulary import CharVocabulary
 from kerastl.data.speech import load_split, speech_dataset
 
 ALPHABETS = {"aa": "abcd", "bb": "cdef", "tt": "abef"}

@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from apps import simadapter
 from kerastl import app
-from kerastl.adapters.audio import load_audio
+from kerastl.data.audio import load_audio
 from kerastl.adapters.model import MultilingualASR
-from kerastl.adapters.vocabulary import CharVocabulary
+from kerastl.data.vocabulary import CharVocabulary
 from kerastl.data.speech import load_split, speech_dataset
 
 ALPHABETS = {"aa": "abcd", "bb": "cdef", "tt": "abef"}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerastl.adapters import audio
-from kerastl.adapters.vocabulary import CharVocabulary
+from kerastl.data import audio
+from kerastl.data.vocabulary import CharVocabulary
 from kerastl.data import speech
 from kerastl.errors import InputError
 

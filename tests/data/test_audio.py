@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerastl.adapters import audio
+from kerastl.data import audio
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "speech")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerastl.adapters.vocabulary import BLANK_ID, CharVocabulary, normalize_transcript
+from kerastl.data.vocabulary import BLANK_ID, CharVocabulary, normalize_transcript
 from kerastl.errors import InputError
 
 ROMANIAN = ["bună ziua", "școală și țară", "îți"]
