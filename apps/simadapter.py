@@ -22,7 +22,7 @@ and is evaluated on the target's test split: CER and WER (greedy CTC decoding, o
 
 Data: --data commonvoice:DIR (Common Voice folders DIR/<lang>/clips/*.mp3 and train.tsv,
 dev.tsv, test.tsv with path and sentence columns) or espeak:DIR (the same layout, e.g. built
-by kerastl.data.speech.build_espeak_corpus). Without --data, an espeak-ng corpus
+by kerastl.data.espeak_corpus.build_espeak_corpus). Without --data, an espeak-ng corpus
 (--source-utterances per source, --target-utterances for the target; words from Debian's
 word lists, test words unseen in training) is built once in --cache-dir and reused; it needs
 espeak-ng and the word-list packages (apt-get, as root).
@@ -183,7 +183,7 @@ def check_args(args):
     args.cache_dir = os.path.expanduser(args.cache_dir)
     languages = [*args.source_list, args.target]
     if args.data is None:
-        from kerastl.data.speech import ESPEAK_LANGUAGES
+        from kerastl.data.espeak_corpus import ESPEAK_LANGUAGES
 
         for option, langs in (("--sources", args.source_list), ("--target", [args.target])):
             outside = [lang for lang in langs if lang not in ESPEAK_LANGUAGES]
@@ -219,7 +219,7 @@ def run_config(args) -> dict:
 
 def build_corpus(args):
     """Builds (or finds) the cached espeak corpus when no --data is given."""
-    from kerastl.data.speech import build_espeak_corpus, check_espeak_requirements
+    from kerastl.data.espeak_corpus import build_espeak_corpus, check_espeak_requirements
 
     check_espeak_requirements([*args.source_list, args.target])
     by_root = {}

@@ -153,9 +153,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, corpus, tmp_path
     make_args, message = BAD_INPUTS[case]
     args = make_args(str(tmp_path), corpus)
     if args == ["--espeak-missing"]:
-        import kerastl.data.speech as speech
+        import kerastl.data.espeak_corpus as espeak_corpus
 
-        monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+        monkeypatch.setattr(espeak_corpus.shutil, "which", lambda name: None)
         args = ["--sources", "ru,it", "--target", "ro"]
     if "--output" not in args:
         args += ["--output", str(tmp_path / "new_run")]
