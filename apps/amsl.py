@@ -176,7 +176,7 @@ def run(args):
     folder = app.RunFolder(args.output, resume=args.resume, overwrite=args.overwrite)
 
     from kerastl.anomaly import AMSLDetector, build_baseline
-    from kerastl.data.sensors import load_anomaly_data
+    from kerastl.anomaly.protocol import load_anomaly_data
 
     data = load_anomaly_data(args.dataset, args.normal_classes, args.window, args.stride, args.seed,
                              args.data_dir, scaling=args.scaling, channels=args.channels,

@@ -146,7 +146,7 @@ def main():
     elapsed = saved.get("elapsed_seconds", 0.0)
     done = {(r["split"], r["seed"], r["method"]) for r in runs}
     if not args.report_only:
-        from kerastl.data.sensors import load_anomaly_data
+        from kerastl.anomaly.protocol import load_anomaly_data
 
         for split in args.splits:
             for seed in args.seeds:

@@ -1,15 +1,29 @@
-"""Tiny PAMAP2, WESAD and CAP files in their real formats, written for the loader and app tests.
+"""Tiny DSADS, PAMAP2, WESAD and CAP files in their real formats, written for the loader and app tests.
 
 Every channel of a written file is a known function of time, so tests can check loaded (and
 resampled) values by hand: see each writer.
 """
 
 import datetime
+import os
 import pickle
 
 import numpy as np
 
 from kerastl.data.pamap2 import PAMAP2_CHANNELS
+
+
+def write_dsads(root, activities=("a01", "a02", "a05"), people=("p1", "p2"), segments=3, shape=(125, 45)):
+    """`root/aNN/pN/sNN.txt` for `activities` x `people` x `segments` files of `shape`
+    comma-separated values: noise around 10 a for the a-th activity."""
+    rng = np.random.default_rng(0)
+    for a, activity in enumerate(activities):
+        for person in people:
+            os.makedirs(root / activity / person)
+            for s in range(1, segments + 1):
+                values = rng.normal(size=shape) + 10 * a
+                np.savetxt(root / activity / person / f"s{s:02d}.txt", values, delimiter=",", fmt="%.5f")
+    return str(root)
 
 
 def write_pamap2(folder, subject, segments, nan_rows=()):
@@ -30,6 +44,8 @@ def write_pamap2(folder, subject, segments, nan_rows=()):
 
 
 WESAD_WRIST_RATES = {"ACC": 32, "BVP": 64, "EDA": 4, "TEMP": 4}
+# Seconds per condition: 0 transient, 1 baseline, 2 stress, 3 amusement, 4 meditation, 6 ignored.
+WESAD_SESSION_WITH_GAPS = [(0, 1), (1, 4), (0, 0.5), (2, 3), (3, 2), (6, 1), (4, 2.5)]
 
 
 def wesad_content(subject, segments):

@@ -1,5 +1,7 @@
-"""AMSL anomaly detection: transformations, memories, the AMSL model, detectors, baselines.
+"""AMSL anomaly detection: the protocol, view transforms, memories, the model, detectors, baselines.
 
+- `protocol`: `load_anomaly_data` / `anomaly_split` -> `AnomalyData` (normal classes,
+  training on normal windows only, the 60 / 40 split by recording, scaling).
 - `transforms`: the six self-supervised views (noise, negation, reversal, permutation,
   scaling, time warp; smoothing too) as batched TF ops; `make_views`.
 - `MemoryModule`, `AdaptiveFusion`: softmax-addressed memory (global / per-view local) with
@@ -21,8 +23,10 @@ from kerastl.anomaly.baselines import (BASELINES, ConvAEDetector, ConvAutoencode
 from kerastl.anomaly.detector import AMSLDetector, AnomalyDetector, KerasDetector
 from kerastl.anomaly.memory import AdaptiveFusion, MemoryModule
 from kerastl.anomaly.model import AMSL
+from kerastl.anomaly.protocol import AnomalyData, anomaly_split, load_anomaly_data
 from kerastl.anomaly.report import METRIC_KEYS, detection_metrics
 
-__all__ = ["AMSL", "AMSLDetector", "AdaptiveFusion", "AnomalyDetector", "BASELINES", "ConvAEDetector",
+__all__ = ["AMSL", "AMSLDetector", "AdaptiveFusion", "AnomalyData", "AnomalyDetector", "BASELINES", "ConvAEDetector",
            "ConvAutoencoder", "KerasDetector", "KernelPCADetector", "LSTMAEDetector", "LSTMAutoencoder",
-           "METRIC_KEYS", "MemoryModule", "OCSVMDetector", "build_baseline", "detection_metrics"]
+           "METRIC_KEYS", "MemoryModule", "OCSVMDetector", "anomaly_split", "build_baseline", "detection_metrics",
+           "load_anomaly_data"]

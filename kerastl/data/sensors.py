@@ -1,4 +1,4 @@
-"""Multichannel sensor recordings for anomaly detection: loaders, windows, scaling, splits.
+"""Multichannel sensor recordings: the dataset readers, windows and per-channel scaling.
 
 - `load_watch()`: the smartwatch exercise recordings shipped in seglearn (offline, real):
   140 recordings, 6 channels (3-axis accelerometer + gyroscope) at 50 Hz, 7 shoulder
@@ -9,20 +9,18 @@
 - PAMAP2 (`kerastl.data.pamap2`), WESAD (`kerastl.data.wesad`) and CAP sleep recordings
   (`kerastl.data.cap`): long sessions cut into stretches of one class; `resample` and
   `cut_spans` bring channels of different sampling rates to one rate.
-- `make_windows`, `ChannelScaler` (per-channel min-max or standardisation, fitted on the
-  training normal windows only).
-- `anomaly_split` / `load_anomaly_data`: the AMSL protocol. Classes named by
-  `normal_classes` are normal, the rest abnormal; normal *recordings* are split 60 / 40
-  into train / test (by recording, so overlapping windows of one recording never land on
-  both sides), every abnormal recording goes to test. `DEFAULT_ABNORMAL` holds the default
-  abnormal classes of each dataset.
-- `npz:PATH`: arrays `x` (windows [N, time, channels]) and `y` (class labels) and optional
-  `class_names`; normal windows are split 60 / 40 at random (stratified), abnormal ones go
-  to test.
+- `load_recordings(dataset)`: `watch`, or `NAME:DIR` for the folder datasets.
+- `read_npz_windows(path)`: arrays `x` (windows [N, time, channels]) and `y` (class labels)
+  and optional `class_names`, checked.
+- `make_windows`, `ChannelScaler` (per-channel min-max or standardisation).
+
+How these become an anomaly-detection split (normal classes, train on normal only):
+`kerastl.anomaly.protocol`.
 
 Example:
->>> data = load_anomaly_data("watch", "IR,ER,TRAP,ROW", window=64, stride=64)   # doctest: +SKIP
->>> data.x_train.shape, data.x_test.shape, data.is_abnormal.mean()              # doctest: +SKIP
+>>> recordings = load_recordings("watch")
+>>> recordings.class_names[recordings.labels[0]], make_windows(recordings.series[0], 64, 64).shape
+('PEN', (20, 64, 6))
 """
 
 from __future__ import annotations
@@ -39,19 +37,6 @@ from kerastl.errors import InputError
 
 WATCH_CLASSES = ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
 DSADS_SEGMENT_SHAPE = (125, 45)
-# The AMSL paper's DSADS protocol: 14 normal activities; abnormal are ascending (a05) and
-# descending (a06) stairs, treadmill running (a12), jumping (a18) and basketball (a19).
-DSADS_ABNORMAL = ("a05", "a06", "a12", "a18", "a19")
-# Default abnormal classes; every other class of the dataset is normal. Only the DSADS choice
-# is AMSL's (the text giving its PAMAP2 / WESAD / CAP classes was not found); the others
-# follow it: PAMAP2's vigorous activities (the kinds of DSADS's five), WESAD's stress
-# condition (the dataset's own stress vs non-stress task), CAP's wake and REM epochs against
-# NREM sleep (stages S1-S4).
-DEFAULT_ABNORMAL = {"dsads": DSADS_ABNORMAL,
-                    "pamap2": ("running", "ascending stairs", "descending stairs", "rope jumping"),
-                    "wesad": ("stress",),
-                    "cap": ("W", "R")}
-DEFAULT_NORMAL = {"watch": "IR,ER,TRAP,ROW", "npz": "0"}
 FOLDER_DATASETS = ("dsads", "pamap2", "wesad", "cap")
 
 
@@ -69,35 +54,6 @@ class Recordings:
     # True when recordings are stretches of one class cut from longer sessions: those shorter
     # than a window are left out (instead of refusing the window length).
     drop_short: bool = False
-
-
-@dataclasses.dataclass
-class AnomalyData:
-    """Scaled windows for one normal / abnormal split.
-
-    `x_train`: normal training windows [N, time, channels]; `x_test`, `is_abnormal` (1 =
-    abnormal), `test_classes` (class index of each test window); `scaler` maps raw windows
-    to the model's units.
-    """
-
-    name: str
-    x_train: np.ndarray
-    x_test: np.ndarray
-    is_abnormal: np.ndarray
-    test_classes: np.ndarray
-    class_names: list
-    normal_classes: list
-    scaler: "ChannelScaler"
-    channel_names: list
-    sample_rate: float | None = None
-
-    def summary(self) -> dict:
-        return {"dataset": self.name, "normal_classes": [self.class_names[c] for c in self.normal_classes],
-                "abnormal_classes": [n for i, n in enumerate(self.class_names) if i not in self.normal_classes],
-                "train_windows": int(len(self.x_train)), "test_windows": int(len(self.x_test)),
-                "test_abnormal_windows": int(self.is_abnormal.sum()),
-                "window_shape": list(self.x_train.shape[1:]), "channels": list(self.channel_names),
-                "sample_rate": self.sample_rate}
 
 
 def load_watch() -> Recordings:
@@ -284,94 +240,10 @@ class ChannelScaler:
         return {"method": self.method, "offset": self.offset.tolist(), "scale": self.scale.tolist()}
 
 
-def parse_classes(spec: str, class_names: list, dataset: str, option: str = "--normal-classes") -> list[int]:
-    """Class indices from a comma-separated list of class names or indices."""
-    chosen = []
-    for item in [part.strip() for part in str(spec).split(",") if part.strip()]:
-        if item in class_names:
-            index = class_names.index(item)
-        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(class_names):
-            index = int(item)
-        else:
-            raise InputError(f"{option} {spec}: {item!r} is not a class of {dataset}; expected names among "
-                             f"{', '.join(map(str, class_names))} or indices 0..{len(class_names) - 1}")
-        if index not in chosen:
-            chosen.append(index)
-    if not chosen:
-        raise InputError(f"{option} {spec!r}: expected at least one class name or index")
-    if len(chosen) == len(class_names):
-        raise InputError(f"{option} {spec}: every class of {dataset} is normal, nothing is left to detect; "
-                         "leave at least one class out")
-    return sorted(chosen)
-
-
-def _split_normal(labels: np.ndarray, normal: list[int], test_fraction: float, seed: int):
-    """Indices (train, test) of items: each normal class split `1 - test_fraction` / `test_fraction`
-    (at least one item each side when a class has two), every other item to test."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        items = np.flatnonzero(labels == c)
-        if c not in normal:
-            test.append(items)
-            continue
-        items = rng.permutation(items)
-        held = int(round(test_fraction * len(items)))
-        if len(items) > 1:
-            held = min(max(held, 1), len(items) - 1)
-        test.append(items[:held])
-        train.append(items[held:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-def anomaly_split(recordings: Recordings, normal_classes: str, window: int, stride: int, seed: int = 0,
-                  test_fraction: float = 0.4, scaling: str = "minmax") -> AnomalyData:
-    """AMSL's protocol over recordings (see the module docstring); windows are scaled with a
-    `ChannelScaler` fitted on the training normal windows only. Recordings shorter than a
-    window are refused, or left out when `recordings.drop_short` (stretches of long sessions)."""
-    normal = parse_classes(normal_classes, recordings.class_names, recordings.name)
-    if window < 1 or stride < 1:
-        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
-    lengths = np.array([len(s) for s in recordings.series])
-    kept = np.flatnonzero(lengths >= window)
-    if recordings.drop_short:
-        is_normal = np.isin(recordings.labels[kept], normal)
-        for missing, kind in ((not is_normal.any(), "normal"), (is_normal.all(), "abnormal")):
-            if missing:
-                longest = lengths[np.isin(recordings.labels, normal) == (kind == "normal")].max()
-                raise InputError(f"--window {window}: no {kind} stretch of {recordings.name} lasts that long; "
-                                 f"expected at most {longest} steps")
-    elif len(kept) < len(lengths):
-        shortest = int(np.argmin(lengths))
-        raise InputError(f"--window {window}: longer than recording {shortest} of {recordings.name} "
-                         f"({recordings.class_names[recordings.labels[shortest]]}, {lengths[shortest]} steps); "
-                         f"expected at most {lengths[shortest]}")
-    train, test = _split_normal(recordings.labels[kept], normal, test_fraction, seed)
-    train, test = kept[train], kept[test]
-
-    def windows_of(indices):
-        parts = [make_windows(recordings.series[i], window, stride) for i in indices]
-        classes = np.concatenate([np.full(len(p), recordings.labels[i]) for p, i in zip(parts, indices)])
-        return np.concatenate(parts).astype(np.float32), classes.astype(np.int64)
-
-    x_train, _ = windows_of(train)
-    x_test, test_classes = windows_of(test)
-    return _scaled(recordings.name, x_train, x_test, test_classes, recordings.class_names, normal,
-                   recordings.channel_names, scaling, recordings.sample_rate)
-
-
-def _scaled(name, x_train, x_test, test_classes, class_names, normal, channel_names, scaling, sample_rate=None):
-    scaler = ChannelScaler(scaling).fit(x_train)
-    return AnomalyData(name=name, x_train=scaler.transform(x_train), x_test=scaler.transform(x_test),
-                       is_abnormal=(~np.isin(test_classes, normal)).astype(np.int64), test_classes=test_classes,
-                       class_names=list(class_names), normal_classes=normal, scaler=scaler,
-                       channel_names=list(channel_names), sample_rate=sample_rate)
-
-
-def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fraction: float = 0.4,
-                     scaling: str = "minmax") -> AnomalyData:
-    """`npz:PATH` data: `x` windows [N, time, channels], `y` class labels (integers, or
-    strings), optional `class_names` (for integer labels 0..C-1)."""
+def read_npz_windows(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`(x, labels, class_names)` of an npz file: `x` windows [N, time, channels] (checked,
+    float32), `y` class labels (integers, or strings), optional `class_names` (for integer
+    labels 0..C-1); `labels` are int64 indices into `class_names`."""
     from kerastl.data.arrays import check_windows
     from kerastl.data.files import read_npz
 
@@ -388,19 +260,7 @@ def load_npz_windows(path: str, normal_classes: str, seed: int = 0, test_fractio
     else:
         values, labels = np.unique(y, return_inverse=True)
         class_names = [str(v) for v in values]
-    normal = parse_classes(normal_classes, class_names, f"npz:{path}")
-    train, test = _split_normal(labels, normal, test_fraction, seed)
-    return _scaled(f"npz:{path}", x[train], x[test], labels[test], class_names, normal,
-                   [f"c{i}" for i in range(x.shape[2])], scaling)
-
-
-def default_normal_classes(dataset: str, class_names: list | None = None) -> str:
-    """The default `--normal-classes` of a dataset: every class but `DEFAULT_ABNORMAL`'s (DSADS:
-    the paper's 14 normal activities)."""
-    name = dataset.partition(":")[0]
-    if name in DEFAULT_ABNORMAL:
-        return ",".join(c for c in (class_names or []) if c not in DEFAULT_ABNORMAL[name])
-    return DEFAULT_NORMAL[name]
+    return x, labels, class_names
 
 
 def load_recordings(dataset: str, data_dir: str | None = None, channels: str | None = None,
@@ -428,22 +288,3 @@ def load_recordings(dataset: str, data_dir: str | None = None, channels: str | N
         return load_wesad(folder, wesad_device, channels, sample_rate, given)
     from kerastl.data.cap import load_cap
     return load_cap(folder, channels, sample_rate, given)
-
-
-def load_anomaly_data(dataset: str, normal_classes: str | None, window: int, stride: int, seed: int = 0,
-                      data_dir: str | None = None, test_fraction: float = 0.4, scaling: str = "minmax",
-                      channels: str | None = None, sample_rate: float | None = None,
-                      wesad_device: str = "chest") -> AnomalyData:
-    """`watch`, `dsads`, `pamap2`, `wesad`, `cap` (each but watch from `NAME:DIR` or
-    `data_dir`; see `load_recordings`) or `npz:PATH` -> `AnomalyData` (windows of `window`
-    steps every `stride` steps; npz windows are taken as they are)."""
-    name = dataset.partition(":")[0]
-    for option, value in (("--channels", channels), ("--sample-rate", sample_rate)):
-        if value is not None and name not in ("pamap2", "wesad", "cap"):
-            raise InputError(f"{option} {value}: applies to pamap2, wesad and cap, not {name}")
-    if dataset.startswith("npz:"):
-        return load_npz_windows(dataset[4:], normal_classes or default_normal_classes(dataset), seed,
-                                test_fraction, scaling)
-    recordings = load_recordings(dataset, data_dir, channels, sample_rate, wesad_device)
-    spec = normal_classes or default_normal_classes(dataset, recordings.class_names)
-    return anomaly_split(recordings, spec, window, stride, seed, test_fraction, scaling)

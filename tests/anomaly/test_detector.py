@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from kerastl import InputError
 from kerastl.anomaly import AMSLDetector, AnomalyDetector, detection_metrics
-from kerastl.data.sensors import load_anomaly_data
+from kerastl.anomaly.protocol import load_anomaly_data
 
 TINY = dict(epochs=1, batch_size=8, num_slots=8, filters=(4, 8), head_units=8)
 

@@ -18,7 +18,7 @@ from apps import amsl
 from kerastl import app
 from kerastl.anomaly.report import METRIC_KEYS, detection_metrics
 from kerastl.checkpoint import TrainingCheckpoint
-from kerastl.data.sensors import load_anomaly_data
+from kerastl.anomaly.protocol import load_anomaly_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = ["--preset", "smoke", "--window", "32", "--stride", "64"]

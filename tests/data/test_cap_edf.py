@@ -1,4 +1,4 @@
-"""CAP-style EDF sleep recordings: stage tables and EDF+ annotations, channels, split, bad files."""
+"""CAP-style EDF sleep recordings: stage tables and EDF+ annotations, channels, bad files."""
 
 import datetime
 
@@ -7,7 +7,7 @@ import pytest
 from sensor_files import write_cap
 
 from kerastl import InputError
-from kerastl.data import cap, sensors
+from kerastl.data import cap
 
 
 def test_stage_table_nights_become_stage_stretches(tmp_path):
@@ -34,20 +34,6 @@ def test_read_stage_table_skips_other_events(tmp_path):
     assert rows == [(23 * 3600 + 59 * 60 + 45, 30.0, "W"), (15, 30.0, "R")]
     assert cap.stage_spans([(0, 30, "W"), (30, 30, "W"), (60, 30, None), (90, 30, "S2")], 100) == \
         [(0, 60, "W"), (90, 100, "S2")]
-
-
-def test_amsl_split_with_wake_and_rem_abnormal(tmp_path):
-    for night in ("n1", "n2", "n3"):
-        write_cap(tmp_path, night, ["W", "S1", "S2", "S3", "S4", "R", "S2"], rates=(("C4-A1", 32), ("EMG1-EMG2", 32)))
-    data = sensors.load_anomaly_data(f"cap:{tmp_path}", None, window=60, stride=60, seed=0, sample_rate=8,
-                                     channels="EMG1-EMG2")
-    assert data.summary()["normal_classes"] == ["S1", "S2", "S3", "S4"]
-    assert data.summary()["abnormal_classes"] == ["W", "R"] and data.channel_names == ["EMG1-EMG2"]
-    # A 30 s epoch at 8 Hz: 240 steps, 4 windows. Per night S1, S3, S4 one stretch each and S2
-    # two; of 3 (S2: 6) stretches 2 (4) train.
-    assert data.x_train.shape == ((2 + 4 + 2 + 2) * 4, 60, 1)
-    assert np.bincount(data.test_classes).tolist() == [12, 4, 8, 4, 4, 12]
-    np.testing.assert_array_equal(data.is_abnormal, np.isin(data.test_classes, [0, 5]))
 
 
 @pytest.mark.parametrize("case, message", [

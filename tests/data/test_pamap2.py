@@ -1,11 +1,11 @@
-"""PAMAP2 Protocol files for anomaly detection: stretches, values, gaps, AMSL split, bad files."""
+"""PAMAP2 Protocol files: stretches, values, gaps, the federated reader, bad files."""
 
 import numpy as np
 import pytest
 from sensor_files import write_pamap2
 
 from kerastl import InputError
-from kerastl.data import pamap2, sensors
+from kerastl.data import pamap2
 
 
 def test_every_activity_stretch_of_every_subject_is_a_recording(tmp_path):
@@ -34,23 +34,6 @@ def test_channels_and_sample_rate(tmp_path):
     t = np.arange(100) / 25
     np.testing.assert_allclose(rec.series[1][:, 0], 26 + 101 + 4.0 + t, atol=1e-3)
     np.testing.assert_allclose(rec.series[1][:, 1], 9 + 101 + 4.0 + t, atol=1e-3)
-
-
-def test_amsl_split_with_the_default_normal_activities(tmp_path):
-    for subject in (101, 102, 103):
-        write_pamap2(tmp_path, subject, [(1, 160), (4, 160), (0, 10), (12, 160), (5, 30)])
-    data = sensors.load_anomaly_data(f"pamap2:{tmp_path}", None, window=40, stride=40, seed=0)
-    # Running stretches (30 rows) are shorter than a window: left out, not refused.
-    assert data.class_names == ["lying", "walking", "running", "ascending stairs"]
-    assert data.summary()["normal_classes"] == ["lying", "walking"]
-    assert data.summary()["abnormal_classes"] == ["running", "ascending stairs"]
-    # 3 stretches per normal activity: 2 train, 1 test; 4 windows per stretch.
-    assert data.x_train.shape == (2 * 2 * 4, 40, 27)
-    assert np.bincount(data.test_classes).tolist() == [4, 4, 0, 12]
-    np.testing.assert_array_equal(data.is_abnormal, data.test_classes == 3)
-    assert data.x_train.min() == pytest.approx(0.0, abs=1e-6) and data.x_train.max() == pytest.approx(1.0, abs=1e-6)
-    same = sensors.load_anomaly_data("pamap2", "lying,walking", window=40, stride=40, data_dir=str(tmp_path))
-    np.testing.assert_array_equal(same.x_test, data.x_test)
 
 
 def test_the_federated_reader_shares_the_files(tmp_path):

@@ -1,16 +1,13 @@
-"""WESAD per-subject pickles: conditions, chest and wrist channels, resampling, split, bad files."""
+"""WESAD per-subject pickles: conditions, chest and wrist channels, resampling, bad files."""
 
 import pickle
 
 import numpy as np
 import pytest
-from sensor_files import wesad_content, write_wesad
+from sensor_files import WESAD_SESSION_WITH_GAPS as SESSION, wesad_content, write_wesad
 
 from kerastl import InputError
 from kerastl.data import sensors, wesad
-
-# Seconds per condition: 0 transient, 1 baseline, 2 stress, 3 amusement, 4 meditation, 6 ignored.
-SESSION = [(0, 1), (1, 4), (0, 0.5), (2, 3), (3, 2), (6, 1), (4, 2.5)]
 
 
 def test_chest_stretches_at_32_hz(tmp_path):
@@ -34,19 +31,6 @@ def test_wrist_sensors_at_their_own_rates_meet_on_one_clock(tmp_path):
     assert [len(s) for s in rec.series] == [32, 24, 16, 20]
     t = 1.0 + np.arange(32) / 8                      # the baseline stretch, from 1 s
     np.testing.assert_allclose(rec.series[0], [14.0, 10.0, 13.0] + t[:, None], atol=1e-3)
-
-
-def test_amsl_split_with_stress_abnormal(tmp_path):
-    for subject in (2, 3, 4):
-        write_wesad(tmp_path, subject, SESSION)
-    data = sensors.load_anomaly_data(f"wesad:{tmp_path}", None, window=16, stride=16, seed=1)
-    assert data.summary()["normal_classes"] == ["baseline", "amusement", "meditation"]
-    assert data.summary()["abnormal_classes"] == ["stress"] and data.summary()["sample_rate"] == 32.0
-    # Windows per stretch: baseline 128 // 16 = 8, stress 6, amusement 4, meditation 5;
-    # each normal condition: 2 of 3 subjects train, 1 tests; every stress stretch tests.
-    assert len(data.x_train) == 2 * (8 + 4 + 5) and data.x_train.shape[1:] == (16, 8)
-    assert np.bincount(data.test_classes).tolist() == [8, 3 * 6, 4, 5]
-    np.testing.assert_array_equal(data.is_abnormal, data.test_classes == 1)
 
 
 class Unexpected:
