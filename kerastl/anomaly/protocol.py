@@ -26,7 +26,8 @@ import dataclasses
 
 import numpy as np
 
-from kerastl.data.sensors import ChannelScaler, Recordings, load_recordings, make_windows, read_npz_windows
+from kerastl.data.recordings import Recordings, make_windows
+from kerastl.data.sensors import ChannelScaler, load_recordings, read_npz_windows
 from kerastl.errors import InputError
 
 # The AMSL paper's DSADS protocol: 14 normal activities; abnormal are ascending (a05) and

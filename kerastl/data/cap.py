@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from kerastl.data.sensors import Recordings, cut_spans
+from kerastl.data.recordings import Recordings, cut_spans
 from kerastl.errors import InputError
 
 CAP_STAGES = ("W", "S1", "S2", "S3", "S4", "R")

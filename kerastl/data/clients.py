@@ -39,7 +39,7 @@ import os
 import numpy as np
 
 from kerastl.data.pamap2 import PAMAP2_ACTIVITIES, PAMAP2_CHANNELS, read_pamap2  # noqa: F401 (re-exported)
-from kerastl.data.sensors import make_windows
+from kerastl.data.recordings import make_windows
 from kerastl.errors import InputError
 
 SPLIT = (0.4, 0.3, 0.3)  # train, test, validation

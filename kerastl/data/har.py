@@ -201,7 +201,8 @@ def load_uci_har(folder: str | None) -> Windows:
 
 def load_watch_windows(window: int, stride: int) -> Windows:
     """seglearn's watch recordings cut into windows (every recording is one exercise)."""
-    from kerastl.data.sensors import load_watch, make_windows
+    from kerastl.data.recordings import make_windows
+    from kerastl.data.sensors import load_watch
 
     recordings = load_watch()
     xs, ys, groups, positions, names = [], [], [], [], {}

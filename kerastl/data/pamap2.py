@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from kerastl.data.sensors import Recordings, channel_indices, make_windows, resample
+from kerastl.data.recordings import Recordings, channel_indices, make_windows, resample
 from kerastl.errors import InputError
 
 PAMAP2_RATE = 100.0

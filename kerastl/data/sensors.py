@@ -1,4 +1,4 @@
-"""Multichannel sensor recordings: the dataset readers, windows and per-channel scaling.
+"""Multichannel sensor datasets: the readers, and per-channel scaling.
 
 - `load_watch()`: the smartwatch exercise recordings shipped in seglearn (offline, real):
   140 recordings, 6 channels (3-axis accelerometer + gyroscope) at 50 Hz, 7 shoulder
@@ -7,53 +7,42 @@
   `a01..a19/p1..p8/s01..s60.txt`, each file 125 rows (5 s at 25 Hz) x 45 comma-separated
   columns (5 units x 9 channels); every file is one recording.
 - PAMAP2 (`kerastl.data.pamap2`), WESAD (`kerastl.data.wesad`) and CAP sleep recordings
-  (`kerastl.data.cap`): long sessions cut into stretches of one class; `resample` and
-  `cut_spans` bring channels of different sampling rates to one rate.
-- `load_recordings(dataset)`: `watch`, or `NAME:DIR` for the folder datasets.
+  (`kerastl.data.cap`): long sessions cut into stretches of one class.
+- `load_recordings(dataset)`: `watch`, or `NAME:DIR` for the folder datasets, as
+  `Recordings` (`kerastl.data.recordings`, with `make_windows` and the resampling the
+  format readers share).
 - `read_npz_windows(path)`: arrays `x` (windows [N, time, channels]) and `y` (class labels)
   and optional `class_names`, checked.
-- `make_windows`, `ChannelScaler` (per-channel min-max or standardisation).
+- `ChannelScaler`: per-channel min-max or standardisation, fitted on the windows given.
 
 How these become an anomaly-detection split (normal classes, train on normal only):
 `kerastl.anomaly.protocol`.
 
 Example:
 >>> recordings = load_recordings("watch")
->>> recordings.class_names[recordings.labels[0]], make_windows(recordings.series[0], 64, 64).shape
-('PEN', (20, 64, 6))
+>>> recordings.class_names[recordings.labels[0]], recordings.series[0].shape, recordings.sample_rate
+('PEN', (1333, 6), 50.0)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import fractions
 import glob
 import os
 import re
 
 import numpy as np
 
+from kerastl.data.arrays import check_windows
+from kerastl.data.cap import load_cap
+from kerastl.data.files import read_npz
+from kerastl.data.pamap2 import load_pamap2
+from kerastl.data.recordings import Recordings
+from kerastl.data.wesad import load_wesad
 from kerastl.errors import InputError
 
 WATCH_CLASSES = ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
 DSADS_SEGMENT_SHAPE = (125, 45)
 FOLDER_DATASETS = ("dsads", "pamap2", "wesad", "cap")
-
-
-@dataclasses.dataclass
-class Recordings:
-    """Variable-length recordings: `series[i]` is float32 [time_i, channels] of class `labels[i]`."""
-
-    name: str
-    series: list
-    labels: np.ndarray
-    class_names: list
-    groups: np.ndarray          # subject / person of each recording
-    channel_names: list
-    sample_rate: float | None = None    # Hz
-    # True when recordings are stretches of one class cut from longer sessions: those shorter
-    # than a window are left out (instead of refusing the window length).
-    drop_short: bool = False
 
 
 def load_watch() -> Recordings:
@@ -111,101 +100,6 @@ def load_dsads(folder: str, segment_shape: tuple[int, int] = DSADS_SEGMENT_SHAPE
                       groups=np.asarray(groups, np.int64), channel_names=channels, sample_rate=25.0)
 
 
-def resample(series: np.ndarray, rate: float, new_rate: float) -> np.ndarray:
-    """`series` [time, ...] sampled at `rate` Hz, resampled to `new_rate` Hz: sample i of the
-    result is at time i / new_rate, ceil(len * new_rate / rate) samples. Downsampling filters
-    against aliasing (polyphase, the edges padded along the local trend); upsampling
-    interpolates linearly (extrapolating the last interval). A straight line comes back
-    unchanged either way.
-
-    Example:
-    >>> resample(np.arange(8.0)[:, None], rate=4, new_rate=2)[:, 0].round(6)
-    array([0., 2., 4., 6.])
-    >>> resample(np.array([0.0, 1.0, 4.0]), rate=1, new_rate=2)
-    array([0. , 0.5, 1. , 2.5, 4. , 5.5])
-    """
-    series = np.asarray(series, np.float64)
-    if rate == new_rate or len(series) == 0:
-        return series
-    length = int(np.ceil(len(series) * new_rate / rate - 1e-9))
-    if new_rate > rate:
-        if len(series) == 1:
-            return np.repeat(series, length, axis=0)
-        position = np.arange(length) * (rate / new_rate)
-        left = np.minimum(position.astype(int), len(series) - 2)
-        step = (position - left).reshape(-1, *[1] * (series.ndim - 1))
-        return series[left] + step * (series[left + 1] - series[left])
-    if len(series) == 1:  # nothing to filter (the trend padding needs two samples)
-        return series
-    from scipy.signal import resample_poly
-
-    ratio = fractions.Fraction(new_rate / rate).limit_denominator(1000)
-    return resample_poly(series, ratio.numerator, ratio.denominator, axis=0, padtype="line")
-
-
-def array_reader(values: np.ndarray, rate: float):
-    """`read(start_s, end_s)` over an array sampled at `rate` Hz (for `cut_spans`)."""
-    return lambda start, end: values[int(round(start * rate)):int(round(end * rate))]
-
-
-def cut_spans(sources, spans, rate: float) -> list[np.ndarray]:
-    """One float32 series [time, channels] at `rate` Hz per span `(start_s, end_s)`.
-
-    `sources` are `(read, source_rate)` pairs: `read(start_s, end_s)` returns that source's
-    samples between the two times (1-D, or [time, k] for k channels); each is resampled to
-    `rate` and the channels are cut to their common length.
-
-    Example:
-    >>> fast, slow = np.arange(20.0), np.arange(10.0) * 2      # 10 Hz and 5 Hz clocks of one signal
-    >>> cut_spans([(array_reader(fast, 10), 10), (array_reader(slow, 5), 5)], [(0.4, 1.2)], 5)[0]
-    array([[ 4.,  4.],
-           [ 6.,  6.],
-           [ 8.,  8.],
-           [10., 10.]], dtype=float32)
-    """
-    out = []
-    for start, end in spans:
-        parts = []
-        for read, source_rate in sources:
-            values = np.asarray(read(start, end), np.float64)
-            parts.append(resample(values.reshape(len(values), -1), source_rate, rate))
-        length = min(len(p) for p in parts)
-        out.append(np.concatenate([p[:length] for p in parts], axis=1).astype(np.float32))
-    return out
-
-
-def channel_indices(available: list, wanted: str | None, dataset: str) -> list[int]:
-    """Indices of the comma-separated channel names `wanted` among `available` (None: all)."""
-    if wanted is None:
-        return list(range(len(available)))
-    names = [name.strip() for name in str(wanted).split(",") if name.strip()]
-    unknown = [name for name in names if name not in available]
-    if unknown or not names:
-        problem = f"{unknown[0]!r} is not a channel" if unknown else "names no channel"
-        raise InputError(f"--channels {wanted}: {problem} of {dataset}; expected names among "
-                         f"{', '.join(available)}")
-    return [available.index(name) for name in dict.fromkeys(names)]
-
-
-def make_windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Windows `[N, window, channels]` of one recording `[time, channels]`, starting every
-    `stride` steps (the tail that does not fill a window is dropped).
-
-    Example:
-    >>> make_windows(np.arange(10.0)[:, None], window=4, stride=3)[..., 0]
-    array([[0., 1., 2., 3.],
-           [3., 4., 5., 6.],
-           [6., 7., 8., 9.]])
-    """
-    series = np.asarray(series)
-    if window < 1 or stride < 1:
-        raise InputError(f"--window {window} / --stride {stride}: expected positive integers")
-    if window > len(series):
-        raise InputError(f"--window {window}: longer than a recording of {len(series)} steps")
-    starts = np.arange(0, len(series) - window + 1, stride)
-    return np.stack([series[s:s + window] for s in starts]) if len(starts) else np.zeros((0, window, series.shape[1]))
-
-
 class ChannelScaler:
     """Per-channel scaling fitted on training windows: `(x - offset) / scale`.
 
@@ -244,9 +138,6 @@ def read_npz_windows(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """`(x, labels, class_names)` of an npz file: `x` windows [N, time, channels] (checked,
     float32), `y` class labels (integers, or strings), optional `class_names` (for integer
     labels 0..C-1); `labels` are int64 indices into `class_names`."""
-    from kerastl.data.arrays import check_windows
-    from kerastl.data.files import read_npz
-
     arrays = read_npz(path)
     x = check_windows(arrays["x"], f"{path}: x")
     y = np.asarray(arrays["y"])
@@ -281,10 +172,7 @@ def load_recordings(dataset: str, data_dir: str | None = None, channels: str | N
     if name == "dsads":
         return load_dsads(folder, given=given)
     if name == "pamap2":
-        from kerastl.data.pamap2 import load_pamap2
         return load_pamap2(folder, channels, sample_rate, given)
     if name == "wesad":
-        from kerastl.data.wesad import load_wesad
         return load_wesad(folder, wesad_device, channels, sample_rate, given)
-    from kerastl.data.cap import load_cap
     return load_cap(folder, channels, sample_rate, given)

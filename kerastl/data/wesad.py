@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from kerastl.data.sensors import Recordings, array_reader, channel_indices, cut_spans
+from kerastl.data.recordings import Recordings, array_reader, channel_indices, cut_spans
 from kerastl.errors import InputError
 
 LABEL_RATE = 700.0

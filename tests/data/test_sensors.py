@@ -1,4 +1,4 @@
-"""Sensor data: windows, scaling, the watch and DSADS loaders, the docstring examples."""
+"""Sensor data: scaling, the watch and DSADS loaders, the docstring examples."""
 
 import doctest
 import os
@@ -9,16 +9,6 @@ from sensor_files import write_dsads
 
 from kerastl import InputError
 from kerastl.data import sensors
-
-
-def test_make_windows_by_hand():
-    series = np.arange(20, dtype="float32").reshape(10, 2)     # step t holds (2t, 2t + 1)
-    w = sensors.make_windows(series, window=4, stride=3)
-    assert w.shape == (3, 4, 2)
-    assert w[:, 0, 0].tolist() == [0, 6, 12] and w[2, -1].tolist() == [18, 19]
-    assert sensors.make_windows(series, 10, 1).shape == (1, 10, 2)
-    with pytest.raises(InputError, match="--window 11: longer than a recording of 10 steps"):
-        sensors.make_windows(series, 11, 1)
 
 
 def test_channel_scaler_fits_on_the_data_it_is_given():

@@ -7,7 +7,7 @@ import pytest
 from sensor_files import WESAD_SESSION_WITH_GAPS as SESSION, wesad_content, write_wesad
 
 from kerastl import InputError
-from kerastl.data import sensors, wesad
+from kerastl.data import wesad
 
 
 def test_chest_stretches_at_32_hz(tmp_path):
@@ -89,20 +89,3 @@ def test_the_pickle_is_read_as_latin1_python2_data(tmp_path):
     assert len(labels) == 1400 and [s[0].shape for s in sources][:2] == [(1400, 3), (1400, 1)]
     with open(path, "rb") as f:
         assert pickle.load(f, encoding="latin1")["subject"] == "S2"
-
-
-def test_resampling_by_hand():
-    """The shared resampler under the WESAD wrist clocks: values checked at known times."""
-    np.testing.assert_allclose(sensors.resample(np.array([0.0, 1.0, 4.0]), 1, 2), [0, 0.5, 1, 2.5, 4, 5.5])
-    assert sensors.resample(np.array([[3.0, 4.0]]), 4, 1).tolist() == [[3.0, 4.0]]       # one sample stays
-    t = np.arange(2100) / 700                                                        # 3 s at 700 Hz
-    down = sensors.resample(np.stack([np.sin(np.pi * t), np.full_like(t, 5.0)], axis=1), 700, 32)
-    assert down.shape == (96, 2)
-    np.testing.assert_allclose(down[4:-4, 0], np.sin(np.pi * np.arange(4, 92) / 32), atol=1e-3)
-    np.testing.assert_allclose(down[:, 1], 5.0, atol=1e-5)
-    # A 20 Hz tone is above 32 Hz's Nyquist frequency: filtered out, not folded to 12 Hz.
-    assert np.abs(sensors.resample(np.sin(2 * np.pi * 20 * t), 700, 32)[8:-8]).max() < 0.05
-    fast, slow = np.arange(70.0) * 0.1, np.arange(4 * 7) * 0.25             # 10 Hz and 4 Hz clocks of t
-    both, = sensors.cut_spans([(sensors.array_reader(fast, 10), 10), (sensors.array_reader(slow, 4), 4)],
-                              [(1.0, 6.0)], 2)
-    np.testing.assert_allclose(both, np.repeat(1.0 + np.arange(10)[:, None] / 2, 2, axis=1), atol=1e-6)
