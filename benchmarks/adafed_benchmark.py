@@ -4,8 +4,11 @@ the local engine.
 
 Accuracy (main or federated environment; local engine): for each setting x seed, one
 `apps.adafed --algorithm all` run; settings: the smartwatch subjects as clients (`watch`),
-mnist5k over 20 clients with Dirichlet alpha 0.1 and 0.01. Finished runs (metrics.json under
---runs) are reused. Writes benchmarks/results/adafed_benchmark.{json,md}.
+mnist5k over 20 clients with Dirichlet alpha 0.1 and 0.01. A finished run (metrics.json and
+provenance.json under --runs) is reused only when it was made by today's code (--no-reuse:
+never). Writes benchmarks/results/adafed_benchmark.{json,md}: mean +- sample std over seeds,
+the per-seed values, and FedAP against every other method ("beats" only when better on every
+seed or by a paired t-test at p < 0.05).
 
 Timing (federated environment only, `--only tff-time`): the same rounds through both engines
 on the watch clients; writes benchmarks/results/adafed_tff_time.json.
@@ -21,15 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-import numpy as np
+import provenance
+import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ALGORITHMS = ("base", "fedavg", "fedbn", "fedprox", "fedper", "fedap")
+DEPENDS_ON = ("apps.adafed",)  # run in a subprocess: invisible to provenance's import scan
+DEPENDENCIES = provenance.dependency_paths(__file__)
 SETTINGS = {
     "watch": ["--dataset", "watch"],
     "mnist5k-a0.1": ["--dataset", "mnist5k", "--clients", "20", "--alpha", "0.1"],
@@ -38,49 +43,37 @@ SETTINGS = {
 }
 
 
-def run_setting(setting, seed, runs, extra):
-    folder = os.path.join(runs, f"{setting}-{seed}")
-    path = os.path.join(folder, "metrics.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    command = [sys.executable, "-m", "apps.adafed", "--preset", "cpu", "--algorithm", "all", "--seed", str(seed),
-               "--output", folder, "--overwrite", "--no-export", *SETTINGS[setting], *extra]
-    print(" ".join(command[1:]), flush=True)
-    start = time.time()
-    subprocess.run(command, check=True, cwd=ROOT)
-    with open(path) as f:
-        metrics = json.load(f)
-    metrics["wall_seconds"] = time.time() - start
-    with open(path, "w") as f:
-        json.dump(metrics, f)
-    return metrics
+def run_setting(setting, seed, runs, extra, reuse=True):
+    argv = ["--preset", "cpu", "--algorithm", "all", "--seed", str(seed), "--no-export", *SETTINGS[setting], *extra]
+    return provenance.app_run(os.path.join(runs, f"{setting}-{seed}"), "apps.adafed", argv, DEPENDENCIES, reuse)
 
 
 def accuracy(args):
+    record = provenance.start(DEPENDENCIES)
     rows = {}
     for setting in args.settings:
         for seed in args.seeds:
-            rows[(setting, seed)] = run_setting(setting, seed, args.runs, args.extra)
+            rows[(setting, seed)] = run_setting(setting, seed, args.runs, args.extra, args.reuse)
     summary, lines = {}, ["| algorithm | " + " | ".join(args.settings) + " |", "|---|" + "---|" * len(args.settings)]
     for algorithm in ALGORITHMS:
         cells = []
         for setting in args.settings:
             means = [rows[(setting, s)]["results"][algorithm]["mean_accuracy"] for s in args.seeds]
-            summary[f"{algorithm}/{setting}"] = {"mean": float(np.mean(means)), "std": float(np.std(means)),
-                                                 "seeds": means}
-            cells.append(f"{100 * np.mean(means):.2f} +- {100 * np.std(means):.2f}")
+            summary[f"{algorithm}/{setting}"] = stats.spread(means)
+            cells.append(stats.plus_minus(means, 100, sign="+-"))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
     per_client = {f"{setting}/{seed}": {a: m["results"][a]["client_accuracy"] for a in ALGORITHMS}
                   for (setting, seed), m in rows.items()}
-    checks = {f"fedap beats fedavg on {s}": summary[f"fedap/{s}"]["mean"] > summary[f"fedavg/{s}"]["mean"]
-              for s in args.settings}
+    comparisons = {f"fedap vs {other} on {s}": stats.compare("FedAP", summary[f"fedap/{s}"]["values"], other,
+                                                             summary[f"{other}/{s}"]["values"])
+                   for s in args.settings for other in ALGORITHMS if other != "fedap"}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "adafed_benchmark.json"), "w") as f:
-        json.dump({"summary": summary, "checks": checks, "per_client": per_client, "seeds": args.seeds,
-                   "extra": args.extra}, f, indent=2)
-    text = ("mean client test accuracy % at the best-validation round (mean +- std over seeds "
-            f"{args.seeds})\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items()))
+        json.dump({"summary": summary, "comparisons": comparisons, "per_client": per_client, "seeds": args.seeds,
+                   "extra": args.extra, "provenance": provenance.public(provenance.finish(record))}, f, indent=2)
+    text = ("mean client test accuracy % at the best-validation round (mean +- sample std over seeds "
+            f"{args.seeds})\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {c['statement']}" for c in comparisons.values()))
     with open(os.path.join(HERE, "results", "adafed_benchmark.md"), "w") as f:
         f.write(text + "\n")
     print(text)
@@ -95,6 +88,7 @@ def tff_time(args):
     from kerastl.federated.simulation import FederatedSimulation, make_clients
     from kerastl.federated.tff_process import TFFSimulation
 
+    record = provenance.start(DEPENDENCIES)
     data = load_federated_data("watch")
     clients = make_clients(data, 32, shuffle_seed=0)
     times = {}
@@ -111,7 +105,8 @@ def tff_time(args):
 
         stop_tff_workers()
     result = {"seconds_per_round": times, "tff_over_local": times["tff"] / times["local"], "rounds": args.rounds,
-              "clients": len(clients), "dataset": "watch", "algorithm": "fedap"}
+              "clients": len(clients), "dataset": "watch", "algorithm": "fedap",
+              "provenance": provenance.public(provenance.finish(record))}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "adafed_tff_time.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -125,6 +120,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (tff-time)")
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-adafed"))
+    provenance.add_reuse_option(parser)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further apps.adafed options, e.g. --extra --rounds 20 --lr 0.05")
     args = parser.parse_args()

@@ -9,7 +9,10 @@ taylor); and AdaRNN's training time per epoch relative to GRU (same data, same s
 
 Every run is `python -m apps.adarnn --preset cpu` (in this process, without export) with
 the epochs shortened by --epochs / --pre-epoch so the whole benchmark fits ~35 minutes on 2
-shared CPU cores. Finished runs in --runs are reused, so an interrupted benchmark continues.
+shared CPU cores. A finished run in --runs is reused only when its provenance.json shows the
+same command and today's code (--no-reuse: never), so an interrupted benchmark continues;
+parts kept from an earlier invocation likewise. ± is the sample std over seeds; AdaRNN vs
+GRU is "better" only on every seed or by a paired t-test at p < 0.05.
 RMSE / MAE are on the original scale (degrees C, MW) and on the training min-max scale.
 
     python benchmarks/adarnn_benchmark.py                       # everything
@@ -28,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import provenance  # noqa: E402
+import stats  # noqa: E402
 from apps import adarnn  # noqa: E402
 from kerastl import app  # noqa: E402
 
@@ -41,42 +46,33 @@ LABELS = {"persistence": "persistence", "gru": "GRU", "mmd_rnn": "MMD-RNN", "dan
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def run_once(runs: str, name: str, argv: list[str], done_key: str = "rmse") -> dict:
+DEPENDENCIES = provenance.dependency_paths(__file__)
+
+
+def run_once(runs: str, name: str, argv: list[str], dependencies: list[str] = DEPENDENCIES, reuse: bool = True,
+             done_key: str = "rmse") -> dict:
     """One in-process `apps.adarnn --preset cpu` run into runs/name, reused when its
-    metrics.json already holds `done_key` (a finished run)."""
+    metrics.json holds `done_key` (a finished run) and its provenance shows the same command
+    and today's code; `wall_seconds` is the run's wall time."""
     folder = os.path.join(runs, name)
-    metrics_path = os.path.join(folder, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        if done_key in metrics:
-            return metrics
-    started = time.perf_counter()
-    code = app.main(adarnn.build_parser, adarnn.run,
-                    ["--preset", "cpu", "--no-export", "--output", folder, "--overwrite", *argv])
-    if code != 0:
-        raise SystemExit(f"run {name} failed with exit code {code}")
-    with open(metrics_path) as f:
-        metrics = json.load(f)
-    metrics["wall_seconds"] = time.perf_counter() - started
-    with open(metrics_path, "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
+    metrics = provenance.app_run(folder, "apps.adarnn", ["--preset", "cpu", "--no-export", *argv], dependencies,
+                                 reuse, lambda m: done_key in m,
+                                 main=lambda full: app.main(adarnn.build_parser, adarnn.run, full))
+    return {**metrics, "wall_seconds": provenance.read(folder)["wall_seconds"]}
 
 
-def summary(values):
-    values = np.asarray(values, float)
-    return {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}
+def table_argv(series: str, model: str, seed: int, args) -> list[str]:
+    """A run of the main table (the K sweep's K = 3 and the TDC split reuse AdaRNN's)."""
+    return SERIES[series] + ["--model", model, "--seed", str(seed), *args.budget]
 
 
 def table(args, results):
     rows = results.setdefault("table", {})
     for seed in args.seeds:  # seed-major: a partial run still covers every cell
         for series in args.series:
-            data = SERIES[series]
             for model in MODELS:
-                metrics = run_once(args.runs, f"{series}-{model}-s{seed}",
-                                   data + ["--model", model, "--seed", str(seed), *args.budget])
+                metrics = run_once(args.runs, f"{series}-{model}-s{seed}", table_argv(series, model, seed, args),
+                                   reuse=args.reuse)
                 cell = rows.setdefault(series, {}).setdefault(model, {"runs": {}})
                 cell["runs"][str(seed)] = {k: metrics[k] for k in ("rmse", "mae", "rmse_scaled", "mae_scaled")}
                 cell["runs"][str(seed)]["epoch_seconds"] = metrics["history"]["epoch_seconds"]
@@ -87,10 +83,14 @@ def table(args, results):
         for model, cell in cells.items():
             if isinstance(cell, dict) and "runs" in cell:
                 for key in ("rmse", "mae", "rmse_scaled", "mae_scaled"):
-                    cell[key] = summary([run[key] for run in cell["runs"].values()])
+                    cell[key] = stats.spread([run[key] for run in cell["runs"].values()])
         if "adarnn" in cells and "gru" in cells:
             cells["adarnn_rmse_change_vs_gru_percent"] = 100.0 * (cells["adarnn"]["rmse"]["mean"]
                                                                    / cells["gru"]["rmse"]["mean"] - 1.0)
+            seeds = sorted(set(cells["adarnn"]["runs"]) & set(cells["gru"]["runs"]), key=int)
+            cells["adarnn_vs_gru"] = stats.compare(
+                "AdaRNN", [cells["adarnn"]["runs"][s]["rmse"] for s in seeds],
+                "GRU", [cells["gru"]["runs"][s]["rmse"] for s in seeds], higher_is_better=False)
     changes = [cells["adarnn_rmse_change_vs_gru_percent"] for cells in rows.values()
                if "adarnn_rmse_change_vs_gru_percent" in cells]
     results["average_adarnn_rmse_change_vs_gru_percent"] = float(np.mean(changes)) if changes else None
@@ -111,9 +111,13 @@ def k_sweep(args, results):
     sweep = results.setdefault("k_sweep", {"series": "greensboro", "model": "adarnn", "seed": 0, "runs": {}})
     for k in range(2, 11):
         # K = 3 is the table's run (the cpu preset's K).
-        metrics = run_once(args.runs, "greensboro-adarnn-s0" if k == 3 else f"greensboro-adarnn-k{k}-s0",
-                           SERIES["greensboro"] + ["--model", "adarnn", "--num-domains", str(k), "--seed", "0",
-                                                   *args.budget])
+        if k == 3:
+            metrics = run_once(args.runs, "greensboro-adarnn-s0", table_argv("greensboro", "adarnn", 0, args),
+                               reuse=args.reuse)
+        else:
+            metrics = run_once(args.runs, f"greensboro-adarnn-k{k}-s0",
+                               table_argv("greensboro", "adarnn", 0, args) + ["--num-domains", str(k)],
+                               reuse=args.reuse)
         sweep["runs"][str(k)] = {"rmse": metrics["rmse"], "mae": metrics["mae"],
                                  "rmse_scaled": metrics["rmse_scaled"],
                                  "boundaries": metrics["segments"]["boundaries"]}
@@ -126,14 +130,18 @@ def splits(args, results):
         for method in ("tdc", "random", "reverse"):
             values = []
             for seed in args.split_seeds:
-                name = f"{series}-adarnn-s{seed}" if method == "tdc" else f"{series}-adarnn-{method}-s{seed}"
-                metrics = run_once(args.runs, name, SERIES[series] + ["--model", "adarnn", "--split", method,
-                                                                      "--seed", str(seed), *args.budget])
+                if method == "tdc":  # the default split: the table's run
+                    metrics = run_once(args.runs, f"{series}-adarnn-s{seed}",
+                                       table_argv(series, "adarnn", seed, args), reuse=args.reuse)
+                else:
+                    metrics = run_once(args.runs, f"{series}-adarnn-{method}-s{seed}",
+                                       table_argv(series, "adarnn", seed, args) + ["--split", method],
+                                       reuse=args.reuse)
                 values.append({"seed": seed, "rmse": metrics["rmse"], "mae": metrics["mae"],
                                "boundaries": metrics["segments"]["boundaries"],
                                "diversity": metrics["segments"]["score"]})
             comparison["runs"].setdefault(series, {})[method] = {
-                "rmse": summary([v["rmse"] for v in values]), "mae": summary([v["mae"] for v in values]),
+                "rmse": stats.spread([v["rmse"] for v in values]), "mae": stats.spread([v["mae"] for v in values]),
                 "runs": values}
             save(results)
 
@@ -213,6 +221,8 @@ def markdown(results) -> str:
         lines.append("| AdaRNN RMSE vs GRU | " + " | ".join(
             f"{rows[s]['adarnn_rmse_change_vs_gru_percent']:+.1f} %" if "adarnn_rmse_change_vs_gru_percent" in rows[s]
             else "—" for s in rows) + " |")
+        lines += [f"\n{series}: {rows[series]['adarnn_vs_gru']['statement']} (test RMSE)." for series in rows
+                  if "adarnn_vs_gru" in rows[series]]
         average = results.get("average_adarnn_rmse_change_vs_gru_percent")
         lines.append(f"\nAverage AdaRNN RMSE change vs GRU: {average:+.2f} % (paper, air quality: -73.57 %).\n"
                      if average is not None else "")
@@ -269,7 +279,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (cpu preset: 30; default 20)")
     parser.add_argument("--pre-epoch", type=int, default=10, help="pre-training epochs (default 10)")
     parser.add_argument("--runs", default="runs/bench-adarnn", help="run folders (reused when finished)")
+    provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    record = provenance.start(DEPENDENCIES)
     args.budget = ["--epochs", str(args.epochs), "--pre-epoch", str(args.pre_epoch)]
     started = time.perf_counter()
     path = os.path.join(RESULTS, "adarnn_benchmark.json")
@@ -277,6 +289,10 @@ def main():
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
+        # Parts of an earlier invocation are kept only when today's code made them.
+        if not provenance.may_reuse(path, DEPENDENCIES, args.reuse):
+            results = {}
+        results.pop("provenance", None)  # set again when this invocation ends
     results["setup"] = (f"apps.adarnn --preset cpu (K = 3, len_seq 24, batch 36 per segment, lr 2e-3, GRU 2 x 64, "
                         f"adversarial TDM distance, lambda 0.1, forecasting the change from the last value) with "
                         f"--epochs {args.epochs} --pre-epoch {args.pre_epoch}; the best validation epoch's weights "
@@ -291,6 +307,7 @@ def main():
             function(args, results)
     invocations[-1]["minutes"] = (time.perf_counter() - started) / 60.0
     results["total_minutes"] = sum(i["minutes"] or 0.0 for i in invocations)
+    results["provenance"] = provenance.public(provenance.finish(record))
     save(results)
     print(markdown(results))
 

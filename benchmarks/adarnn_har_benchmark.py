@@ -8,8 +8,10 @@ of the gradient-boosted trees baseline (the paper's LightGBM), GRU, MMD-RNN, DAN
 AdaRNN over 3 seeds (mean +- std).
 
 Every run is `python -m apps.adarnn --task classification --dataset watch --preset cpu`
-(in this process, without export; --epochs / --pre-epoch shorten it if given). Finished runs
-in --runs are reused, so an interrupted benchmark continues.
+(in this process, without export; --epochs / --pre-epoch shorten it if given). A finished run
+in --runs is reused only when its provenance.json shows the same command and today's code
+(--no-reuse: never), so an interrupted benchmark continues. ± is the sample std over seeds;
+"A beats B" (ACC) only when A is better on every seed or by a paired t-test at p < 0.05.
 
     python benchmarks/adarnn_har_benchmark.py
     python benchmarks/adarnn_har_benchmark.py --seeds 0 --epochs 20 --pre-epoch 10
@@ -28,7 +30,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from adarnn_benchmark import run_once, summary  # noqa: E402
+import provenance  # noqa: E402
+import stats  # noqa: E402
+from adarnn_benchmark import run_once  # noqa: E402
 
 from kerastl.timeseries.classification import METRIC_KEYS  # noqa: E402
 
@@ -41,6 +45,7 @@ PAPER = {"gbt": (84.11, 83.73, 83.63, 84.91, 90.23), "gru": (85.68, 85.62, 85.51
          "mmd_rnn": (86.39, 86.80, 86.26, 86.38, 91.77), "dann_rnn": (85.88, 85.59, 85.62, 85.56, 91.41),
          "adarnn": (87.31, 87.19, 87.18, 87.17, 92.32)}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEPENDENCIES = provenance.dependency_paths(__file__)
 
 
 def table(args, results):
@@ -50,15 +55,21 @@ def table(args, results):
             started = time.perf_counter()
             metrics = run_once(args.runs, f"watch-{method}-s{seed}",
                                ["--task", "classification", "--dataset", "watch", "--model", method, "--seed",
-                                str(seed), *args.budget], done_key="acc")
+                                str(seed), *args.budget], DEPENDENCIES, args.reuse, done_key="acc")
             cell = rows.setdefault(method, {"runs": {}})
             cell["runs"][str(seed)] = {**{key: metrics[key] for key in METRIC_KEYS},
                                        "wall_seconds": metrics.get("wall_seconds", time.perf_counter() - started),
                                        "best_epoch": metrics.get("best_epoch"), "gbt_rounds": metrics.get("gbt_rounds")}
             for key in METRIC_KEYS:
-                cell[key] = summary([run[key] for run in cell["runs"].values()])
+                cell[key] = stats.spread([run[key] for run in cell["runs"].values()])
             results["split"] = metrics["split"]
             save(results)
+    seeds = [str(seed) for seed in args.seeds]
+    accuracy = {method: [rows[method]["runs"][seed]["acc"] for seed in seeds] for method in METHODS}
+    results["comparisons"] = {
+        f"{a} vs {b}": stats.compare(LABELS[a], accuracy[a], LABELS[b], accuracy[b])
+        for a, b in [("adarnn", "gru"), ("adarnn", "mmd_rnn"), ("adarnn", "dann_rnn"),
+                     *[("gbt", rnn) for rnn in ("gru", "mmd_rnn", "dann_rnn", "adarnn")]]}
 
 
 def save(results):
@@ -94,6 +105,7 @@ def markdown(results) -> str:
         for method in METHODS:
             lines.append(f"| {LABELS[method]} | " + " | ".join(f"{v:.2f}" for v in PAPER[method]) + " |")
         lines.append("| AdaRNN (cosine) | 88.44 | 88.71 | 88.59 | 88.63 | 93.19 |")
+        lines += ["\nTest ACC: " + "; ".join(c["statement"] for c in results.get("comparisons", {}).values()) + "."]
     split = results.get("split")
     if split:
         lines.append(f"\nWindows: train {split['windows']['train']}, validation {split['windows']['valid']}, test "
@@ -110,7 +122,9 @@ def main():
     parser.add_argument("--pre-epoch", type=int, default=None,
                         help="pre-training epochs (default: the cpu preset's 15)")
     parser.add_argument("--runs", default="runs/bench-adarnn-har", help="run folders (reused when finished)")
+    provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    record = provenance.start(DEPENDENCIES)
     args.budget = [*(["--epochs", str(args.epochs)] if args.epochs else []),
                    *(["--pre-epoch", str(args.pre_epoch)] if args.pre_epoch else [])]
     started = time.perf_counter()
@@ -119,6 +133,10 @@ def main():
     if os.path.exists(path):
         with open(path) as f:
             results = json.load(f)
+        # Runs of an earlier invocation are kept only when today's code made them.
+        if not provenance.may_reuse(path, DEPENDENCIES, args.reuse):
+            results = {}
+        results.pop("provenance", None)  # set again when this invocation ends
     results["setup"] = (
         "apps.adarnn --task classification --dataset watch --preset cpu: windows of 64 samples every 16, "
         "standardised channels, cross-time split per recording (60 % train / 10 % validation / 30 % test, in "
@@ -135,6 +153,7 @@ def main():
     table(args, results)
     invocations[-1]["minutes"] = (time.perf_counter() - started) / 60.0
     results["total_minutes"] = sum(i["minutes"] or 0.0 for i in invocations)
+    results["provenance"] = provenance.public(provenance.finish(record))
     save(results)
     print(markdown(results))
 

@@ -6,8 +6,11 @@ benchmarks/results/flexmatch_accuracy.json (every run) and .md (mean +- std per 
 checks the expected shape: Flex-* beat their fixed-threshold versions at 40 labels, and
 FlexMatch reaches FixMatch's final accuracy in at most a third of the iterations.
 
-Runs that already have a metrics.json under --runs are reused, so the script can be stopped
-and started again. A full grid (12 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU
+A run under --runs is reused (or an interrupted one resumed) only when its provenance.json
+shows the same command and today's code for the paths this script depends on (--no-reuse:
+never), so the script can be stopped and started again. Cells are mean +- sample std over
+seeds; "Flex-X beats X" is stated only when it is better on every seed or by a paired t-test
+at p < 0.05. A full grid (12 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU
 cores; use --algorithms / --labels / --seeds for a part (the tables then hold only that part).
 Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch run with TorchSSL's uratio 1, the others
 with 7 (the app's per-algorithm default).
@@ -23,36 +26,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-import numpy as np
+import provenance
+import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+DEPENDS_ON = ("apps.flexmatch",)  # run in a subprocess: invisible to provenance's import scan
+DEPENDENCIES = provenance.dependency_paths(__file__)
 # TorchSSL's table order, then the Flex-* variants beside their fixed-threshold versions.
 ALGORITHMS = ("supervised", "pimodel", "meanteacher", "vat", "mixmatch", "remixmatch", "pseudolabel",
               "flex_pseudolabel", "uda", "flex_uda", "fixmatch", "flexmatch")
 
 
-def run_one(algorithm, labels, seed, runs, extra, report_only=False):
+def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True):
     folder = os.path.join(runs, f"{algorithm}-{labels}-{seed}")
-    metrics_path = os.path.join(folder, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        if "test_error_final" in metrics:
-            return metrics
+    argv = ["--dataset", "mnist5k", "--preset", "cpu", "--algorithm", algorithm, "--num-labels", str(labels),
+            "--seed", str(seed), "--no-export", *extra]
+    finished = lambda metrics: "test_error_final" in metrics  # noqa: E731
     if report_only:
-        return None
-    resume = ["--resume"] if os.path.isdir(os.path.join(folder, "checkpoints")) else []
-    command = [sys.executable, "-m", "apps.flexmatch", "--dataset", "mnist5k", "--preset", "cpu",
-               "--algorithm", algorithm, "--num-labels", str(labels), "--seed", str(seed),
-               "--output", folder, "--no-export", *resume, *extra]
-    print(" ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
-    with open(metrics_path) as f:
-        return json.load(f)
+        path = os.path.join(folder, "metrics.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            metrics = json.load(f)
+        typed = provenance.app_command("apps.flexmatch", argv, folder)
+        return metrics if finished(metrics) and provenance.may_reuse(folder, DEPENDENCIES, True, typed) else None
+    return provenance.app_run(folder, "apps.flexmatch", argv, DEPENDENCIES, reuse, finished, resumable=True)
 
 
 def iterations_to_reach(curve, target, eval_every):
@@ -69,16 +69,19 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-flexmatch"))
     parser.add_argument("--report-only", action="store_true",
-                        help="summarise the finished runs only; start none (cells say how many seeds they hold)")
+                        help="summarise the finished runs made by today's code only; start none (cells say how many "
+                             "seeds they hold)")
+    provenance.add_reuse_option(parser)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further apps.flexmatch options, e.g. --extra --iterations 500")
     args = parser.parse_args()
 
+    record = provenance.start(DEPENDENCIES)
     rows = {}
     for labels in args.labels:
         for algorithm in args.algorithms:
             for seed in args.seeds:
-                metrics = run_one(algorithm, labels, seed, args.runs, args.extra, args.report_only)
+                metrics = run_one(algorithm, labels, seed, args.runs, args.extra, args.report_only, args.reuse)
                 if metrics is not None:
                     rows[(algorithm, labels, seed)] = metrics
 
@@ -95,20 +98,24 @@ def main():
             if not runs:
                 cells.append("not run")
                 continue
-            final = np.array([m["test_error_final"] for m in runs])
-            best = np.array([m["test_error_best"] for m in runs])
-            summary[f"{algorithm}/{labels}"] = {"final_mean": final.mean(), "final_std": final.std(),
-                                                "best_mean": best.mean(), "best_std": best.std(), "n": len(runs)}
-            cells.append(f"{final.mean():.2f} +- {final.std():.2f} / {best.mean():.2f} +- {best.std():.2f}"
+            final = [m["test_error_final"] for m in runs]
+            best = [m["test_error_best"] for m in runs]
+            summary[f"{algorithm}/{labels}"] = {"final": stats.spread(final), "best": stats.spread(best),
+                                                "seeds": [s for s in args.seeds if (algorithm, labels, s) in rows]}
+            cells.append(f"{stats.plus_minus(final, sign='+-')} / {stats.plus_minus(best, sign='+-')}"
                          + ("" if len(runs) == len(args.seeds) else f" ({len(runs)} of {len(args.seeds)} seeds)"))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
 
-    checks = {}
+    checks, comparisons = {}, {}
     for labels in args.labels:
         for plain, flex in (("pseudolabel", "flex_pseudolabel"), ("uda", "flex_uda"), ("fixmatch", "flexmatch")):
-            a, b = summary.get(f"{plain}/{labels}"), summary.get(f"{flex}/{labels}")
-            if a and b:
-                checks[f"{flex} beats {plain} at {labels} labels"] = bool(b["final_mean"] < a["final_mean"])
+            seeds = [s for s in args.seeds if (plain, labels, s) in rows and (flex, labels, s) in rows]
+            if seeds:
+                comparison = stats.compare(
+                    flex, [rows[(flex, labels, s)]["test_error_final"] for s in seeds],
+                    plain, [rows[(plain, labels, s)]["test_error_final"] for s in seeds], higher_is_better=False)
+                comparisons[f"{flex} vs {plain} at {labels} labels"] = comparison
+                checks[f"{flex} beats {plain} at {labels} labels"] = comparison["verdict"] == "beats"
     speedups = []
     for labels in args.labels:
         for seed in args.seeds:
@@ -126,11 +133,14 @@ def main():
 
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "flexmatch_accuracy.json"), "w") as f:
-        json.dump({"summary": summary, "checks": checks, "convergence": speedups,
+        json.dump({"summary": summary, "comparisons": comparisons, "checks": checks, "convergence": speedups,
                    "runs": {f"{a}/{n}/{s}": {**{k: v for k, v in m.items() if k != "history"},
                                              "val_accuracy": m["history"]["val_accuracy"]}
-                            for (a, n, s), m in rows.items()}}, f, indent=2)
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items()) + "\n"
+                            for (a, n, s), m in rows.items()},
+                   "provenance": provenance.public(provenance.finish(record))}, f, indent=2)
+    text = ("test error % final / best, mean +- sample std over seeds\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {c['statement']} at {key.rsplit(' at ', 1)[1]}" for key, c in comparisons.items())
+            + "\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items() if k.startswith("flexmatch reaches")) + "\n")
     with open(os.path.join(HERE, "results", "flexmatch_accuracy.md"), "w") as f:
         f.write(text)
     print(text)

@@ -5,7 +5,11 @@
 2. Input pipeline: images/s the tf.data SSL stream produces (weak + strong views) against the
    images/s the FlexMatch training step consumes (target: pipeline at least 2x faster).
 3. WRN-28-2 training throughput at batch 64 + 448 + 448 (32x32x3), with and without XLA.
-4. Peak memory (max RSS) of a cpu-preset apps.flexmatch run (target: under 4 GB).
+4. Peak memory (max RSS) of a cpu-preset apps.flexmatch run, small CNN width 16 (the preset)
+   and 32 (target: under 4 GB).
+
+Results of an earlier invocation (parts not measured this time) are kept only when its
+provenance shows today's code (--no-reuse: never).
 
 Usage:
   python benchmarks/flexmatch_speed.py                 # all four, results to benchmarks/results/
@@ -24,6 +28,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+DEPENDS_ON = ("apps.flexmatch",)  # the memory run imports it in a child process
+
+import provenance  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -114,6 +121,10 @@ def bench_wrn(steps):
 
 
 def bench_memory():
+    return {f"width_{width}": peak_memory(width) for width in (16, 32)}
+
+
+def peak_memory(width):
     import tempfile
 
     # The peak is sampled inside the child: ru_maxrss would be useless here, because Linux
@@ -128,7 +139,7 @@ def bench_memory():
                   "threading.Thread(target=watch, daemon=True).start()\n"
                   "from kerastl import app\nfrom apps import flexmatch\n"
                   "code = app.main(flexmatch.build_parser, flexmatch.run, ['--preset', 'cpu', '--iterations', '200', "
-                  f"'--eval-every', '100', '--output', {folder + '/run'!r}, '--no-export'])\n"
+                  f"'--eval-every', '100', '--width', '{width}', '--output', {folder + '/run'!r}, '--no-export'])\n"
                   "print('PEAK_RSS_BYTES', peak[0]); sys.exit(code)\n")
         run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              cwd=os.path.dirname(HERE))
@@ -136,7 +147,7 @@ def bench_memory():
         raise RuntimeError(run.stderr[-3000:])
     peak = int(next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("PEAK_RSS_BYTES")))
     return {"peak_rss_gb": peak / 2**30, "target": "< 4 GB", "sampled_every_s": 0.02,
-            "run": "apps.flexmatch --preset cpu (mnist5k, small_cnn width 16, B 32, mu 7), 200 iterations"}
+            "run": f"apps.flexmatch --preset cpu --width {width} (mnist5k, small_cnn, B 32, mu 7), 200 iterations"}
 
 
 def main():
@@ -145,16 +156,24 @@ def main():
                         default=["cpl", "pipeline", "wrn", "memory"])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "flexmatch_speed.json"))
+    provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    dependencies = provenance.dependency_paths(__file__)
+    record = provenance.start(dependencies)
     benches = {"cpl": bench_cpl, "pipeline": bench_pipeline, "wrn": bench_wrn, "memory": bench_memory}
     results = {}
     for name in args.only:
         results[name] = benches[name](args.steps) if name != "memory" else benches[name]()
         print(name, json.dumps(results[name], indent=1), flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    previous = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    previous = {}
+    if os.path.exists(args.out) and provenance.may_reuse(args.out, dependencies, args.reuse):
+        with open(args.out) as f:
+            previous = json.load(f)
+        previous.setdefault("commands", [previous["provenance"]["command"]])
     previous.update(results)
-    previous["machine"] = f"{os.cpu_count()} CPU cores, TF {tf.__version__}"
+    previous["provenance"] = provenance.public(provenance.finish(record))
+    previous["commands"] = [*previous.get("commands", []), previous["provenance"]["command"]]
     with open(args.out, "w") as f:
         json.dump(previous, f, indent=2)
     print("written", args.out)

