@@ -37,7 +37,10 @@ import sys
 from typing import Any, Callable
 
 # Apps import this module before TensorFlow: keep TF's C++ start-up chatter off the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# "3", not "2": the cuFFT/cuDNN/cuBLAS "Unable to register factory" lines are logged at
+# ERROR level while tensorflow is imported, and TF reads the level only once. A user's
+# own setting wins (TF_CPP_MIN_LOG_LEVEL=0 brings everything back).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kerastl.errors import InputError, require_writable  # noqa: E402  (apps raise app.InputError)
 
