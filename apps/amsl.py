@@ -59,7 +59,6 @@ import os
 from kerastl import app
 
 APP = "amsl"
-BASELINE_NAMES = ("ocsvm", "kpca", "conv_ae", "lstm_ae")
 PRESETS = {
     "smoke": {"window": 32, "stride": 32, "epochs": 1, "batch_size": 32, "memory_slots": 20, "filters": "4,8",
               "lr": 1e-3, "lstm_units": 8},
@@ -73,6 +72,7 @@ PRESETS = {
 
 
 def build_parser():
+    from kerastl.anomaly.baselines import BASELINES
     from kerastl.anomaly.transforms import DEFAULT_TRANSFORMATIONS, TRANSFORMATIONS
 
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
@@ -105,9 +105,9 @@ def build_parser():
     app.add_preset_option(parser, "--lstm-units", type=int, help="LSTM autoencoder width")
     parser.add_argument("--percentile", type=float, default=98.0,
                         help="threshold = this percentile of the training windows' scores (default 98)")
-    parser.add_argument("--baselines", default=",".join(BASELINE_NAMES),
-                        help=f"comma-separated baselines to run beside AMSL among {', '.join(BASELINE_NAMES)}, "
-                             "or none. Default: all")
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help="comma-separated baselines to run beside AMSL, or none. Default: all. "
+                             + "; ".join(f"{name}: {baseline.description}" for name, baseline in BASELINES.items()))
     parser.add_argument("--memory", default="both", choices=("both", "global", "local", "none"),
                         help="AMSL's memories: global + local fused (the method), one kind only, or none "
                              "(ablations). Default: both")
@@ -134,6 +134,7 @@ def parse_list(text: str, option: str, allowed) -> list[str]:
 
 
 def check_args(args):
+    from kerastl.anomaly.baselines import BASELINES
     from kerastl.anomaly.transforms import TRANSFORMATIONS
 
     for flag in ("window", "stride", "memory_slots", "epochs", "batch_size", "lstm_units"):
@@ -153,7 +154,7 @@ def check_args(args):
         args.filter_sizes = []
     if len(args.filter_sizes) != 2 or min(args.filter_sizes) <= 0:
         raise app.InputError(f"--filters {args.filters}: expected two positive integers, e.g. 32,64")
-    args.baseline_list = parse_list(args.baselines, "--baselines", BASELINE_NAMES)
+    args.baseline_list = parse_list(args.baselines, "--baselines", tuple(BASELINES))
     args.transformation_list = parse_list(args.transformations, "--transformations", tuple(TRANSFORMATIONS))
 
 
@@ -190,9 +191,9 @@ def run(args):
                             num_slots=args.memory_slots, memory=args.memory, filters=args.filter_sizes,
                             shrink_threshold=args.shrink_threshold)
     detector.prepare(data.x_train)  # checks the window count against the batch size
-    baselines = [build_baseline(name, args.epochs, args.batch_size, args.lr, args.seed, args.percentile,
-                                args.filter_sizes, args.lstm_units) for name in args.baseline_list]
-    for baseline in baselines:
+    baselines = {name: build_baseline(name, args.epochs, args.batch_size, args.lr, args.seed, args.percentile,
+                                      args.filter_sizes, args.lstm_units) for name in args.baseline_list}
+    for baseline in baselines.values():
         if hasattr(baseline, "prepare"):
             baseline.prepare(data.x_train)
 
@@ -201,7 +202,9 @@ def run(args):
     train_and_report(args, folder, data, detector, baselines, export_path)
 
 
-def train_and_report(args, folder, data, detector, baselines, export_path):
+def train_and_report(args, folder, data, detector, baselines: dict, export_path):
+    """Trains AMSL and the `baselines` ({registered name: detector}) on the normal training
+    windows; metrics, plots and the export of AMSL's scorer."""
     import keras
 
     from kerastl.anomaly.detector import KerasDetector, throughput
@@ -216,15 +219,15 @@ def train_and_report(args, folder, data, detector, baselines, export_path):
     detector.fit(data.x_train, callbacks=[folder.history_logger(), keras.callbacks.TensorBoard(folder.tensorboard),
                                           checkpoint], verbose=verbose, start_step=step)
     scores, thresholds, methods = {}, {}, {}
-    for method in [detector, *baselines]:
+    for name, method in {"amsl": detector, **baselines}.items():
         if method is not detector:
-            print(f"baseline {method.name}", flush=True)
+            print(f"baseline {name}", flush=True)
             method.fit(data.x_train, **({"verbose": verbose} if isinstance(method, KerasDetector) else {}))
-        scores[method.name] = method.decision_function(data.x_test)
-        thresholds[method.name] = method.threshold_
-        methods[method.name] = {**detection_metrics(scores[method.name], data.is_abnormal, method.threshold_),
-                                "threshold": method.threshold_, "fit_seconds": round(method.fit_seconds_, 3),
-                                "windows_per_second": round(throughput(method.decision_function, data.x_test), 1)}
+        scores[name] = method.decision_function(data.x_test)
+        thresholds[name] = method.threshold_
+        methods[name] = {**detection_metrics(scores[name], data.is_abnormal, method.threshold_),
+                         "threshold": method.threshold_, "fit_seconds": round(method.fit_seconds_, 3),
+                         "windows_per_second": round(throughput(method.decision_function, data.x_test), 1)}
     title = f"{data.name}: normal {args.normal_classes}"
     plot_score_histograms(scores, data.is_abnormal, thresholds, os.path.join(folder.plots, "score_histograms.png"), title)
     plot_roc_curves(scores, data.is_abnormal, os.path.join(folder.plots, "roc_curves.png"), title)

@@ -10,8 +10,8 @@ measured in the same process one after the other (the machine is shared: ratios,
 absolute times, are the comparable numbers).
 
 Methods: amsl (global + local memories, fused, six views), amsl_no_ssl (original view only,
-no view classifier), amsl_no_memory, amsl_global_only, amsl_local_only, ocsvm, kpca,
-conv_ae, lstm_ae.
+no view classifier), amsl_no_memory, amsl_global_only, amsl_local_only, and every baseline
+registered in kerastl.anomaly.baselines.BASELINES.
 
 Results go to benchmarks/results/amsl_benchmark.json (every run, written after each one;
 finished runs are reused when the script is started again with the same settings) and
@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from apps.amsl import PRESETS  # noqa: E402
+from kerastl.anomaly.baselines import BASELINES  # noqa: E402
 
 # Normal exercises per split (the rest are abnormal): an easy, a medium and a hard split on
 # this data (the abnormal exercises of the last one move less than the normal ones).
@@ -50,7 +51,6 @@ AMSL_VARIANTS = {
     "amsl_global_only": {"memory": "global"},
     "amsl_local_only": {"memory": "local"},
 }
-BASELINES = ("ocsvm", "kpca", "conv_ae", "lstm_ae")
 METHODS = (*AMSL_VARIANTS, *BASELINES)
 COLUMNS = (("mpre", "mPre"), ("mrec", "mRec"), ("mf1", "mF1"), ("accuracy", "Acc"), ("auroc", "AUROC"))
 

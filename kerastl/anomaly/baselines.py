@@ -1,4 +1,4 @@
-"""Baseline detectors beside AMSL, under the same `AnomalyDetector` interface:
+"""Baseline detectors beside AMSL, under the same `AnomalyDetector` interface, and their registry.
 
 - `OCSVMDetector`: scikit-learn's one-class SVM (RBF) on flattened windows; score = minus
   its decision function.
@@ -10,12 +10,30 @@
 The two kernel methods are O(N^2) in the training windows: `max_train` caps them with a
 seeded subsample.
 
+`BASELINES` maps a name to its `Baseline` (a builder and a one-line description); apps and
+benchmarks take their choices and help from it. A new baseline is a detector and one
+`register_baseline` call; nothing else changes.
+
 Example:
->>> detector = build_baseline("ocsvm", seed=0)             # doctest: +SKIP
->>> detector.fit(x_normal).decision_function(x_test)       # doctest: +SKIP
+>>> class MeanDistance(AnomalyDetector):
+...     name = "mean_distance"
+...     def _fit(self, x):
+...         self.mean_ = x.mean(axis=0)
+...     def _score(self, x):
+...         return np.abs(x - self.mean_).mean(axis=(1, 2))
+>>> register_baseline("mean_distance", lambda options: MeanDistance(options.percentile),
+...                   "mean absolute distance to the mean training window")
+>>> build_baseline("mean_distance").fit(np.zeros((4, 8, 2))).decision_function(np.ones((1, 8, 2)))
+array([1.])
+>>> sorted(BASELINES)
+['conv_ae', 'kpca', 'lstm_ae', 'mean_distance', 'ocsvm']
+>>> del BASELINES["mean_distance"]   # the example leaves the registry as it found it
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import keras
 import numpy as np
@@ -23,8 +41,6 @@ import tensorflow as tf
 
 from kerastl.anomaly.detector import AnomalyDetector, KerasDetector
 from kerastl.anomaly.model import conv_decoder, conv_encoder
-
-BASELINES = ("ocsvm", "kpca", "conv_ae", "lstm_ae")
 
 
 class _KernelDetector(AnomalyDetector):
@@ -193,16 +209,59 @@ class LSTMAEDetector(KerasDetector):
         return {"loss": "mse"}
 
 
+@dataclasses.dataclass(frozen=True)
+class BaselineOptions:
+    """The training options a baseline is built with; each baseline takes those that apply
+    to it (the kernel methods: percentile and seed)."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 0
+    percentile: float = 98.0
+    filters: tuple = (32, 64)   # conv autoencoder widths
+    units: int = 64             # LSTM autoencoder width
+
+    def keras_options(self) -> dict:
+        """The `KerasDetector` arguments."""
+        return dict(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                    seed=self.seed, percentile=self.percentile)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A registered baseline: `build(BaselineOptions) -> AnomalyDetector` and a one-line
+    description (an app's `--help`)."""
+
+    build: Callable[[BaselineOptions], AnomalyDetector]
+    description: str
+
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(name: str, build: Callable[[BaselineOptions], AnomalyDetector], description: str) -> None:
+    """Registers the baseline `name`: `build(options)` returns an unfitted detector
+    (see the module docstring's example)."""
+    if name in BASELINES:
+        raise ValueError(f"baseline {name!r} is already registered")
+    BASELINES[name] = Baseline(build, description)
+
+
+register_baseline("ocsvm", lambda options: OCSVMDetector(percentile=options.percentile, seed=options.seed),
+                  "one-class SVM (RBF) on flattened windows, scikit-learn")
+register_baseline("kpca", lambda options: KernelPCADetector(percentile=options.percentile, seed=options.seed),
+                  "RBF kernel PCA, score = reconstruction error through the pre-image map")
+register_baseline("conv_ae", lambda options: ConvAEDetector(filters=options.filters, **options.keras_options()),
+                  "AMSL's conv encoder and one decoder: no views, no memory")
+register_baseline("lstm_ae", lambda options: LSTMAEDetector(units=options.units, **options.keras_options()),
+                  "LSTM encoder -> repeated code -> LSTM decoder")
+
+
 def build_baseline(name: str, epochs: int = 100, batch_size: int = 16, learning_rate: float = 1e-3,
-                   seed: int = 0, percentile: float = 98.0, filters=(32, 64), units: int = 64):
-    """One of `BASELINES` with the shared training options."""
-    if name == "ocsvm":
-        return OCSVMDetector(percentile=percentile, seed=seed)
-    if name == "kpca":
-        return KernelPCADetector(percentile=percentile, seed=seed)
-    options = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, percentile=percentile)
-    if name == "conv_ae":
-        return ConvAEDetector(filters=filters, **options)
-    if name == "lstm_ae":
-        return LSTMAEDetector(units=units, **options)
-    raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+                   seed: int = 0, percentile: float = 98.0, filters=(32, 64), units: int = 64) -> AnomalyDetector:
+    """The baseline registered as `name` (`BASELINES`), built with the shared training options."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    return BASELINES[name].build(BaselineOptions(epochs, batch_size, learning_rate, seed, percentile,
+                                                 tuple(filters), units))

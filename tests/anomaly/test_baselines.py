@@ -1,10 +1,11 @@
-"""Baselines: each detects obvious anomalies; the Keras autoencoders are proper Keras objects."""
+"""Baselines: each detects obvious anomalies; the Keras autoencoders are proper Keras objects; the registry."""
 
 import keras
 import numpy as np
 import pytest
 
 from kerastl.anomaly import BASELINES, ConvAutoencoder, LSTMAutoencoder, build_baseline, detection_metrics
+from kerastl.anomaly.baselines import register_baseline
 
 
 def smooth_and_spiky(n_train=96, n_test=40, steps=16, channels=3, seed=0):
@@ -53,3 +54,10 @@ def test_autoencoders_fit_and_round_trip_through_keras_file(model_class, options
 def test_unknown_baseline():
     with pytest.raises(ValueError, match="unknown baseline 'iforest'"):
         build_baseline("iforest")
+
+
+def test_a_name_is_registered_once():
+    with pytest.raises(ValueError, match="baseline 'ocsvm' is already registered"):
+        register_baseline("ocsvm", lambda options: None, "another one-class SVM")
+    assert BASELINES["ocsvm"].description == "one-class SVM (RBF) on flattened windows, scikit-learn"
+    assert list(BASELINES) == ["ocsvm", "kpca", "conv_ae", "lstm_ae"]
