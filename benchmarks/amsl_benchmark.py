@@ -14,8 +14,10 @@ no view classifier), amsl_no_memory, amsl_global_only, amsl_local_only, and ever
 registered in kerastl.anomaly.baselines.BASELINES.
 
 Results go to benchmarks/results/amsl_benchmark.json (every run, written after each one;
-finished runs are reused when the script is started again with the same settings) and
-amsl_benchmark.md (the tables).
+finished runs are reused when the script is started again with the same settings, only when
+its provenance shows today's code; --no-reuse: never) and amsl_benchmark.md (the tables).
+Cells are mean ± sample std over seeds; AMSL against each other method (mF1, paired over
+split x seed) is "better" only on every pair or by a paired t-test at p < 0.05.
 
 Usage:
   nice -n 10 python benchmarks/amsl_benchmark.py
@@ -38,6 +40,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import provenance  # noqa: E402
+import stats  # noqa: E402
 from apps.amsl import PRESETS  # noqa: E402
 from kerastl.anomaly.baselines import BASELINES  # noqa: E402
 
@@ -53,6 +57,7 @@ AMSL_VARIANTS = {
 }
 METHODS = (*AMSL_VARIANTS, *BASELINES)
 COLUMNS = (("mpre", "mPre"), ("mrec", "mRec"), ("mf1", "mF1"), ("accuracy", "Acc"), ("auroc", "AUROC"))
+DEPENDENCIES = provenance.dependency_paths(__file__)
 
 
 def build(method, settings, seed):
@@ -80,8 +85,21 @@ def run_one(method, data, settings, seed):
 
 
 def mean_std(values):
-    values = np.asarray(values, float)
-    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+    return stats.plus_minus(values, digits=3)
+
+
+def comparisons(runs, methods) -> dict:
+    """AMSL's mF1 against every other method, paired over the (split, seed) runs both have."""
+    by_pair = {(r["split"], r["seed"], r["method"]): r["mf1"] for r in runs}
+    result = {}
+    for other in methods:
+        pairs = sorted({(sp, se) for sp, se, m in by_pair if m == "amsl"} & {(sp, se) for sp, se, m in by_pair
+                                                                            if m == other})
+        if other != "amsl" and pairs:
+            result[f"amsl vs {other}"] = stats.compare("amsl", [by_pair[(*p, "amsl")] for p in pairs], other,
+                                                       [by_pair[(*p, other)] for p in pairs],
+                                                       over="split x seed runs")
+    return result
 
 
 def report(runs, settings, splits, seeds, methods, elapsed):
@@ -118,6 +136,8 @@ def report(runs, settings, splits, seeds, methods, elapsed):
             lines.append(f"| {method} | {mean_std(fit_ratio)} | {mean_std(speed_ratio)} | "
                          f"{np.mean([r['fit_seconds'] for r in chosen]):.1f} | "
                          f"{np.mean([r['windows_per_second'] for r in chosen]):.0f} |")
+    lines += ["", "mF1, paired over split x seed: " + "; ".join(
+        c["statement"] for c in comparisons(runs, methods).values()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +150,9 @@ def main():
     parser.add_argument("--output", default=os.path.join(HERE, "results", "amsl_benchmark"),
                         help="results path without extension (.json and .md are written)")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the saved runs only")
+    provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    record = provenance.start(DEPENDENCIES)
 
     settings = dict(PRESETS["cpu"])
     if args.epochs:
@@ -140,7 +162,10 @@ def main():
     if os.path.exists(json_path):
         with open(json_path) as f:
             saved = json.load(f)
-        if saved.get("settings") != settings:
+        # Saved runs count only when made with these settings by today's code (an interrupted
+        # invocation's file holds a started record: its runs are finished ones).
+        if saved.get("settings") != settings or not provenance.may_reuse(json_path, DEPENDENCIES, args.reuse,
+                                                                          finished=False):
             saved = {}
     runs = saved.get("runs", [])
     elapsed = saved.get("elapsed_seconds", 0.0)
@@ -161,9 +186,14 @@ def main():
                     runs.append({"split": split, "seed": seed, "method": method, **result})
                     print(f"{split} seed {seed} {method}: mF1 {result['mf1']:.3f} AUROC {result['auroc']:.3f} "
                           f"fit {result['fit_seconds']:.1f} s", flush=True)
-                    with open(json_path + ".tmp", "w") as f:
-                        json.dump({"settings": settings, "runs": runs, "elapsed_seconds": elapsed}, f, indent=1)
+                    with open(json_path + ".tmp", "w") as f:  # started, not finished: no wall time yet
+                        json.dump({"settings": settings, "runs": runs, "elapsed_seconds": elapsed,
+                                   "provenance": provenance.public(record)}, f, indent=1)
                     os.replace(json_path + ".tmp", json_path)
+        with open(json_path, "w") as f:
+            json.dump({"settings": settings, "runs": runs, "elapsed_seconds": elapsed,
+                       "comparisons": comparisons(runs, args.methods),
+                       "provenance": provenance.public(provenance.finish(record))}, f, indent=1)
     selected = [r for r in runs if r["split"] in args.splits and r["seed"] in args.seeds and r["method"] in args.methods]
     text = report(selected, settings, args.splits, args.seeds, args.methods, elapsed)
     with open(args.output + ".md", "w") as f:
