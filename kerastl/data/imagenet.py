@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import tarfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,7 +123,7 @@ def prepare_imagenet(data_dir: str | os.PathLike | None = None, manual_dir: str 
                          "placed in that folder, or in the folder --manual-dir names")
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-    except Exception as err:  # a broken archive, a full disk, ...: tfds raises anything
+    except (tarfile.TarError, OSError, tf.errors.OpError) as err:  # a broken archive, a full disk
         raise InputError(f"dataset 'imagenet': tfds could not build {TFDS_NAME} from {manual} "
                          f"({_one_line(err)})") from None
     return builder

@@ -38,6 +38,7 @@ import os
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from kerastl.data.arrays import ImageData
 from kerastl.errors import InputError
@@ -99,12 +100,19 @@ def load_tfds_images(name: str, data_dir: str | os.PathLike | None = None, svhn_
                      class_names=[str(n) for n in label.names])
 
 
+# What a download the user's machine cannot make raises: no internet or a blocked URL
+# (requests' and urllib's errors are OSErrors), a full disk (OSError, or TF's file-system
+# errors), a source that changed or arrived broken (tfds' checksum and download errors).
+# Anything else is a bug and keeps its traceback.
+DOWNLOAD_ERRORS = (OSError, tf.errors.OpError, tfds.download.DownloadError, NonMatchingChecksumError)
+
+
 def _prepare(builder, name: str, download: bool) -> None:
     """Makes sure the builder's data is on disk, downloading it if allowed; else `InputError`."""
     if download:
         try:
             builder.download_and_prepare()  # a no-op when the data is already prepared
-        except Exception as err:  # no internet, blocked URL, disk full, ...: tfds raises anything
+        except DOWNLOAD_ERRORS as err:
             why = f"could not be downloaded ({_one_line(err)})"
             raise InputError(_unavailable(builder, name, why)) from None
     elif not builder.is_prepared():

@@ -9,10 +9,17 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 
 from kerastl.errors import InputError
+
+# What a file that is not the expected model raises while loading (a missing file is checked
+# first): Keras's ValueError (not a .keras zip, bad JSON, weights of another network),
+# KeyError (an entry missing from the archive), h5py's OSError, zipfile's BadZipFile.
+# Anything else is a bug and keeps its traceback.
+NOT_A_MODEL = (ValueError, KeyError, OSError, zipfile.BadZipFile)
 
 #: `--teacher NAME:WEIGHTS` names (keras.applications constructors).
 APPLICATIONS = {
@@ -39,7 +46,7 @@ def load_teacher(spec: str, input_shape: tuple[int, ...] | None = None, num_clas
                              f"NAME:WEIGHTS with NAME one of {', '.join(APPLICATIONS)}")
         try:
             model = keras.models.load_model(spec, compile=False)
-        except Exception as err:  # noqa: BLE001 — Keras raises many types for a bad file; all mean "does not load"
+        except NOT_A_MODEL as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(f"{option} {spec}: does not load as a Keras model ({type(err).__name__}: "
                              f"{reason[:160]})") from None
@@ -62,7 +69,7 @@ def _application(name, weights, input_shape, num_classes, option, spec):
                         classifier_activation=None)
     try:
         model.load_weights(weights)
-    except Exception as err:  # noqa: BLE001 — h5py / Keras raise many types for a bad weights file
+    except NOT_A_MODEL as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{option} {spec}: weights file {weights} does not fit {APPLICATIONS[name]} for "
                          f"{tuple(input_shape)} inputs and {num_classes} classes ({reason[:160]})") from None

@@ -139,7 +139,7 @@ def small_bert_backbone(vocabulary_size: int, sequence_length: int, num_layers: 
         check_preset(preset_dir)
         try:
             backbone = keras_hub.models.BertBackbone.from_preset(preset_dir, name="backbone")
-        except Exception as err:  # noqa: BLE001 — keras-hub raises many types for a preset that does not load
+        except (ValueError, KeyError, OSError) as err:  # bad JSON, another model's preset, a missing file
             raise InputError(f"--bert-preset {preset_dir}: does not load as a keras-hub BertBackbone "
                              f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err) else ''})"
                              ) from None
