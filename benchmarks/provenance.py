@@ -90,21 +90,22 @@ def _imported_modules(path: str) -> tuple[set[str], tuple[str, ...]]:
     return names, declared
 
 
-def dependency_paths(script: str) -> list[str]:
+def dependency_paths(script: str, modules: tuple[str, ...] = ()) -> list[str]:
     """The repository files a benchmark script's numbers depend on (sorted, relative to the
     repository root): the script, the local modules it imports (transitively, with the
-    `__init__.py` of every package on the way) and those named in its `DEPENDS_ON`."""
+    `__init__.py` of every package on the way), those named in its `DEPENDS_ON` and in
+    `modules` (what one of its runs starts)."""
     script = os.path.relpath(os.path.abspath(os.path.join(ROOT, script) if not os.path.isabs(script) else script),
                              ROOT)
     script_dir = os.path.join(ROOT, os.path.dirname(script))
-    found, todo = set(), [script]
+    found, todo, extra = set(), [script], tuple(modules)
     while todo:
         path = todo.pop()
         if path in found:
             continue
         found.add(path)
         names, declared = _imported_modules(path)
-        for name in [*names, *declared]:
+        for name in [*names, *declared, *(extra if path == script else ())]:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
                 module = _module_file(".".join(parts[:i]), script_dir)

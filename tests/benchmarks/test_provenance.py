@@ -146,3 +146,15 @@ def test_beats_only_on_every_seed_or_a_paired_test():
     assert stats.compare("A", [0.5], "B", [0.4])["verdict"] == "one seed"
     with pytest.raises(ValueError):
         stats.compare("A", [1, 2], "B", [1])
+
+
+def test_every_recorded_app_run_is_a_valid_command_and_depends_on_its_app():
+    import importlib
+
+    import app_runs
+
+    for name, (module, argv, _) in app_runs.RUNS.items():
+        application = importlib.import_module(module)
+        application.build_parser().parse_args([*argv, "--no-export"])  # exits 2 on an unknown option
+        paths = provenance.dependency_paths(app_runs.__file__, (module,))
+        assert {"benchmarks/app_runs.py", module.replace(".", "/") + ".py", "kerastl/app.py"} <= set(paths), name
