@@ -45,13 +45,7 @@ def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True)
             "--seed", str(seed), "--no-export", *extra]
     finished = lambda metrics: "test_error_final" in metrics  # noqa: E731
     if report_only:
-        path = os.path.join(folder, "metrics.json")
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            metrics = json.load(f)
-        typed = provenance.app_command("apps.flexmatch", argv, folder)
-        return metrics if finished(metrics) and provenance.may_reuse(folder, DEPENDENCIES, True, typed) else None
+        return provenance.finished_run(folder, "apps.flexmatch", argv, DEPENDENCIES, finished)
     return provenance.app_run(folder, "apps.flexmatch", argv, DEPENDENCIES, reuse, finished, resumable=True)
 
 

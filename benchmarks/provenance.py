@@ -270,6 +270,19 @@ def app_command(app: str, argv: list[str], folder: str) -> str:
     return shlex.join(["python", "-m", app, *argv, "--output", _shown(folder)])
 
 
+def finished_run(folder: str, app: str, argv: list[str], dependencies: list[str], finished=lambda metrics: True,
+                 reuse: bool = True) -> dict | None:
+    """The metrics of the finished run of `python -m <app> <argv>` in `folder` when its
+    provenance shows the same command and today's code; else None."""
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        metrics = json.load(f)
+    ok = finished(metrics) and may_reuse(folder, dependencies, reuse, app_command(app, argv, folder))
+    return metrics if ok else None
+
+
 def app_run(folder: str, app: str, argv: list[str], dependencies: list[str], reuse: bool = True,
             finished=lambda metrics: True, resumable: bool = False, main=None) -> dict:
     """The metrics of `python -m <app> <argv> --output <folder>`: reused when the folder holds
@@ -278,13 +291,10 @@ def app_run(folder: str, app: str, argv: list[str], dependencies: list[str], reu
     else started over with --overwrite). `main(argv) -> exit code` runs the app in this
     process; by default it runs in a subprocess. Writes `provenance.json` beside metrics.json
     when the run starts and again when it ends."""
-    metrics_path = os.path.join(folder, "metrics.json")
+    metrics = finished_run(folder, app, argv, dependencies, finished, reuse)
+    if metrics is not None:
+        return metrics
     typed = app_command(app, argv, folder)
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        if finished(metrics) and may_reuse(folder, dependencies, reuse, typed):
-            return metrics
     resume = (resumable and os.path.isdir(os.path.join(folder, "checkpoints"))
               and may_reuse(folder, dependencies, reuse, typed, finished=False))
     record = start(dependencies, typed)
@@ -298,5 +308,5 @@ def app_run(folder: str, app: str, argv: list[str], dependencies: list[str], reu
     elif main(full) != 0:
         raise SystemExit(f"{typed} failed")
     write(folder, finish(record))
-    with open(metrics_path) as f:
+    with open(os.path.join(folder, "metrics.json")) as f:
         return json.load(f)
