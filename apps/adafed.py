@@ -3,9 +3,9 @@
 Every client keeps its own model. Each round, every client trains locally (plain SGD), then
 receives its own aggregate: FedAP weighs the other clients by the similarity of their
 batch-norm input statistics (W_ii = --self-weight) and keeps BN layers local; the baselines
-are base (no communication), fedavg, fedbn (BN local), fedprox (FedAvg + proximal term) and
-fedper (last layer local). FedAP's statistics come from one shared model: the first
---pretrain-rounds rounds are FedAvg rounds (the pre-training; no data leaves a client).
+(see --algorithm) aggregate by sample share and differ in what they keep local. FedAP's
+statistics come from one shared model: the first --pretrain-rounds rounds are FedAvg rounds
+(the pre-training; no data leaves a client).
 
 Engines: --engine local (every client in this process; main or federated environment) or
 --engine tff (a TensorFlow Federated iterative process; federated environment only).
@@ -53,9 +53,9 @@ from __future__ import annotations
 import os
 
 from kerastl import app
+from kerastl.federated.algorithms import ALGORITHMS, get_algorithm
 
 APP = "adafed"
-ALGORITHMS = ("fedap", "fedavg", "fedbn", "fedprox", "fedper", "base")
 PRESETS = {
     "smoke": {"rounds": 2, "local_epochs": 1, "batch_size": 32, "lr": 0.01, "clients": 4, "alpha": 0.1,
               "self_weight": 0.5, "mu": 0.01, "pretrain_rounds": 1, "image_size": 32, "model_width": 0.125},
@@ -77,8 +77,9 @@ def build_parser():
     parser.add_argument("--engine", default="local", choices=("local", "tff"),
                         help="local: every client in this process; tff: a TensorFlow Federated process "
                              "(federated environment). Default: local")
+    algorithms = "; ".join(f"{a.name} ({a.description})" for a in ALGORITHMS.values())
     parser.add_argument("--algorithm", default="fedap",
-                        help=f"one or more of {', '.join(ALGORITHMS)} (comma-separated), or all. Default: fedap")
+                        help=f"one or more, comma-separated, or all: {algorithms}. Default: fedap")
     parser.add_argument("--dataset", default="watch",
                         help="watch, mnist5k, pamap2, npz:PATH, medmnist:PATH or imagefolder:DIR. Default: watch")
     app.add_preset_option(parser, "--clients", type=int,
@@ -120,8 +121,7 @@ def build_parser():
 def check_args(args) -> list[str]:
     algorithms = list(ALGORITHMS) if args.algorithm == "all" else [a.strip() for a in args.algorithm.split(",")]
     for name in algorithms:
-        if name not in ALGORITHMS:
-            raise app.InputError(f"--algorithm {name!r}: expected one of {', '.join(ALGORITHMS)} or all")
+        get_algorithm(name)
     for flag in ("rounds", "clients", "local_epochs", "batch_size"):
         if getattr(args, flag) < 1:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected at least 1")
@@ -252,7 +252,7 @@ def run(args):
 
         result = simulation.fit(args.rounds, progress=progress, checkpoint=checkpoint,
                                 tensorboard=os.path.join(folder.tensorboard, name))
-        if name == "fedap":
+        if simulation.spec.needs_similarity:
             result["weight_matrix"] = simulation.matrix.tolist()
         results[name], simulations[name] = result, simulation
         print(f"{name}: mean client accuracy {result['mean_accuracy']:.4f} at round {result['best_round']}",
@@ -263,8 +263,9 @@ def run(args):
                **data.summary(), "client_names": [c.name for c in data.clients], "algorithm": first,
                "client_accuracy": results[first]["client_accuracy"], "mean_accuracy": results[first]["mean_accuracy"],
                "best_round": results[first]["best_round"], "results": results}
-    if "fedap" in results:
-        plot_similarity(np.array(results["fedap"]["weight_matrix"]), [c.name for c in data.clients],
+    with_similarity = [name for name in algorithms if ALGORITHMS[name].needs_similarity]
+    if with_similarity:
+        plot_similarity(np.array(results[with_similarity[0]]["weight_matrix"]), [c.name for c in data.clients],
                         os.path.join(folder.plots, "similarity.png"))
     plot_client_accuracy({name: r["client_accuracy"] for name, r in results.items()},
                          [c.name for c in data.clients], os.path.join(folder.plots, "client_accuracy.png"))

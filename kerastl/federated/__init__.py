@@ -1,5 +1,7 @@
 """Personalised federated learning: FedAP / AdaFed and its baselines.
 
+- `algorithms`: the registry of algorithms by name and their properties (what is aggregated,
+  what stays local, whether W or a proximal term is needed).
 - `statistics`: per-client BN-input statistics, merged exactly across batches.
 - `aggregation`: FedAP's distance and weight matrix; every algorithm's aggregation rule
   (`round_update`), in plain TF ops.

@@ -1,16 +1,13 @@
 """FedAP's client distance and weight matrix, and the aggregation rule of every algorithm.
 
 Each round, client i's variables become `sum_j M_ij theta_j` for the variables the algorithm
-shares, and stay its own for the rest:
+shares, and stay its own for the rest (`kerastl.federated.algorithms` says which, per
+algorithm). M depends on the algorithm's mixing, with rows over the clients present this round:
 
-| algorithm | M (rows over the clients present this round) | kept local |
-|---|---|---|
-| base    | identity (no communication)                  | everything |
-| fedavg  | sample share n_j / sum n                     | nothing |
-| fedprox | as fedavg (plus the proximal term in local training) | nothing |
-| fedbn   | as fedavg                                    | BN variables |
-| fedper  | as fedavg                                    | the last `local_layers` layers |
-| fedap   | FedAP's W from BN statistics (FedAvg during `pretrain_rounds`) | BN variables |
+| mixing | M |
+|---|---|
+| sample_share | every row the sample shares n_j / sum n (FedAvg) |
+| similarity   | FedAP's W from BN statistics; FedAvg over every variable during `pretrain_rounds` |
 
 A client absent from a round keeps its model; the rows of the others are renormalised over
 the clients present. Plain TF ops: the same functions run in the local engine and on the
@@ -21,7 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-ALGORITHMS = ("fedap", "fedavg", "fedbn", "fedprox", "fedper", "base")
+from kerastl.federated.algorithms import get_algorithm
 
 
 def fedap_distance(stats_a, stats_b) -> tf.Tensor:
@@ -108,39 +105,24 @@ def _rows(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 def shared_variables(model, algorithm: str, local_layers: int = 1) -> list[bool]:
     """Per variable of `model.weights`: True when `algorithm` aggregates it."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
-    owners = {}
-    for position, layer in enumerate(model.layers):
-        for variable in layer.weights:
-            owners[id(variable)] = (position, layer)
-    weighted_layers = [i for i, layer in enumerate(model.layers) if layer.weights]
-    head = set(weighted_layers[-local_layers:]) if local_layers > 0 else set()
-    flags = []
-    for variable in model.weights:
-        position, layer = owners[id(variable)]
-        is_bn = "BatchNormalization" in type(layer).__name__
-        flags.append({"base": False, "fedavg": True, "fedprox": True, "fedbn": not is_bn,
-                      "fedper": position not in head, "fedap": not is_bn}[algorithm])
-    return flags
+    local = get_algorithm(algorithm).local_variables(model, local_layers)
+    return [id(variable) not in local for variable in model.weights]
 
 
 def round_update(algorithm: str, round_index, previous, trained, present, counts, matrix, means, variances,
                  shared: list[bool], self_weight: float, pretrain_rounds: int):
     """The server's whole step of one round, shared by both engines.
 
-    Returns `(new_weights, new_matrix)`. For FedAP, rounds before `pretrain_rounds` are
-    FedAvg rounds over every variable (the pre-training, so that the statistics come from one
-    shared model); at round `pretrain_rounds` W is computed from the BN statistics the
-    clients measured before that round's training, and used from then on.
+    Returns `(new_weights, new_matrix)`. With similarity mixing (FedAP), rounds before
+    `pretrain_rounds` are FedAvg rounds over every variable (the pre-training, so that the
+    statistics come from one shared model); at round `pretrain_rounds` W is computed from the
+    BN statistics the clients measured before that round's training, and used from then on.
     """
     round_index = tf.convert_to_tensor(round_index)
     present = tf.cast(present, tf.bool)
     fedavg = sample_share_weights(counts, present)
     matrix = tf.cast(matrix, tf.float32)
-    if algorithm == "base":
-        return aggregate(previous, trained, tf.eye(tf.shape(present)[0]), shared, present), matrix
-    if algorithm != "fedap":
+    if not get_algorithm(algorithm).needs_similarity:
         return aggregate(previous, trained, fedavg, shared, present), matrix
     new_matrix = tf.cond(tf.equal(round_index, pretrain_rounds),
                          lambda: fedap_weights(distance_matrix(means, variances), self_weight, present),

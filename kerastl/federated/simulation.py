@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from kerastl.federated.aggregation import ALGORITHMS, round_update, shared_variables
+from kerastl.federated.aggregation import round_update, shared_variables
+from kerastl.federated.algorithms import get_algorithm
 from kerastl.federated.local_training import make_evaluator, make_local_trainer
 from kerastl.federated.statistics import bn_input_model, client_bn_statistics
 
@@ -77,12 +78,12 @@ def make_clients(data, batch_size: int = 32, shuffle_seed: int | None = None) ->
 
 
 class FederatedSimulation:
-    """Rounds of local training and per-client aggregation for one of `ALGORITHMS`.
+    """Rounds of local training and per-client aggregation for one registered algorithm.
 
     Args:
         model_fn: builds the (uncompiled) Keras model, outputs logits; called once.
         clients: the clients, in the order of the weight matrix's rows.
-        algorithm: fedap, fedavg, fedbn, fedprox, fedper or base.
+        algorithm: a name from `kerastl.federated.algorithms.ALGORITHMS`.
         learning_rate, local_epochs: each client's plain SGD.
         self_weight: FedAP's lambda (W_ii).
         prox_mu: FedProx's mu.
@@ -94,8 +95,7 @@ class FederatedSimulation:
     def __init__(self, model_fn: Callable, clients: list[Client], algorithm: str = "fedap",
                  learning_rate: float = 0.01, local_epochs: int = 1, self_weight: float = 0.5,
                  prox_mu: float = 0.01, local_layers: int = 1, pretrain_rounds: int = 1, initial_weights=None):
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+        self.spec = get_algorithm(algorithm)  # the algorithm's properties
         self.model = model_fn()
         self.clients = list(clients)
         self.algorithm = algorithm
@@ -103,10 +103,10 @@ class FederatedSimulation:
         self.self_weight = float(self_weight)
         self.pretrain_rounds = int(pretrain_rounds)
         self.shared = shared_variables(self.model, algorithm, local_layers)
-        self._train = make_local_trainer(self.model, learning_rate, prox_mu if algorithm == "fedprox" else 0.0,
+        self._train = make_local_trainer(self.model, learning_rate, prox_mu if self.spec.proximal else 0.0,
                                          with_loss=True)
         self._evaluate = make_evaluator(self.model)
-        self._bn_inputs = bn_input_model(self.model) if algorithm == "fedap" else None
+        self._bn_inputs = bn_input_model(self.model) if self.spec.needs_similarity else None
         start = initial_weights if initial_weights is not None else self.model.get_weights()
         n = len(self.clients)
         self.weights = [np.stack([np.asarray(w)] * n) for w in start]
@@ -126,7 +126,7 @@ class FederatedSimulation:
         trained = [stack.copy() for stack in self.weights]
         present = np.zeros(n, bool)
         counts = np.zeros(n, np.float32)
-        needs_statistics = self.algorithm == "fedap" and self.round == self.pretrain_rounds
+        needs_statistics = self.spec.needs_similarity and self.round == self.pretrain_rounds
         means, variances = None, None
         self.train_loss = np.full(n, np.nan)
         for i, client in enumerate(self.clients):

@@ -31,7 +31,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from kerastl.federated.aggregation import ALGORITHMS, round_update, shared_variables
+from kerastl.federated.aggregation import round_update, shared_variables
+from kerastl.federated.algorithms import get_algorithm
 from kerastl.federated.local_training import make_local_trainer
 from kerastl.federated.simulation import FederatedSimulation
 from kerastl.federated.statistics import bn_input_model, client_bn_statistics
@@ -55,8 +56,7 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
     """
     import tensorflow_federated as tff
 
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    spec = get_algorithm(algorithm)
     if not {"x", "y", "client"} <= set(element_spec):
         raise ValueError(f"element_spec: expected a dict with x, y and client, got {element_spec}")
     n = int(num_clients)
@@ -68,7 +68,7 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
     sequence_type = tff.SequenceType(collections.OrderedDict(
         (key, tff.TensorType(element_spec[key].dtype.as_numpy_dtype, element_spec[key].shape))
         for key in sorted(element_spec)))
-    prox = prox_mu if algorithm == "fedprox" else 0.0
+    prox = prox_mu if spec.proximal else 0.0
 
     @tff.tensorflow.computation
     def initial_state():
@@ -84,7 +84,7 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
     def client_work(stacks, dataset):
         model = model_fn()
         train = make_local_trainer(model, learning_rate, prox, with_loss=True)
-        bn_inputs = bn_input_model(model) if algorithm == "fedap" else None
+        bn_inputs = bn_input_model(model) if spec.needs_similarity else None
 
         @tf.function
         def work():

@@ -237,3 +237,40 @@ def test_fedap_beats_fedavg_on_the_real_watch_clients(tmp_path):
     # Measured on this machine (seed 0, this command): FedAP 0.8370, FedAvg 0.7933 mean client test accuracy.
     assert fedap > fedavg + 0.03, (fedap, fedavg)
     assert fedap > 0.75
+
+
+def test_an_algorithm_added_to_the_registry_alone_runs_through_the_app(tmp_path, monkeypatch, capsys):
+    from kerastl.federated.algorithms import ALGORITHMS, FederatedAlgorithm
+    from kerastl.federated.models import model_for
+
+    monkeypatch.setitem(ALGORITHMS, "fedbn_head", FederatedAlgorithm(
+        "fedbn_head", "FedAvg with the BN layers and the classifier head local", local=("batch_norm", "head")))
+    with pytest.raises(SystemExit):
+        adafed.build_parser().parse_args(["--help"])
+    assert "fedbn_head (FedAvg with the BN layers and the classifier head local)" in " ".join(
+        capsys.readouterr().out.split())
+    data = write_npz(tmp_path / "d.npz")
+    args = ["--preset", "smoke", "--dataset", f"npz:{data}", "--algorithm", "fedbn_head", "--lr", "0.05",
+            "--output", str(tmp_path / "run"), "--no-export"]
+    assert run_app(args) == 0
+    with open(tmp_path / "run" / "metrics.json") as f:
+        metrics = json.load(f)
+    result = metrics["results"]["fedbn_head"]
+    assert metrics["algorithms"] == ["fedbn_head"] and metrics["mean_accuracy"] == result["mean_accuracy"]
+    assert result["mean_accuracy"] == pytest.approx(np.mean(result["client_accuracy"]))
+    assert len(result["client_accuracy"]) == 3 and "weight_matrix" not in result
+    assert os.listdir(tmp_path / "run" / "plots") == ["client_accuracy.png"]        # no W, no similarity plot
+    # The last round's weights of every client: BN layers and the head their own, the rest one shared model.
+    model = model_for(metrics["input_shape"], 3, name="sensor_cnn")
+    local_layers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    local = {id(v) for layer in local_layers + [model.get_layer("logits")] for v in layer.weights}
+    with np.load(tmp_path / "run" / "checkpoints" / "fedbn_head.npz") as saved:
+        stacks, rounds = [saved[f"weights_{k}"] for k in range(len(model.weights))], int(saved["round"])
+    assert len(local_layers) == 3 and rounds == 2
+    for variable, stack in zip(model.weights, stacks):
+        assert stack.shape == (3, *variable.shape)
+        if id(variable) in local:
+            assert not np.allclose(stack[0], stack[1]) and not np.allclose(stack[1], stack[2]), variable.path
+        else:
+            for row in stack[1:]:
+                np.testing.assert_allclose(row, stack[0], rtol=1e-6, atol=1e-7, err_msg=variable.path)
