@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, NamedTuple
 
 from kerastl import app
 from kerastl.data import IMAGE_DATASETS
+from kerastl.data.image_source import STREAMED_DATASETS
 
 APP = "flexmatch"
 ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "pimodel",
@@ -74,8 +74,9 @@ IMAGENET_PRESETS = {
 }
 PAPER_NETS = {"cifar100": "wrn_28_8", "stl10": "wrn_stl10", "imagenet": "resnet50"}
 PAPER_WEIGHT_DECAY = {"cifar100": 1e-3, "imagenet": 3e-4}
-DATASETS = (*IMAGE_DATASETS, "imagenet")
+DATASETS = (*IMAGE_DATASETS, *STREAMED_DATASETS)
 IMAGENET_CLASSES = 1000
+FLIP = {"auto": None, "yes": True, "no": False}
 
 
 def build_parser():
@@ -208,7 +209,14 @@ def run(args):
 
     import keras
 
-    data = imagenet_data(args) if args.dataset == "imagenet" else array_data(args)
+    from kerastl.data import ImageSource
+
+    source = ImageSource.load(args.dataset, args.num_labels, args.seed, flip=FLIP[args.flip], data_dir=args.data_dir,
+                              svhn_extra=args.svhn_extra, manual_dir=args.manual_dir, image_size=args.image_size)
+    height, width = source.image_shape[:2]
+    if args.algorithm == "remixmatch" and height != width:
+        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
+                             f"{height}x{width}")
     strategy = distribution_strategy(args.strategy)
     chief = args.strategy != "multi_worker" or strategy.cluster_resolver.task_id == 0
     if not chief:
@@ -226,93 +234,12 @@ def run(args):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        train_and_report(args, folder, chief, strategy, data)
+        train_and_report(args, folder, chief, strategy, source)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-class TrainingData(NamedTuple):
-    """What training needs from a dataset, whether it is held in memory or streamed (imagenet)."""
-
-    image_shape: tuple
-    num_classes: int
-    class_names: list | None
-    labeled_labels: Any  # int labels of the labeled examples
-    num_unlabeled: int
-    input_scale: float  # pixel standard deviation in [0, 1] units (VAT's perturbation size)
-    stream: Callable  # stream(view_names, start_step): training batches with those unlabeled views
-    test: Callable  # test(): evaluation batches
-
-
-def _view_functions(view_names, weak, strong):
-    views = {"weak": weak, "weak2": weak, "strong": strong, "strong2": strong}
-    return [views[name] for name in view_names]
-
-
-def array_data(args) -> TrainingData:
-    """mnist5k, npz:PATH and the tfds datasets read into memory."""
-    import numpy as np
-
-    from kerastl.augment import strong_augment, weak_augment
-    from kerastl.data import labeled_unlabeled_split, load_image_dataset
-    from kerastl.data.pipeline import eval_dataset, labeled_stream, ssl_stream
-
-    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, svhn_extra=args.svhn_extra)
-    labeled, unlabeled = labeled_unlabeled_split(data.y_train, args.num_labels, data.num_classes, args.seed)
-    x_unlabeled = data.x_train[unlabeled]
-    height, width = data.image_shape[:2]
-    if args.algorithm == "remixmatch" and height != width:
-        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
-                             f"{height}x{width}")
-    if data.x_unlabeled is not None:
-        x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
-    flip = args.flip == "yes" or (args.flip == "auto" and args.dataset not in ("svhn", "mnist5k")
-                                  and "digit" not in args.dataset.lower())
-    weak = lambda image, seed: weak_augment(image, seed, flip=flip)  # noqa: E731
-    strong = lambda image, seed: strong_augment(image, seed, flip=flip)  # noqa: E731
-    x_labeled, y_labeled = data.x_train[labeled], data.y_train[labeled]
-
-    def stream(view_names, start_step):
-        if not view_names:
-            return labeled_stream(x_labeled, y_labeled, args.batch_size, weak, seed=args.seed, start_step=start_step)
-        return ssl_stream(x_labeled, y_labeled, x_unlabeled, args.batch_size, args.uratio, weak,
-                          _view_functions(view_names, weak, strong), seed=args.seed, start_step=start_step)
-
-    return TrainingData(data.image_shape, data.num_classes, data.class_names, y_labeled, len(x_unlabeled),
-                        pixel_std(data.x_train), stream, lambda: eval_dataset(data.x_test, data.y_test))
-
-
-def imagenet_data(args) -> TrainingData:
-    """tfds' imagenet2012, streamed: TorchSSL's resize, crop and flip views; validation as test set."""
-    import numpy as np
-
-    from kerastl.data import labeled_unlabeled_split
-    from kerastl.data.imagenet import imagenet_views, load_imagenet
-    from kerastl.nets.resnet import IMAGENET_STD
-
-    data = load_imagenet(args.data_dir, args.manual_dir, args.image_size)
-    labeled, _ = labeled_unlabeled_split(data.train_labels, args.num_labels, data.num_classes, args.seed)
-    weak, strong = imagenet_views(args.image_size, flip=args.flip != "no")
-
-    def stream(view_names, start_step):
-        if not view_names:
-            return data.labeled_stream(labeled, args.batch_size, weak, seed=args.seed, start_step=start_step)
-        return data.ssl_stream(labeled, args.batch_size, args.uratio, weak, _view_functions(view_names, weak, strong),
-                               seed=args.seed, start_step=start_step)
-
-    return TrainingData(data.image_shape, data.num_classes, data.class_names, data.train_labels[labeled],
-                        data.num_train, float(np.mean(IMAGENET_STD)), stream, data.eval_dataset)
-
-
-def pixel_std(images, sample: int = 10_000) -> float:
-    """Standard deviation of pixel values in [0, 1] over (at most) the first `sample` images."""
-    import numpy as np
-
-    part = images[:sample].astype("float32")
-    return float(np.std(part / 255.0 if images.dtype == np.uint8 else part))
-
-
-def train_and_report(args, folder, chief, strategy, data: TrainingData):
+def train_and_report(args, folder, chief, strategy, source):
     import keras
     import numpy as np
 
@@ -324,10 +251,10 @@ def train_and_report(args, folder, chief, strategy, data: TrainingData):
 
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        network = build_network(args.net, data.image_shape, data.num_classes, args.bn_momentum, args.width)
-        class_counts = np.bincount(data.labeled_labels, minlength=data.num_classes)
-        algorithm = build_algorithm(args.algorithm, data.num_unlabeled, data.num_classes, args.iterations,
-                                    warmup=not args.no_threshold_warmup, seed=args.seed, input_scale=data.input_scale,
+        network = build_network(args.net, source.image_shape, source.num_classes, args.bn_momentum, args.width)
+        class_counts = np.bincount(source.labeled_labels, minlength=source.num_classes)
+        algorithm = build_algorithm(args.algorithm, source.num_unlabeled, source.num_classes, args.iterations,
+                                    warmup=not args.no_threshold_warmup, seed=args.seed, input_scale=source.input_scale,
                                     p_target=np.maximum(class_counts, 1) / np.maximum(class_counts, 1).sum())
         if args.tau is not None:
             algorithm.threshold.tau = args.tau
@@ -335,14 +262,14 @@ def train_and_report(args, folder, chief, strategy, data: TrainingData):
         model = SemiSupervisedModel(network, algorithm, ema_decay=args.ema_decay, ema_warmup=args.preset != "paper")
         model.compile(optimizer=torchssl_optimizer(args.lr, args.iterations, args.weight_decay),
                       jit_compile=args.jit_compile)
-        model.build((None, *data.image_shape))
+        model.build((None, *source.image_shape))
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
     step = checkpoint.restore() if args.resume else 0
-    stream = data.stream(algorithm.views, step)
+    stream = source.stream(algorithm.views, args.batch_size, args.uratio, start_step=step)
     threshold = getattr(algorithm, "threshold", None)
     curriculum = isinstance(threshold, CurriculumThreshold)
     extra = (lambda: {"classwise_acc": threshold.classwise_acc.numpy()}) if curriculum else None
-    test = data.test()
+    test = source.test()
     model.fit(stream, epochs=args.iterations // args.eval_every, steps_per_epoch=args.eval_every,
               initial_epoch=step // args.eval_every, validation_data=test, shuffle=False,
               verbose=app.fit_verbosity(),
@@ -350,22 +277,21 @@ def train_and_report(args, folder, chief, strategy, data: TrainingData):
                          checkpoint])
     history = folder.read_metrics()["history"]
     accuracy = history["val_accuracy"][-1]  # the last evaluation is of the final EMA weights
-    metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": int(len(data.labeled_labels)),
-               "num_unlabeled": int(data.num_unlabeled), "preset": args.preset, "net": args.net,
+    metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": source.num_labels,
+               "num_unlabeled": int(source.num_unlabeled), "preset": args.preset, "net": args.net,
                "iterations": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),
                **error_summary(history["val_accuracy"]),
                "mask_ratio": history.get("mask_ratio", [None])[-1],
                "classwise_acc": threshold.learning_effect().numpy().tolist() if curriculum else None,
                "history": history}
     plot_learning(history, args.eval_every, os.path.join(folder.plots, "learning.png"),
-                  f"{args.algorithm} on {args.dataset}, {len(data.labeled_labels)} labels")
+                  f"{args.algorithm} on {args.dataset}, {source.num_labels} labels")
     if not args.no_export:
         facts = {"dataset": args.dataset, "algorithm": args.algorithm, "weights": "EMA"}
-        if args.dataset == "imagenet":
-            facts["preprocessing"] = (f"RGB resized to {args.image_size}x{args.image_size} (aspect ratio not kept), "
-                                      "values in [0, 1]")
+        if source.preprocessing:
+            facts["preprocessing"] = source.preprocessing
         metrics["export"] = export_classifier(model.ema_network, args.export_dir, APP, args.version, args.overwrite,
-                                              class_names=data.class_names, metadata=facts)
+                                              class_names=source.class_names, metadata=facts)
     folder.write_metrics(metrics)
     if not chief:
         import shutil
