@@ -28,6 +28,7 @@ import numpy as np
 
 from kerastl.data.recordings import Recordings, make_windows
 from kerastl.data.sensors import ChannelScaler, load_recordings, read_npz_windows
+from kerastl.data.splits import stratified_holdout
 from kerastl.errors import InputError
 
 # The AMSL paper's DSADS protocol: 14 normal activities; abnormal are ascending (a05) and
@@ -97,21 +98,11 @@ def parse_classes(spec: str, class_names: list, dataset: str, option: str = "--n
 
 def _split_normal(labels: np.ndarray, normal: list[int], test_fraction: float, seed: int):
     """Indices (train, test) of items: each normal class split `1 - test_fraction` / `test_fraction`
-    (at least one item each side when a class has two), every other item to test."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        items = np.flatnonzero(labels == c)
-        if c not in normal:
-            test.append(items)
-            continue
-        items = rng.permutation(items)
-        held = int(round(test_fraction * len(items)))
-        if len(items) > 1:
-            held = min(max(held, 1), len(items) - 1)
-        test.append(items[:held])
-        train.append(items[held:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    (at least one item each side when a class has two; `stratified_holdout`), every other item to test."""
+    is_normal = np.isin(labels, normal)
+    normal_items = np.flatnonzero(is_normal)
+    train, test = stratified_holdout(labels[is_normal], test_fraction, seed)
+    return normal_items[train], np.sort(np.concatenate([normal_items[test], np.flatnonzero(~is_normal)]))
 
 
 def anomaly_split(recordings: Recordings, normal_classes: str, window: int, stride: int, seed: int = 0,
