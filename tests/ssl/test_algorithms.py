@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerastl.ssl.algorithms import (ALGORITHMS, UDA, FixMatch, PseudoLabel, SSLAlgorithm, Supervised, build_algorithm,
-                                    flex_pseudolabel, flex_uda, flexmatch, pseudolabel)
+from kerastl.ssl.algorithms import (UDA, FixMatch, PseudoLabel, SSLAlgorithm, SSLSetting, Supervised, algorithm_names,
+                                    algorithm_spec, build_algorithm, flex_pseudolabel, flex_uda, flexmatch, pseudolabel,
+                                    register_algorithm, unregister_algorithm)
 from kerastl.ssl.algorithms.base import cross_entropy, hard_pseudo_labels, linear_rampup, masked_mean
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
@@ -231,13 +232,42 @@ def test_build_algorithm_defaults(name, warmup):
 
 def test_build_algorithm_names_and_errors():
     older = {"pimodel", "meanteacher", "vat", "mixmatch", "remixmatch"}  # tests/ssl/test_older_algorithms.py
-    assert set(ALGORITHMS) == set(EXPECTED) | older | {"supervised"}
+    assert set(algorithm_names()) == set(EXPECTED) | older | {"supervised"}
     supervised = build_algorithm("supervised", 10, 3, 100)
     assert type(supervised) is Supervised and supervised.views == () and supervised.threshold is None
     with pytest.raises(ValueError, match="remixmatch"):
         build_algorithm("fixmatch2", 10, 3, 100)
     with pytest.raises(ValueError):
         build_algorithm("FlexMatch", 10, 3, 100)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_registry_entries_hold_the_class_defaults_and_views(name):
+    spec = algorithm_spec(name)
+    cls, _, tau, _ = EXPECTED[name]
+    assert spec.name == name and spec.cls is cls and spec.tau == tau and spec.uratio == 7
+    assert spec.views == cls.views and spec.summary
+    assert type(spec.build(SSLSetting(50, 7, 200))) is cls
+
+
+def test_registering_checks_the_name_and_the_class_and_can_be_undone():
+    class Toy(Supervised):
+        default_uratio = 3
+
+    with pytest.raises(ValueError, match="algorithm 'fixmatch' is registered already \\(FixMatch\\)"):
+        register_algorithm("fixmatch", Toy, lambda setting: Toy(), "a copy")
+    with pytest.raises(ValueError, match="algorithm 'toy': .*dict.* is not a subclass of SSLAlgorithm"):
+        register_algorithm("toy", dict, lambda setting: Toy(), "not an algorithm")
+    spec = register_algorithm("toy", Toy, lambda setting: Toy(), "a toy", tau=0.5)
+    try:
+        assert algorithm_names()[-1] == "toy" and algorithm_spec("toy") is spec
+        assert (spec.uratio, spec.tau, spec.views) == (3, 0.5, ())  # the class's uratio, the given tau
+        assert type(build_algorithm("toy", 10, 3, 100)) is Toy
+    finally:
+        unregister_algorithm("toy")
+    assert "toy" not in algorithm_names()
+    with pytest.raises(ValueError, match="algorithm 'toy': expected one of flexmatch, fixmatch"):
+        unregister_algorithm("toy")
 
 
 def test_algorithm_in_tf_function_matches_eager():

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from kerastl.ssl import SemiSupervisedModel, torchssl_optimizer
 from kerastl.ssl.algorithms import (VAT, MeanTeacher, MixMatch, ReMixMatch, StepNetworks,
-                                    algorithm_class, build_algorithm)
+                                    algorithm_spec, build_algorithm)
 from kerastl.ssl.algorithms.base import mixup, sharpen, softmax_mse, step_seed
 from kerastl.ssl.algorithms.remixmatch import rotate_randomly
 from kerastl.ssl.algorithms.vat import kl_divergence, l2_normalize
@@ -293,8 +293,8 @@ def test_config_round_trip_and_torchssl_uratio(name):
     algorithm = build_algorithm(name, 10, 3, total_steps=100, seed=2)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(algorithm))
     assert type(clone) is type(algorithm) and clone.get_config() == algorithm.get_config()
-    assert algorithm.threshold is None and algorithm_class(name).default_tau is None
-    assert algorithm_class(name).default_uratio == 1
+    assert algorithm.threshold is None and algorithm_spec(name).tau is None
+    assert algorithm_spec(name).uratio == 1
 
 
 @pytest.fixture(scope="module")

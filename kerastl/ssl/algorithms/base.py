@@ -12,7 +12,13 @@ class MyAlgorithm(SSLAlgorithm):
     def unsupervised_loss(self, logits, index, step):
         pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         return masked_mean(cross_entropy(pseudo, logits["strong"]), mask), mask
+
+register_algorithm("my_algorithm", MyAlgorithm, lambda setting: MyAlgorithm(),
+                   "one line for the apps' --help")   # kerastl.ssl.algorithms.registry
 ```
+
+Registered, it is `--algorithm my_algorithm` in `apps.flexmatch`; a file shipped with
+kerastl also gets its module name in the registry's `BUILTIN_MODULES`.
 
 Algorithms that need more (a teacher network, extra passes, mixed inputs) override
 `compute_losses`, which receives a `StepNetworks` with the forward passes they may run.
@@ -35,11 +41,14 @@ class SSLAlgorithm(keras.layers.Layer):
         threshold: the confidence threshold layer (`FixedThreshold(default_tau)` unless
             one is given, e.g. a `CurriculumThreshold`); None when `default_tau` is None.
         lambda_u: weight of the unsupervised loss.
+        needs_square_images: what in the algorithm needs square images (e.g. "its rotation
+            task"), or None when images of any shape will do.
     """
 
     views: tuple[str, ...] = ("weak", "strong")
     default_tau: float | None = 0.95
     default_uratio: int = 7  # unlabeled batch = uratio * labeled batch, TorchSSL's value for the algorithm
+    needs_square_images: str | None = None
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
+from kerastl.ssl.algorithms.registry import register_algorithm
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
 
@@ -50,3 +51,10 @@ def flexmatch(num_unlabeled: int, num_classes: int, tau: float = 0.95, lambda_u:
     """FlexMatch: FixMatch with Curriculum Pseudo Labeling, TorchSSL's defaults."""
     return FixMatch(CurriculumThreshold(num_unlabeled, num_classes, tau, warmup, mapping), lambda_u,
                     soft_labels, temperature)
+
+
+register_algorithm("flexmatch", FixMatch, lambda s: flexmatch(s.num_unlabeled, s.num_classes, warmup=s.warmup),
+                   "FixMatch with Curriculum Pseudo Labeling: per-class thresholds that follow each class's "
+                   "learning")
+register_algorithm("fixmatch", FixMatch, lambda s: fixmatch(),
+                   "weak-view pseudo-labels above a fixed threshold supervise the strong view")

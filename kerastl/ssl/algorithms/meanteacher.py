@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, linear_rampup, softmax_mse
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -53,3 +54,7 @@ class MeanTeacher(SSLAlgorithm):
 
 def meanteacher(total_steps: int, lambda_u: float = 50.0, rampup: float = 0.4) -> MeanTeacher:
     return MeanTeacher(lambda_u, int(rampup * total_steps))
+
+
+register_algorithm("meanteacher", MeanTeacher, lambda s: meanteacher(s.total_steps),
+                   "Mean Teacher: the student agrees with its EMA teacher")

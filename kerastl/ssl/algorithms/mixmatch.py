@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup, mixup, sharpen,
                                          softmax_mse, step_seed)
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -72,3 +73,7 @@ class MixMatch(SSLAlgorithm):
 def mixmatch(total_steps: int, lambda_u: float = 100.0, temperature: float = 0.5, alpha: float = 0.75,
              rampup: float = 0.4, seed: int = 0) -> MixMatch:
     return MixMatch(lambda_u, temperature, alpha, int(rampup * total_steps), seed)
+
+
+register_algorithm("mixmatch", MixMatch, lambda s: mixmatch(s.total_steps, seed=s.seed),
+                   "MixMatch: sharpened guessed labels and MixUp of labeled and unlabeled images")

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, linear_rampup, softmax_mse
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -43,3 +44,7 @@ class PiModel(SSLAlgorithm):
 
 def pimodel(total_steps: int, lambda_u: float = 10.0, rampup: float = 0.4) -> PiModel:
     return PiModel(lambda_u, int(rampup * total_steps))
+
+
+register_algorithm("pimodel", PiModel, lambda s: pimodel(s.total_steps),
+                   "Pi-Model: consistent predictions for two weak views")

@@ -12,6 +12,7 @@ import keras
 
 from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup,
                                          masked_mean)
+from kerastl.ssl.algorithms.registry import register_algorithm
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
 
@@ -44,3 +45,11 @@ def flex_pseudolabel(num_unlabeled: int, num_classes: int, total_steps: int, tau
                      lambda_u: float = 1.0, rampup: float = 0.4, warmup: bool = True) -> PseudoLabel:
     return PseudoLabel(CurriculumThreshold(num_unlabeled, num_classes, tau, warmup), lambda_u,
                        int(rampup * total_steps))
+
+
+# uratio 7 (the class default; TorchSSL: 1), as in the measured tables.
+register_algorithm("pseudolabel", PseudoLabel, lambda s: pseudolabel(s.total_steps),
+                   "Pseudo-Label: confident predictions of the weak view become its own targets")
+register_algorithm("flex_pseudolabel", PseudoLabel,
+                   lambda s: flex_pseudolabel(s.num_unlabeled, s.num_classes, s.total_steps, warmup=s.warmup),
+                   "Pseudo-Label with Curriculum Pseudo Labeling")

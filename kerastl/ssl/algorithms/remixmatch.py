@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup, mixup, sharpen,
                                          step_seed)
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -36,6 +37,7 @@ class ReMixMatch(SSLAlgorithm):
     views = ("weak", "strong", "strong2")
     default_tau = None
     default_uratio = 1
+    needs_square_images = "its rotation task"
 
     def __init__(self, num_classes: int, p_target=None, w_match: float = 1.5, w_kl: float = 0.5,
                  w_rot: float = 0.5, temperature: float = 0.5, alpha: float = 0.75, rampup_steps: int = 0,
@@ -119,3 +121,8 @@ def rotate_randomly(images: tf.Tensor, seed: tf.Tensor):
 def remixmatch(num_classes: int, total_steps: int, p_target=None, warmup: float = 1 / 64,
                seed: int = 0) -> ReMixMatch:
     return ReMixMatch(num_classes, p_target, rampup_steps=int(warmup * total_steps), seed=seed)
+
+
+register_algorithm("remixmatch", ReMixMatch,
+                   lambda s: remixmatch(s.num_classes, s.total_steps, s.p_target, seed=s.seed),
+                   "ReMixMatch: distribution alignment, augmentation anchoring, MixUp and rotation prediction")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -14,3 +15,6 @@ class Supervised(SSLAlgorithm):
 
     views = ()
     default_tau = None
+
+
+register_algorithm("supervised", Supervised, lambda s: Supervised(), "labeled data only (the baseline)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
+from kerastl.ssl.algorithms.registry import register_algorithm
 from kerastl.ssl.thresholds import CurriculumThreshold, FixedThreshold
 
 
@@ -42,3 +43,9 @@ def uda(tau: float = 0.8, lambda_u: float = 1.0, temperature: float = 0.4) -> UD
 def flex_uda(num_unlabeled: int, num_classes: int, tau: float = 0.8, lambda_u: float = 1.0,
              temperature: float = 0.4, warmup: bool = True) -> UDA:
     return UDA(CurriculumThreshold(num_unlabeled, num_classes, tau, warmup), lambda_u, temperature)
+
+
+register_algorithm("uda", UDA, lambda s: uda(),
+                   "UDA: sharpened weak-view predictions as soft targets of the strong view")
+register_algorithm("flex_uda", UDA, lambda s: flex_uda(s.num_unlabeled, s.num_classes, warmup=s.warmup),
+                   "UDA with Curriculum Pseudo Labeling")

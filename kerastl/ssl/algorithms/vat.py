@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, linear_rampup, step_seed
+from kerastl.ssl.algorithms.registry import register_algorithm
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -101,3 +102,7 @@ def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
 def vat(total_steps: int, input_scale: float = 1.0, lambda_u: float = 0.3, rampup: float = 0.4,
         seed: int = 0) -> VAT:
     return VAT(lambda_u, input_scale=input_scale, rampup_steps=int(rampup * total_steps), seed=seed)
+
+
+register_algorithm("vat", VAT, lambda s: vat(s.total_steps, s.input_scale, seed=s.seed),
+                   "VAT: smooth predictions against the most sensitive perturbation, plus entropy minimisation")
