@@ -18,12 +18,13 @@ Writes <output>/metrics.json: rmse, mae (test period, original units) and rmse_s
 mae_scaled (on the [0, 1] training scale) — true global values over all test windows, not
 the reference's average of per-batch RMSEs; valid_rmse(_scaled); persistence (the same four
 for next = last); segments (TDC boundaries as rows and dates, the distance, the score);
-importance_weights (W [layer, time step]); split (the periods' rows and dates); history
-(per epoch: loss, mse, transfer, val_loss, W). plots/segmentation.png, plots/forecast.png,
-plots/importance_weights.png; tensorboard/; checkpoints/ (resume with --resume). Exports the
-forecaster to <export-dir>/adarnn/<version>/: input `window` float32 [batch, len_seq,
-features] on the original scale (features in the order of metadata "features"), output
-`forecast` float32 [batch], the target --horizon steps after the window, original scale.
+distance (TDM's); importance_weights (W [layer, time step]); split (the periods' rows and
+dates); history (per epoch: loss, mse, transfer, val_loss, W). plots/segmentation.png,
+plots/forecast.png, plots/importance_weights.png; tensorboard/; checkpoints/ (resume with
+--resume). Exports the forecaster to <export-dir>/adarnn/<version>/: input `window` float32
+[batch, len_seq, features] on the original scale (features in the order of metadata
+"features"), output `forecast` float32 [batch], the target --horizon steps after the window,
+original scale.
 
 Classification (--task classification; the paper's UCI HAR table): windows of activity
 recordings are classified; the cross-time split (--test-split time) takes, per subject or
@@ -60,7 +61,6 @@ from kerastl import app
 APP = "adarnn"
 TASKS = ("forecasting", "classification")
 MODELS = ("adarnn", "gru", "mmd_rnn", "dann_rnn", "transformer", "adatransformer", "gbt")
-DISTANCES = ("adversarial", "mmd_rbf", "mmd_linear", "coral", "cosine", "kl", "js")
 PRESETS = {
     "smoke": {"epochs": 2, "pre_epoch": 1, "num_domains": 2, "len_seq": 24, "batch_size": 36, "lr": 2e-3,
               "hidden_size": 16, "num_layers": 2, "bottleneck": 0, "forecast": "change", "patience": 0,
@@ -148,11 +148,15 @@ def build_parser():
                              "matching of the final hidden state), transformer, adatransformer (TDC + TDM on the "
                              "encoder's per-position outputs), gbt (classification only: gradient-boosted trees on "
                              "per-window statistics, the paper's LightGBM baseline). Default adarnn")
-    app.add_preset_option(method, "--distance", choices=DISTANCES,
-                          help="TDM's distance between segments' hidden states (mmd_rnn / dann_rnn fix their own)")
-    method.add_argument("--tdc-distance", default="coral", choices=[d for d in DISTANCES if d != "adversarial"],
+    from kerastl.timeseries.distances import DISTANCES, stateless_names
+
+    described = "; ".join(f"{d.name}: {d.description}" for d in DISTANCES.values())
+    app.add_preset_option(method, "--distance", choices=list(DISTANCES),
+                          help=f"TDM's distance between segments' hidden states (mmd_rnn / dann_rnn fix their own): "
+                               f"{described}")
+    method.add_argument("--tdc-distance", default="coral", choices=stateless_names(),
                         help="the distance TDC maximises between segments of the raw features (default coral, as "
-                             "the reference)")
+                             "the reference); any --distance without trainable parts")
     app.add_preset_option(method, "--num-domains", type=int, help="K: segments of the training period (2..10)")
     method.add_argument("--split", default="tdc", choices=("tdc", "random", "reverse"),
                         help="how the K segments are chosen: tdc (most diverse), random (seeded), reverse (least "
@@ -297,7 +301,7 @@ def fit_matching_model(args, folder, model, make_stream, steps: int, validation)
 
 
 def _training_facts(model, best, steps: int) -> dict:
-    return {"importance_weights": model.tdm_weights.numpy().tolist(),
+    return {"distance": model.distance_name, "importance_weights": model.tdm_weights.numpy().tolist(),
             "gate_weights": model.gate_weights.numpy().tolist() if model.use_gate else None,
             "best_epoch": int(best.best_epoch) + 1 if best.best_weights is not None else None,
             "epochs_done": int(model.optimizer.iterations.numpy()) // steps, "steps_per_epoch": steps}

@@ -5,6 +5,11 @@ features, any leading dimensions) and returns the distance per leading index, sh
 The leading dimensions are how AdaRNN evaluates all time steps and all segment pairs in one
 call instead of a Python loop.
 
+`DISTANCES` is the registry by name (the apps derive their choices from it): a stateless
+distance is a function; one with trainable parts (the adversarial discriminator) is a Keras
+layer class, made once per use with its own weights, and cannot characterise segments in TDC.
+Adding a distance is its function or layer plus one `Distance` entry.
+
 | name | measures | sees |
 |---|---|---|
 | `mmd_linear` | squared distance of the batch means | mean shifts |
@@ -26,12 +31,13 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
-DISTANCES = ("mmd_linear", "mmd_rbf", "coral", "cosine", "kl", "js", "adversarial")
 _EPS = 1e-8
 
 
@@ -195,19 +201,49 @@ class AdversarialDistance(keras.layers.Layer):
         return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
-_FUNCTIONS = {"mmd_linear": mmd_linear, "mmd_rbf": mmd_rbf, "coral": coral, "cosine": cosine, "kl": kl, "js": js}
+@dataclasses.dataclass(frozen=True)
+class Distance:
+    """A registered distance: `build` is the function itself or, when `trainable`, the Keras
+    layer class whose instances hold the trainable parts (called `layer(source, target)`)."""
+
+    name: str
+    build: Callable
+    description: str
+    trainable: bool = False
+
+
+DISTANCES: dict[str, Distance] = {distance.name: distance for distance in (
+    Distance("mmd_linear", mmd_linear, "squared distance of the batch means"),
+    Distance("mmd_rbf", mmd_rbf, "multi-kernel Gaussian MMD^2: any change of distribution"),
+    Distance("coral", coral, "distance of the feature covariances (CORAL)"),
+    Distance("cosine", cosine, "1 - cosine similarity of the batch means"),
+    Distance("kl", kl, "KL divergence of the batch-averaged softmax over features"),
+    Distance("js", js, "Jensen-Shannon divergence of the batch-averaged softmax over features"),
+    Distance("adversarial", AdversarialDistance, "how well a domain discriminator, trained with the model, "
+             "tells the batches apart", trainable=True),
+)}
+
+
+def lookup(name: str) -> Distance:
+    """The registry entry of `name`; an unknown name is a ValueError listing the others."""
+    if name not in DISTANCES:
+        raise ValueError(f"distance {name!r}: expected one of {', '.join(DISTANCES)}")
+    return DISTANCES[name]
+
+
+def stateless_names() -> list[str]:
+    """The distances without trainable parts (those TDC and `DistributionDistance` take)."""
+    return [name for name, distance in DISTANCES.items() if not distance.trainable]
 
 
 def get_distance(name: str, /, **kwargs):
-    """The distance called `name`: a function, or a new `AdversarialDistance` layer.
+    """The distance called `name`: its function, or a new layer of a trainable distance.
 
-    `kwargs` go to `AdversarialDistance` (e.g. `hidden_units`); the other distances take none.
+    `kwargs` go to a trainable distance's layer (e.g. `hidden_units`, `name`); the functions
+    take none.
     """
-    if name == "adversarial":
-        return AdversarialDistance(**kwargs)
-    if name not in _FUNCTIONS:
-        raise ValueError(f"distance {name!r}: expected one of {', '.join(DISTANCES)}")
-    return _FUNCTIONS[name]
+    distance = lookup(name)
+    return distance.build(**kwargs) if distance.trainable else distance.build
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -225,13 +261,14 @@ class DistributionDistance(keras.losses.Loss):
 
     def __init__(self, distance: str = "mmd_rbf", name: str | None = None, reduction="sum_over_batch_size",
                  dtype=None):
-        if distance not in _FUNCTIONS:
-            raise ValueError(f"distance {distance!r}: expected one of {', '.join(_FUNCTIONS)}")
+        if lookup(distance).trainable:
+            raise ValueError(f"distance {distance!r}: has trainable parts; expected one of "
+                             f"{', '.join(stateless_names())}")
         super().__init__(name=name or distance, reduction=reduction, dtype=dtype)
         self.distance = distance
 
     def call(self, y_true, y_pred):
-        return _FUNCTIONS[self.distance](y_true, y_pred)
+        return DISTANCES[self.distance].build(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "distance": self.distance}

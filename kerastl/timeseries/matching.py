@@ -28,7 +28,7 @@ import itertools
 import keras
 import tensorflow as tf
 
-from kerastl.timeseries.distances import DISTANCES, get_distance
+from kerastl.timeseries.distances import get_distance, lookup
 from kerastl.timeseries.gates import TemporalGate
 
 MATCHINGS = ("tdm", "final", "none")
@@ -112,8 +112,7 @@ class TemporalMatchingModel(keras.Model):
                              "(a classifier has no last value to forecast the change from)")
         if matching not in MATCHINGS:
             raise ValueError(f"matching {matching!r}: expected one of {', '.join(MATCHINGS)}")
-        if distance not in DISTANCES:
-            raise ValueError(f"distance {distance!r}: expected one of {', '.join(DISTANCES)}")
+        lookup(distance)
         if num_domains < 2:
             raise ValueError(f"num_domains {num_domains}: expected at least 2 segments to match")
         self.len_seq = len_seq
@@ -151,9 +150,10 @@ class TemporalMatchingModel(keras.Model):
         self.boosting = self.add_weight(shape=(), initializer="zeros", trainable=False, name="boosting")
         matched = range(layers) if self.matching == "tdm" else [layers - 1] if self.matching == "final" else []
         self.matched_layers = list(matched)
-        # One distance per matched layer (the adversarial one has a discriminator per layer).
-        self.distances = [get_distance(self.distance_name, **({"name": f"discriminator_{l}"}
-                                                              if self.distance_name == "adversarial" else {}))
+        # One distance per matched layer (a trainable one, such as the adversarial
+        # discriminator, has its own weights per layer).
+        trainable = lookup(self.distance_name).trainable
+        self.distances = [get_distance(self.distance_name, **({"name": f"discriminator_{l}"} if trainable else {}))
                           for l in self.matched_layers]
         self.gates = [TemporalGate(self.len_seq, name=f"gate_{l}") for l in range(layers)] if self.use_gate else []
 

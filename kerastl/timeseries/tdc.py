@@ -80,9 +80,11 @@ def _check(features, k, split_n, distance):
         features = features[:, None]
     if features.ndim != 2:
         raise InputError(f"TDC: features of shape {features.shape}, expected [time, features]")
-    if distance == "adversarial":
-        raise InputError("--distance adversarial cannot characterise segments (it needs a trained "
-                         "discriminator); TDC takes mmd_linear, mmd_rbf, coral, cosine, kl or js")
+    from kerastl.timeseries.distances import lookup, stateless_names
+
+    if lookup(distance).trainable:
+        raise InputError(f"--tdc-distance {distance} cannot characterise segments (it has trainable parts); TDC "
+                         f"takes {', '.join(stateless_names())}")
     if not 2 <= k <= split_n:
         raise InputError(f"--num-domains {k}: expected 2..{split_n} (TDC chooses among {split_n} even parts)")
     if len(features) < split_n:

@@ -209,6 +209,37 @@ def test_command_line_entry_point(tmp_path):
         f"apps.adarnn: error: {tmp_path}/absent.csv: file not found, expected a CSV file with a header row")
 
 
+def test_a_distance_added_to_the_registry_alone_runs_through_the_app(tmp_path, monkeypatch, capsys):
+    from kerastl.timeseries.distances import DISTANCES, Distance
+
+    calls = []
+
+    def mean_l1(source, target):   # the L1 distance of the batch means
+        calls.append(tuple(source.shape))
+        return tf.reduce_sum(tf.abs(tf.reduce_mean(source, axis=-2) - tf.reduce_mean(target, axis=-2)), axis=-1)
+
+    monkeypatch.setitem(DISTANCES, "mean_l1", Distance("mean_l1", mean_l1, "L1 distance of the batch means"))
+    with pytest.raises(SystemExit):
+        adarnn.build_parser().parse_args(["--help"])
+    assert "mean_l1: L1 distance of the batch means" in " ".join(capsys.readouterr().out.split())
+    data = write_csv(tmp_path / "load.csv")
+    args = csv_args(data, "--preset", "smoke", "--distance", "mean_l1", "--tdc-distance", "mean_l1",
+                    "--output", str(tmp_path / "run"), "--no-export")
+    assert run_app(args) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["distance"] == "mean_l1" and metrics["segments"]["distance"] == "mean_l1"
+    assert np.isfinite(metrics["rmse"]) and 0 < metrics["mae"] <= metrics["rmse"]
+    assert len(metrics["history"]["transfer"]) == 2 and min(metrics["history"]["transfer"]) > 0
+    # TDM called it on [pairs, time steps, batch, hidden] (smoke: 1 pair, 24 steps, 36 windows, 16 units) ...
+    assert (1, 24, 36, 16) in calls
+    # ... and TDC's score is its value between the two segments of the scaled training period.
+    values = pd.read_csv(data)[["load", "temp"]].to_numpy()
+    scaled = (values - metrics["scaler"]["minimum"]) / metrics["scaler"]["scale"]
+    start, middle, end = metrics["segments"]["boundaries"]
+    expected = np.abs(scaled[start:middle].mean(0) - scaled[middle:end].mean(0)).sum()
+    assert metrics["segments"]["score"] == pytest.approx(expected, rel=1e-4)
+
+
 # -- classification (the paper's UCI HAR table) ------------------------------------------
 CLASSIFY = ["--task", "classification", "--preset", "smoke"]
 

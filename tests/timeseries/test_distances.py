@@ -100,6 +100,35 @@ def test_adversarial_distance_is_zero_untrained_and_grows_as_its_discriminator_l
     assert float(layer(BASE, target - 0.5 * gradient / tf.norm(gradient) * np.sqrt(128))) < float(value)
 
 
+def test_the_registry_names_every_distance_and_which_have_trainable_parts():
+    assert list(distances.DISTANCES) == [*STATELESS, "adversarial"]
+    assert distances.stateless_names() == list(STATELESS)
+    assert all(entry.description for entry in distances.DISTANCES.values())
+    layer = distances.get_distance("adversarial", hidden_units=4, name="discriminator_0")
+    assert isinstance(layer, distances.AdversarialDistance) and layer.name == "discriminator_0"
+    assert layer is not distances.get_distance("adversarial")                 # a new one, with its own weights
+    with pytest.raises(ValueError, match="distance 'adversarial': has trainable parts; expected one of mmd_linear"):
+        distances.DistributionDistance("adversarial")
+
+
+def test_a_distance_added_to_the_registry_is_used_by_tdc_and_the_matching_models(monkeypatch):
+    from kerastl.timeseries import AdaRNN, tdc
+
+    def mean_l1(source, target):
+        return tf.reduce_sum(tf.abs(tf.reduce_mean(source, axis=-2) - tf.reduce_mean(target, axis=-2)), axis=-1)
+
+    monkeypatch.setitem(distances.DISTANCES, "mean_l1", distances.Distance("mean_l1", mean_l1, "L1 of the means"))
+    series = np.concatenate([np.zeros((50, 2)), np.ones((50, 2))]).astype("float32")
+    segmentation = tdc.split(series, 2, distance="mean_l1", split_n=4)
+    assert segmentation.boundaries == [0, 50, 100] and segmentation.score == pytest.approx(2.0)
+    assert "mean_l1" in distances.stateless_names()
+    loss = distances.DistributionDistance("mean_l1")
+    assert float(loss(BASE, BASE + 1.0)) == pytest.approx(6.0, rel=1e-5)
+    model = AdaRNN(len_seq=4, num_features=2, num_domains=2, distance="mean_l1", hidden_sizes=(3,))
+    model.build((None, 4, 2))
+    assert model.distances == [mean_l1] and model.get_config()["distance"] == "mean_l1"
+
+
 def test_distance_loss_round_trips_its_config():
     import keras
 
