@@ -201,7 +201,9 @@ def distribution_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise app.InputError("--strategy multi_worker: TF_CONFIG is not set (it names the workers and this "
                                  "worker's index; see the README)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from kerastl.ssl import MultiWorkerMirroredStrategy
+
+        return MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, StepNetworks
 
@@ -28,6 +27,9 @@ class SemiSupervisedModel(keras.Model):
 
     Metrics: `loss`, `sup_loss`, `unsup_loss`, `mask_ratio` (share of unlabeled examples
     whose pseudo-label passed the threshold) during training; `loss`, `accuracy` in evaluation.
+
+    Under `tf.distribute`, build and compile it in the strategy's scope; on several workers
+    use `kerastl.ssl.MultiWorkerMirroredStrategy` (Keras' `fit` needs it there).
 
     Example:
     >>> from kerastl.ssl import SemiSupervisedModel, build_algorithm, torchssl_optimizer
@@ -76,16 +78,6 @@ class SemiSupervisedModel(keras.Model):
         self.algorithm.built = True
         self.built = True
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras traces a sample batch, reduced across replicas, to build what is unbuilt
-        # before the first fit; under MultiWorkerMirroredStrategy that reduction fails on
-        # nested batches (Keras 3.15). The network is built at construction and the metrics
-        # are plain trackers: only the optimizer needs building, in the strategy's scope.
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self._trained_variables())
-        return None
-
     def _trained_variables(self):
         # The network's, plus any weights of the algorithm itself (ReMixMatch's rotation head).
         return self.network.trainable_variables + self.algorithm.trainable_variables
@@ -122,7 +114,9 @@ class SemiSupervisedModel(keras.Model):
         nets = StepNetworks(self.network, self.ema_network, self._feature_network.value)
         with tf.GradientTape() as tape:
             losses = self.algorithm.compute_losses(nets, x_lb, y_lb, index, views, step)
-            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(losses["loss"]))
+            # Replicas' gradients are summed: each replica's loss is its share of the global mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(losses["loss"] / replicas)
         variables = self._trained_variables()
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self._update_ema(step)
@@ -174,6 +168,31 @@ def _feature_network(network):
     except ValueError:
         return None
     return keras.Model(network.inputs, [features, network.outputs[0]], name=f"{network.name}_features")
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` takes nested values too.
+
+    Keras is missing a public way to train with `fit` on several workers: Keras 3 (3.15, and
+    3.16 still) `fit` starts by reducing its first batch across replicas with ONE
+    `strategy.reduce` call over the whole batch structure (`(x, y)`, or the SSL streams'
+    `((x_lb, y_lb), (index, *views))`), and TensorFlow's multi-worker `reduce` takes a single
+    tensor: on two or more workers, `fit` fails on any nested batch before the first step
+    (measured with Keras 3.15.1 and TF 2.17.1, also for a one-layer model on `(x, y)`
+    batches), and no public option skips that reduction. This strategy
+    reduces each tensor of the structure. tests/ssl/test_distributed.py checks that Keras
+    still reduces the whole batch in one call; when that test fails, Keras changed and this
+    class may be needed no more.
+
+    Example:
+    >>> strategy = MultiWorkerMirroredStrategy()        # TF_CONFIG names the workers  # doctest: +SKIP
+    >>> with strategy.scope():                                                      # doctest: +SKIP
+    ...     model = SemiSupervisedModel(network, algorithm)
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce_one = super().reduce
+        return tf.nest.map_structure(lambda tensor: reduce_one(reduce_op, tensor, axis), value)
 
 
 def _loggable(logs: dict) -> dict:

@@ -5,6 +5,7 @@ before TensorFlow starts). Usage:
     python distributed_run.py single OUT.npz
     python distributed_run.py mirrored OUT.npz
     python distributed_run.py multi_worker OUT.npz   (TF_CONFIG set by the caller)
+    python distributed_run.py keras_reduce OUT.npz   (mirrored, recording what Keras reduces)
 """
 
 import json
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import tensorflow as tf  # noqa: E402
 
 mode, out = sys.argv[1], sys.argv[2]
-if mode == "mirrored":
+if mode in ("mirrored", "keras_reduce"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
@@ -48,12 +49,26 @@ def network():
     return keras.Model(inputs, keras.layers.Dense(4)(x))
 
 
+class ReduceRecorder(tf.distribute.MirroredStrategy):
+    """Records the structure of every value Keras asks the strategy to reduce."""
+
+    calls = []
+
+    def reduce(self, reduce_op, value, axis=None):
+        self.calls.append(tf.nest.map_structure(lambda tensor: type(tensor).__name__, value))
+        return super().reduce(reduce_op, value, axis)
+
+
 if mode == "single":
     strategy = tf.distribute.get_strategy()
 elif mode == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+elif mode == "keras_reduce":
+    strategy = ReduceRecorder(["/cpu:0", "/cpu:1"])
 else:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    from kerastl.ssl import MultiWorkerMirroredStrategy
+
+    strategy = MultiWorkerMirroredStrategy()
 
 with strategy.scope():
     keras.utils.set_random_seed(0)
@@ -70,6 +85,8 @@ result = {"replicas": strategy.num_replicas_in_sync, "losses": np.array(losses),
           "selected_label": threshold.selected_label.numpy(), "classwise_acc": threshold.classwise_acc.numpy(),
           **{f"weight_{i}": w for i, w in enumerate(model.network.get_weights())},
           **{f"ema_{i}": w for i, w in enumerate(model.ema_network.get_weights())}}
+if mode == "keras_reduce":
+    result["reduced"] = json.dumps(strategy.calls)
 task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
 if task.get("index", 0) == 0:
     np.savez(out, **result)
