@@ -4,16 +4,13 @@ A teacher carries a defect: a BadNets backdoor (--attack backdoor: --poison-shar
 training images get a checkerboard trigger in a corner and the label --target-class) or
 adversarial vulnerability (--attack adversarial: penultimate-layer guided PGD-Linf crafted
 on the teacher's feature extractor, eps 0.1 / 40 steps / step 0.01 for inputs in [0, 1]).
-A student is then trained for a related task from few labels with --method:
-  remos     profile the teacher's neuron coverage on the student's training data (one
-            forward pass), rank weights by rank(coverage) - rank(|w|), remove the --ratio
-            share with the lowest scores (zero or re-initialise, --slice-mode), fine-tune;
-            --ratio is the share REMOVED: --ratio 0.1 removes 10 % and keeps 90 %;
-  finetune  copy the teacher, new head, fine-tune everything;
-  magprune  remove the --ratio share of smallest-|w| weights, then fine-tune;
-  scratch   the teacher's architecture with random weights;
-  reinit    fine-tune with the top --reinit-layers conv/dense layers re-initialised.
---all-methods trains and measures all five in the same run.
+A student is then trained for a related task from few labels with --method: remos profiles
+the teacher's neuron coverage on the student's training data (one forward pass), ranks weights
+by rank(coverage) - rank(|w|), removes the --ratio share with the lowest scores (zero or
+re-initialise, --slice-mode) and fine-tunes; --ratio is the share REMOVED: --ratio 0.1 removes
+10 % and keeps 90 %. The baselines (fine-tuning, magnitude pruning, training from scratch,
+re-initialising the top layers) are listed under --method; --all-methods trains and measures
+every method in the same run.
 
 CV setting (offline): the teacher is a small CNN trained on --teacher-data (default
 mnist5k, 5,000 real MNIST digits; or npz:PATH with arrays x, y), or loaded with --teacher
@@ -73,7 +70,6 @@ import os
 from kerastl import app
 
 APP = "remos"
-METHOD_CHOICES = ("remos", "finetune", "magprune", "scratch", "reinit")
 DEFAULT_RATIO = {"backdoor": 0.03, "adversarial": 0.1}  # the paper's slice ratios per setting (share removed)
 PRESETS = {
     "smoke": {"teacher_epochs": 1, "width": 8, "labels_per_class": 10, "steps": 20, "eval_every": 10,
@@ -101,8 +97,11 @@ def build_parser():
     parser.add_argument("--setting", default="cv", choices=("cv", "nlp"),
                         help="cv: image classification (teacher CNN or keras.applications network); nlp: sentence "
                              "sentiment with a keras-hub BertBackbone. Default: cv")
-    parser.add_argument("--method", default="remos", choices=METHOD_CHOICES,
-                        help="how the student is built from the teacher (see above). Default: remos")
+    from kerastl.safety.baselines import METHODS
+
+    parser.add_argument("--method", default="remos", choices=list(METHODS),
+                        help="how the student is built from the teacher: "
+                             + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values()) + ". Default: remos")
     parser.add_argument("--all-methods", action="store_true",
                         help="also train and measure every other method; metrics.json gets 'methods'")
     parser.add_argument("--attack", default="backdoor", choices=("backdoor", "adversarial"),
@@ -372,6 +371,7 @@ def train_and_report(args, folder, task, teacher, encoder=None, text_model=None)
     import keras
 
     from kerastl.export import export_classifier
+    from kerastl.safety.baselines import METHODS
     from kerastl.safety.dir import accuracy, backdoor_dir
     from kerastl.safety.experiment import (BackdoorDefect, FineTuneConfig, adversarial_defect, text_adversarial_defect,
                                            transfer)
@@ -398,7 +398,7 @@ def train_and_report(args, folder, task, teacher, encoder=None, text_model=None)
                             weight_decay=args.weight_decay, eval_every=args.eval_every)
     if encoder is not None:
         config.optimizer, config.lr, config.weight_decay = "adamw", args.text_lr, 0.01
-    methods = [m for m in METHOD_CHOICES if m != args.method] + [args.method] if args.all_methods else [args.method]
+    methods = [m for m in METHODS if m != args.method] + [args.method] if args.all_methods else [args.method]
     results = {}
     for method in methods:
         print(f"student: {method}")
@@ -429,8 +429,8 @@ def train_and_report(args, folder, task, teacher, encoder=None, text_model=None)
         metrics["slicing_overhead"] = (remos.preparation_seconds - finetune.preparation_seconds) / finetune.seconds
     plot_acc_vs_dir({m: (r.accuracy, r.dir) for m, r in results.items()}, os.path.join(folder.plots, "acc_vs_dir.png"),
                     title=f"{args.attack}: ACC vs DIR")
-    sliced = next((results[m] for m in (args.method, "remos", "magprune") if m in results and results[m].masks
-                   is not None and m != "reinit"), None)
+    # The slice shown: the chosen method's if it removes the --ratio share, else ReMoS's.
+    sliced = next((results[m] for m in (args.method, "remos") if m in results and METHODS[m].removes_ratio), None)
     if sliced is not None:
         kernels = layer_kernels(teacher, list(sliced.masks))
         metrics["kept_share"] = kept_share(sliced.masks)

@@ -46,7 +46,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEPENDS_ON = ("apps.remos",)  # run in a subprocess: invisible to provenance's import scan
 DEPENDENCIES = provenance.dependency_paths(__file__)
-METHODS = ("finetune", "magprune", "scratch", "reinit", "remos")
 GROUPS = ("cv-backdoor", "cv-adversarial", "nlp-backdoor", "nlp-adversarial")  # setting-attack
 
 
@@ -85,7 +84,7 @@ def summarise(runs_by_attack):
         if not runs:
             continue
         rows = {}
-        for method in METHODS:
+        for method in runs[0]["methods"]:  # `--all-methods`: every registered method
             acc = np.array([r["methods"][method]["acc"] for r in runs])
             dir_ = np.array([r["methods"][method]["dir"] for r in runs])
             ft_acc = np.array([r["methods"]["finetune"]["acc"] for r in runs])

