@@ -32,7 +32,6 @@ import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ALGORITHMS = ("base", "fedavg", "fedbn", "fedprox", "fedper", "fedap")
 DEPENDS_ON = ("apps.adafed",)  # run in a subprocess: invisible to provenance's import scan
 DEPENDENCIES = provenance.dependency_paths(__file__)
 SETTINGS = {
@@ -55,18 +54,19 @@ def accuracy(args):
         for seed in args.seeds:
             rows[(setting, seed)] = run_setting(setting, seed, args.runs, args.extra, args.reuse)
     summary, lines = {}, ["| algorithm | " + " | ".join(args.settings) + " |", "|---|" + "---|" * len(args.settings)]
-    for algorithm in ALGORITHMS:
+    algorithms = next(iter(rows.values()))["algorithms"]  # `--algorithm all`: every registered one
+    for algorithm in algorithms:
         cells = []
         for setting in args.settings:
             means = [rows[(setting, s)]["results"][algorithm]["mean_accuracy"] for s in args.seeds]
             summary[f"{algorithm}/{setting}"] = stats.spread(means)
             cells.append(stats.plus_minus(means, 100, sign="+-"))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
-    per_client = {f"{setting}/{seed}": {a: m["results"][a]["client_accuracy"] for a in ALGORITHMS}
+    per_client = {f"{setting}/{seed}": {a: m["results"][a]["client_accuracy"] for a in algorithms}
                   for (setting, seed), m in rows.items()}
     comparisons = {f"fedap vs {other} on {s}": stats.compare("FedAP", summary[f"fedap/{s}"]["values"], other,
                                                              summary[f"{other}/{s}"]["values"])
-                   for s in args.settings for other in ALGORITHMS if other != "fedap"}
+                   for s in args.settings for other in algorithms if other != "fedap"}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "adafed_benchmark.json"), "w") as f:
         json.dump({"summary": summary, "comparisons": comparisons, "per_client": per_client, "seeds": args.seeds,
