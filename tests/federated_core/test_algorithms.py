@@ -12,25 +12,7 @@ from kerastl.federated.algorithms import ALGORITHMS, FederatedAlgorithm, get_alg
 from kerastl.federated.local_training import make_local_trainer
 from kerastl.federated.simulation import Client, FederatedSimulation
 from kerastl.federated.statistics import bn_layers
-
-layers = tf.keras.layers
-
-
-def small_bn_model(seed=5, features=5, classes=3):
-    tf.keras.utils.set_random_seed(seed)
-    inputs = tf.keras.Input((features,))
-    x = layers.Dense(4, name="d1")(inputs)
-    x = layers.BatchNormalization(name="bn1")(x)
-    x = layers.ReLU()(x)
-    x = layers.Dense(6, name="d2")(x)
-    return tf.keras.Model(inputs, layers.Dense(classes, name="head")(x))
-
-
-def batches(seed, n=24, batch=8):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = (np.eye(3, 5)[y] * 2 + rng.normal(size=(n, 5)) + seed).astype(np.float32)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+from test_fedap_core import batches, small_bn_model
 
 
 def clients():
@@ -103,5 +85,5 @@ def test_registry_properties_switch_the_proximal_term_and_the_similarity_matrix(
     sim.run_round()          # W is taken at round 1 from the clients' BN statistics
     np.testing.assert_allclose(np.diag(sim.matrix), 0.5)
     np.testing.assert_allclose(sim.matrix.sum(1), 1.0, rtol=1e-5)
-    local = {id(v) for layer in (sim.model.get_layer("bn1"), sim.model.get_layer("head")) for v in layer.weights}
+    local = {id(v) for layer in bn_layers(sim.model) + [sim.model.get_layer("head")] for v in layer.weights}
     assert [not s for s in sim.shared] == [id(v) in local for v in sim.model.weights]
