@@ -86,7 +86,7 @@ POSITIVE_INTEGERS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim"
 
 
 def build_parser():
-    from kerastl.adapters.stages import METHODS
+    from kerastl.adapters.methods import METHODS
 
     parser = app.make_parser(f"apps.{APP}", __doc__, PRESETS)
     parser.add_argument("--data", metavar="SCHEME:DIR", default=None,
@@ -150,7 +150,7 @@ def parse_languages(text: str, option: str) -> list[str]:
 
 def check_args(args):
     """Checks every option; sets args.methods, args.source_list, args.data_roots (lang -> root)."""
-    from kerastl.adapters.stages import METHODS
+    from kerastl.adapters.methods import METHODS
 
     args.methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
     unknown = [m for m in args.methods if m not in METHODS]
@@ -293,7 +293,7 @@ def checkpointing(folder, args):
 def train_and_report(args, folder, records, export_path):
     import keras
 
-    from kerastl.adapters import stages
+    from kerastl.adapters import methods, serving, source_cache
     from kerastl.adapters.model import MultilingualASR
     from kerastl.adapters.report import plot_fusion_attention
     from kerastl.data.vocabulary import CharVocabulary
@@ -311,16 +311,17 @@ def train_and_report(args, folder, records, export_path):
     def tensorboard(stage):
         return [keras.callbacks.TensorBoard(os.path.join(folder.tensorboard, stage))]
 
-    key = stages.fingerprint({"records": {lang: records[lang]["train"] for lang in sources}, "model": model_config,
-                              "vocabularies": {lang: vocabularies[lang].characters for lang in sources},
-                              **{k: getattr(args, k) for k in ("batch_size", "pretrain_epochs", "adapter_epochs", "lr",
-                                                               "adapter_training", "seed", "spec_augment")}})
+    key = source_cache.fingerprint({
+        "records": {lang: records[lang]["train"] for lang in sources}, "model": model_config,
+        "vocabularies": {lang: vocabularies[lang].characters for lang in sources},
+        **{k: getattr(args, k) for k in ("batch_size", "pretrain_epochs", "adapter_epochs", "lr", "adapter_training",
+                                         "seed", "spec_augment")}})
     cache = os.path.join(args.cache_dir, "simadapter-sources", key)
     print(f"source model on {', '.join(sources)}: {cache}", flush=True)
-    source_model, source_facts = stages.train_sources(
+    source_model, source_facts = source_cache.train_sources(
         lambda: MultilingualASR({lang: vocabularies[lang].size for lang in sources}, **model_config),
-        source_train, stages.SourceSettings(args.pretrain_epochs, args.adapter_epochs, args.lr, args.adapter_training,
-                                            verbose), cache=cache, callbacks=tensorboard)
+        source_train, source_cache.SourceSettings(args.pretrain_epochs, args.adapter_epochs, args.lr,
+                                                  args.adapter_training, verbose), cache=cache, callbacks=tensorboard)
     del source_model  # every method loads its own copy from the cache
 
     def pretrained():
@@ -332,32 +333,32 @@ def train_and_report(args, folder, records, export_path):
         return MultilingualASR({target: vocabularies[target].size}, **model_config)
 
     target_records = records[target]
-    data = stages.TargetData(
+    data = methods.TargetData(
         train=speech_dataset(target_records["train"], vocabularies[target], args.batch_size, training=True,
                              spec_augment=augment, seed=args.seed),
         test=speech_dataset(target_records["test"], vocabularies[target], args.batch_size),
         dev=speech_dataset(target_records["dev"], vocabularies[target], args.batch_size),
         vocabulary=vocabularies[target], test_references=[text for _, text in target_records["test"]],
         source_train=source_train)
-    settings = stages.StageSettings(args.epochs, args.lr, args.fusion_epochs, args.fusion_lr, args.guide_weight,
-                                    args.meta_epochs, args.inner_lr, args.meta_lr, verbose)
+    settings = methods.StageSettings(args.epochs, args.lr, args.fusion_epochs, args.fusion_lr, args.guide_weight,
+                                     args.meta_epochs, args.inner_lr, args.meta_lr, verbose)
     finished, restore, on_finished = checkpointing(folder, args)
-    results = stages.run_methods(args.methods, pretrained, fresh, target, sources, data, settings, args.beam_width,
-                                 callbacks=lambda stage: tensorboard(f"{target}-{stage}"), finished=finished,
-                                 restore=restore, on_finished=on_finished)
+    results = methods.run_methods(args.methods, pretrained, fresh, target, sources, data, settings, args.beam_width,
+                                  callbacks=lambda stage: tensorboard(f"{target}-{stage}"), finished=finished,
+                                  restore=restore, on_finished=on_finished)
     for method, facts in results.items():
         if "attention" in facts:
             plot_fusion_attention(facts["attention"], facts["attention_languages"],
                                   os.path.join(folder.plots, f"{method}_attention.png"),
                                   title=f"{target}: SimAdapter attention ({method})")
-    main = [m for m in stages.METHODS if m in args.methods][-1]
+    main = [m for m in methods.METHODS if m in args.methods][-1]
     metrics = {key: results[main][key] for key in ("cer", "wer", "trained_share")}
     metrics.update(method=main, target=target, sources=sources, methods=results, preset=args.preset,
                    sources_training={k: v for k, v in source_facts.items()}, source_cache=cache,
                    data={lang: {split: len(records[lang][split]) for split in SPLITS} for lang in records})
     if export_path is not None:
-        recognizer = restore(main).recognizer(target, stages.recognizer_mode(main))
-        metrics["export"] = stages.export_recognizer(
+        recognizer = restore(main).recognizer(target, methods.recognizer_mode(main))
+        metrics["export"] = serving.export_recognizer(
             recognizer, vocabularies[target], export_path, overwrite=args.overwrite,
             metadata={"app": APP, "method": main, "sources": sources, "cer": metrics["cer"], "wer": metrics["wer"]})
     folder.write_metrics(metrics)

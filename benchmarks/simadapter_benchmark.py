@@ -44,7 +44,7 @@ import provenance  # noqa: E402
 import stats  # noqa: E402
 from apps import simadapter  # noqa: E402
 from kerastl import app  # noqa: E402
-from kerastl.adapters.stages import METHODS  # noqa: E402
+from kerastl.adapters.methods import METHODS  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 DEPENDENCIES = provenance.dependency_paths(__file__)
