@@ -202,6 +202,24 @@ def no_cuda():
         yield
 
 
+@contextlib.contextmanager
+def keras_float64():
+    """Keras layers built while the block runs compute in float64 (`keras.config` dtype
+    policy). With a float64 PyTorch twin (`module.double()`), a step's rounding differences
+    fall to ~1e-12 and what still differs is the method: float32 reductions over a BN layer's
+    batch x height x width (TensorFlow accumulates them with ~1e-4 relative error at 10^5
+    values; oneDNN's convolution weight gradient is worse on some CPUs) otherwise dominate a
+    1e-5 comparison (docs/parity.md)."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 # ---------------------------------------------------------------- weights
 
 
@@ -438,16 +456,31 @@ class StepComparison:
         self.rows.append(row)
         return row
 
+    def close_all(self, step: int, quantity: str, pairs: dict, tolerance: float | None = None) -> dict:
+        """One float row for a group of tensors (`{name: (ours, reference)}`, e.g. from
+        `weight_errors`): the worst relative error over them, and which tensor it was."""
+        errors = {name: relative_error(ours, ref) for name, (ours, ref) in pairs.items()}
+        worst = max(errors, key=errors.get)
+        tolerance = float_tolerance(step) if tolerance is None else tolerance
+        row = {"run": self.run, "step": step, "quantity": quantity, "kind": "float",
+               "relative_error": errors[worst], "worst_tensor": worst, "tensors": len(errors),
+               "tolerance": tolerance, "ok": bool(errors[worst] <= tolerance)}
+        self.rows.append(row)
+        return row
+
     def summary(self) -> dict:
+        """Per quantity: kind, steps compared, failing steps, the first failing step, the worst
+        value (relative error; for exact rows the most differing entries) and its step."""
         out = {}
         for row in self.rows:
             entry = out.setdefault(row["quantity"], {"kind": row["kind"], "steps": 0, "failing_steps": 0,
-                                                     "first_failing_step": None, "worst": 0.0})
+                                                     "first_failing_step": None, "worst": 0.0, "worst_step": None})
             entry["steps"] += 1
-            worst = row["relative_error"] if row["kind"] == "float" else row["differing"]
-            entry["worst"] = max(entry["worst"], worst)
-            if row["kind"] == "float":
-                entry["worst_step"] = row["step"] if worst >= entry["worst"] else entry.get("worst_step")
+            value = row["relative_error"] if row["kind"] == "float" else row["differing"]
+            if entry["worst_step"] is None or value > entry["worst"]:
+                entry["worst"], entry["worst_step"] = value, row["step"]
+                if "worst_tensor" in row:
+                    entry["worst_tensor"] = row["worst_tensor"]
             if not row["ok"]:
                 entry["failing_steps"] += 1
                 if entry["first_failing_step"] is None:
