@@ -507,10 +507,12 @@ def start_record(script: str) -> dict:
 
 def write_results(family: str, content: dict, markdown: str, record: dict) -> tuple[str, str]:
     """Writes `benchmarks/results/parity_<family>.json` (`content` plus the finished
-    `provenance`) and `.md` (`markdown`); returns both paths."""
+    `provenance`) and `.md` (`markdown`); returns both paths. `record` stays open: calling
+    this after every run keeps the results of finished runs if a long harness is stopped."""
     os.makedirs(RESULTS, exist_ok=True)
     stem = os.path.join(RESULTS, f"parity_{family}")
-    payload = {**content, "provenance": provenance.public(provenance.finish(record))}
+    # A copy is finished, so a harness may write after every run and again at the end.
+    payload = {**content, "provenance": provenance.public(provenance.finish(dict(record)))}
     with open(stem + ".json", "w") as f:
         json.dump(payload, f, indent=2, default=_jsonable)
         f.write("\n")

