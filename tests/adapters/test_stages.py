@@ -1,13 +1,11 @@
 """The training stages on a tiny tone corpus: learning, what each stage freezes and trains,
-SimAdapter fusion, evaluation, and the multilingual trainer's Keras round trip."""
+SimAdapter fusion and evaluation (the multilingual trainer's Keras round trip: tests/test_keras_objects.py)."""
 
-import keras
 import numpy as np
 import pytest
-from tone_asr import SIZE, SOURCES, changed_layers, copy_with_target, weights_by_layer
+from tone_asr import SOURCES, changed_layers, copy_with_target, weights_by_layer
 
 from kerastl.adapters import methods, stages
-from kerastl.adapters.model import MultilingualASR
 
 
 def test_multilingual_pretraining_learns_both_languages(trained_sources, tone_data):
@@ -94,18 +92,3 @@ def test_evaluate_scores_the_greedy_transcripts(trained_sources, tone_data):
     assert stages.evaluate(recognizer, test["aa"], vocabularies["aa"], references=wrong)["cer"] >= 0.5
     with pytest.raises(ValueError, match="references"):
         stages.evaluate(recognizer, test["aa"], vocabularies["aa"], references=references[:1])
-
-
-def test_multilingual_trainer_round_trips_through_a_keras_file(tone_data, tmp_path):
-    _, vocabularies, _, test = tone_data
-    keras.utils.set_random_seed(1)
-    model = MultilingualASR({lang: vocabularies[lang].size for lang in SOURCES}, **SIZE)
-    trainer = stages.MultilingualTrainer({lang: model.recognizer(lang, "adapter") for lang in SOURCES})
-    batch = {lang: next(iter(test[lang])) for lang in SOURCES}
-    expected = trainer(batch)
-    trainer.save(tmp_path / "trainer.keras")
-    loaded = keras.models.load_model(tmp_path / "trainer.keras")
-    assert loaded.recognizers["aa"].encoder is loaded.recognizers["bb"].encoder
-    for lang, outputs in loaded(batch).items():
-        np.testing.assert_allclose(outputs["logits"], expected[lang]["logits"], atol=1e-5)
-        np.testing.assert_array_equal(outputs["logit_lengths"], expected[lang]["logit_lengths"])
