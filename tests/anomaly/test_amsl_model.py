@@ -1,4 +1,4 @@
-"""The AMSL model: outputs, per-sample scores, ablations, training with fit, .keras round trip."""
+"""The AMSL model: outputs, per-sample scores, ablations, training with fit (its .keras round trip: tests/test_keras_objects.py)."""
 
 import keras
 import numpy as np
@@ -72,7 +72,7 @@ def test_ablations_build_the_parts_they_name(options, views, memories):
     assert len(model.decoders) == views
 
 
-def test_trains_with_fit_and_round_trips_through_keras_file(tmp_path):
+def test_trains_with_fit_and_predicts_the_score():
     x = windows(n=64)
     model = built(x, shrink_threshold=0.01)
     history = model.fit(x, batch_size=16, epochs=4, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
@@ -81,12 +81,6 @@ def test_trains_with_fit_and_round_trips_through_keras_file(tmp_path):
     assert history.history["reconstruction_loss"][-1] < history.history["reconstruction_loss"][0]
     assert history.history["view_loss"][0] == pytest.approx(np.log(7), rel=0.2)   # 7-way CE starts near chance
     assert history.history["memory_loss"][-1] > 0                # the entropy terms are in the loss
-    path = str(tmp_path / "amsl.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert loaded.get_config() == model.get_config()
-    np.testing.assert_allclose(loaded.score(x[:10]).numpy(), model.score(x[:10]).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(loaded.view_max.numpy(), model.view_max.numpy())
     np.testing.assert_allclose(model.predict(x[:10], verbose=0), model.score(x[:10]).numpy(), rtol=1e-5)
 
 

@@ -34,7 +34,7 @@ def test_baseline_separates_spiky_windows(name):
 
 
 @pytest.mark.parametrize("model_class, options", [(ConvAutoencoder, {"filters": (4, 8)}), (LSTMAutoencoder, {"units": 8})])
-def test_autoencoders_fit_and_round_trip_through_keras_file(model_class, options, tmp_path):
+def test_autoencoders_fit_and_score_the_reconstruction_error(model_class, options):
     x, _, _ = smooth_and_spiky(n_train=32)
     keras.utils.set_random_seed(0)
     model = model_class(**options)
@@ -44,11 +44,6 @@ def test_autoencoders_fit_and_round_trip_through_keras_file(model_class, options
     assert model(x[:2]).shape == (2, 16, 3)
     np.testing.assert_allclose(model.score(x[:4]).numpy(), ((model(x[:4]).numpy() - x[:4]) ** 2).mean(axis=(1, 2)),
                                rtol=1e-5)
-    path = str(tmp_path / "ae.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert loaded.get_config() == model.get_config()
-    np.testing.assert_allclose(loaded.score(x).numpy(), model.score(x).numpy(), rtol=1e-5)
 
 
 def test_unknown_baseline():
