@@ -1,4 +1,5 @@
-"""The AMSL model: outputs, per-sample scores, ablations, training with fit (its .keras round trip: tests/test_keras_objects.py)."""
+"""The AMSL model: outputs, per-sample scores, ablations, training with fit (its .keras round
+trip: tests/test_keras_objects.py)."""
 
 import keras
 import numpy as np

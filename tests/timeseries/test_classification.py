@@ -1,6 +1,6 @@
 """AdaRNN for classification: the paper's five metrics against hand computation and
-scikit-learn, the window statistics and the GBT baseline, the classification training step,
-serialisation, and learning the watch exercises across time."""
+scikit-learn, the window statistics and the GBT baseline, the classification training step and learning
+the watch exercises across time (the .keras round trip: tests/test_keras_objects.py)."""
 
 import doctest
 import itertools
@@ -117,15 +117,7 @@ def test_classification_step_is_cross_entropy_per_segment_plus_matching():
     assert "mse" not in logs
 
 
-def test_classifier_round_trips_through_a_keras_file(tmp_path):
-    keras.utils.set_random_seed(0)
-    model = AdaRNN(len_seq=8, num_features=3, num_domains=2, hidden_sizes=[6], num_classes=5, bottleneck_width=8)
-    model.build((None, 8, 3))
-    windows = np.random.default_rng(0).normal(size=(4, 8, 3)).astype("float32")
-    model.save(tmp_path / "classifier.keras")
-    loaded = keras.models.load_model(tmp_path / "classifier.keras")
-    assert loaded.num_classes == 5 and loaded.head.units == 5
-    np.testing.assert_allclose(loaded(windows).numpy(), model(windows).numpy(), rtol=1e-5, atol=1e-6)
+def test_a_classifier_has_no_residual_index():
     with pytest.raises(ValueError, match="num_classes 4: expected at least 2 classes and no residual_index"):
         AdaRNN(len_seq=8, num_features=3, num_classes=4, residual_index=0)
 

@@ -129,12 +129,8 @@ def test_a_distance_added_to_the_registry_is_used_by_tdc_and_the_matching_models
     assert model.distances == [mean_l1] and model.get_config()["distance"] == "mean_l1"
 
 
-def test_distance_loss_round_trips_its_config():
-    import keras
-
+def test_distance_loss_is_the_distance():
     loss = distances.DistributionDistance("coral")
-    clone = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert clone.distance == "coral"
-    assert float(clone(BASE, BASE * 2.0)) == pytest.approx(float(distances.coral(BASE, BASE * 2.0)), rel=1e-5)
+    assert float(loss(BASE, BASE * 2.0)) == pytest.approx(float(distances.coral(BASE, BASE * 2.0)), rel=1e-5)
     with pytest.raises(ValueError, match="expected one of"):
         distances.get_distance("wasserstein")

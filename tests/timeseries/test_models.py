@@ -1,5 +1,6 @@
 """AdaRNN / AdaTransformer: the vectorised TDM step equals the per-pair, per-step definition;
-serialisation; training with model.fit; the TDM state travels in checkpoints."""
+training with model.fit; the TDM state travels in checkpoints (the .keras round trip:
+tests/test_keras_objects.py)."""
 
 import itertools
 
@@ -62,22 +63,6 @@ def test_boosting_phase_weights_the_distances_with_w():
     logs = model.train_step((tf.constant(x), tf.constant(y)))
     # Only time step 2 counts, whatever the gates say.
     assert float(logs["transfer"]) == pytest.approx(float(model.distance_epoch.numpy()[0, 2]), rel=1e-5)
-
-
-@pytest.mark.parametrize("name", ["adarnn", "adatransformer", "dann_rnn"])
-def test_keras_file_round_trip_keeps_forecasts_and_tdm_state(name, tmp_path):
-    keras.utils.set_random_seed(0)
-    model = build_forecaster(name, T, F, K, distance="adversarial", hidden_size=8, residual_index=1)
-    if hasattr(model, "tdm_weights"):
-        model.tdm_weights.assign(np.linspace(0.1, 1.0, T * len(model.hidden_sizes)).reshape(-1, T))
-    windows = np.random.default_rng(0).normal(size=(5, T, F)).astype("float32")
-    expected = model.predict(windows, verbose=0)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
-    np.testing.assert_allclose(loaded.predict(windows, verbose=0), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loaded.tdm_weights.numpy(), model.tdm_weights.numpy())
 
 
 @pytest.mark.parametrize("name, matched", [("adarnn", True), ("adatransformer", True), ("gru", False)])
