@@ -225,13 +225,14 @@ TABLE = {
     "PiModel": [ssl_case("PiModel", lambda_u=2.0)],
     "PositionalProjection": [dict(init_kwargs=dict(len_seq=5, model_dim=4), inputs=(normal(2, 5, 3),),
                                   trainable_weights=3)],
-    "PseudoLabel": [ssl_case("PseudoLabel", threshold=lambda: fixed(0.3), rampup_steps=8)],
+    "PseudoLabel": [ssl_case("PseudoLabel", threshold=lambda: fixed(0.3), rampup_steps=8),
+                    ssl_case("PseudoLabel", threshold=cpl)],
     "ReMixMatch": [ssl_case("ReMixMatch", trainable_weights=2, num_classes=3, p_target=[0.5, 0.25, 0.25], seed=1)],
     "ReMoSSlicing": [dict(init_kwargs=dict(masks=MASKS, mode="reinit", seed=3), probe=sliced_model)],
     "SGDWithL2": [dict(init_kwargs=dict(l2=5e-3, learning_rate=0.1, momentum=0.9, nesterov=True),
                        probe=after_two_steps, compiled_as="optimizer")],
     "SemiSupervisedModel": [dict(init_kwargs=lambda: dict(network=image_net(), algorithm=registered("FixMatch")(
-        threshold=cpl(tau=0.0, mapping="linear")), ema_decay=0.9, ema_warmup=True), inputs=(normal(3, 8, 8, 1),),
+        threshold=cpl(tau=0.0, mapping="linear", warmup=False)), ema_decay=0.9, ema_warmup=True), inputs=(normal(3, 8, 8, 1),),
         fit_data=ssl_batches(("weak", "strong")), trainable_weights=6)],
     "SimAdapter": [dict(init_kwargs=dict(temperature=0.5, guide_weight=0.1, guide_index=1),
                         inputs=(normal(2, 5, 4), normal(2, 5, 2, 4, seed=1)), trainable_weights=7)],
@@ -240,7 +241,7 @@ TABLE = {
                           trainable_weights=4)],
     "TokenCoverage": [dict(init_kwargs=dict(vocabulary_size=6), inputs=(np.array([[3, 1, 3, 0], [5, 0, 0, 0]]),),
                            trainable_weights=0, train=False)],
-    "UDA": [ssl_case("UDA", threshold=cpl, temperature=0.5)],
+    "UDA": [ssl_case("UDA", threshold=cpl, temperature=0.5), ssl_case("UDA", threshold=lambda: fixed(0.8))],
     "VAT": [ssl_case("VAT", eps=2.0, xi=1e-3, entmin_weight=0.1, seed=4)],
 }
 

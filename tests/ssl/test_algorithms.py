@@ -13,7 +13,6 @@ With a fixed tau of 0.85 the mask is [1, 0, 1]; every loss is divided by the 3 e
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -224,10 +223,6 @@ def test_build_algorithm_defaults(name, warmup):
     if threshold_cls is CurriculumThreshold:
         cpl = algorithm.threshold
         assert (cpl.num_unlabeled, cpl.num_classes, cpl.warmup, cpl.mapping) == (50, 7, warmup, "convex")
-    # config round trip keeps the algorithm and its threshold
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(algorithm))
-    assert type(clone) is cls and type(clone.threshold) is threshold_cls and clone.threshold.tau == tau
-    assert clone.get_config() == algorithm.get_config()
 
 
 def test_build_algorithm_names_and_errors():

@@ -1,6 +1,5 @@
 """Tests for `kerastl.ssl.model.SemiSupervisedModel` and `kerastl.ssl.optim` on tiny networks."""
 
-import copy
 import math
 
 import keras
@@ -9,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerastl.checkpoint import TrainingCheckpoint
-from kerastl.ssl import (CosineSchedule, CurriculumThreshold, FixedThreshold, SemiSupervisedModel, SGDWithL2,
+from kerastl.ssl import (CosineSchedule, FixedThreshold, SemiSupervisedModel, SGDWithL2,
                          build_algorithm, torchssl_optimizer)
 from kerastl.ssl.algorithms import FixMatch, PseudoLabel, Supervised, flexmatch
 
@@ -236,8 +235,6 @@ def test_torchssl_optimizer_preset():
     optimizer.apply([tf.zeros_like(v) for v in variables], variables)
     np.testing.assert_allclose(variables[0].numpy(), before[0] * (1 - 0.03 * 1.9 * 5e-4), rtol=1e-6)
     np.testing.assert_array_equal(variables[1].numpy(), before[1])
-    clone = SGDWithL2.from_config(optimizer.get_config())
-    assert clone.l2 == 5e-4 and clone.nesterov
 
 
 def test_cosine_schedule():
@@ -246,30 +243,11 @@ def test_cosine_schedule():
     for k in (0, total // 2, total):
         assert float(schedule(k)) == pytest.approx(lr * math.cos(7 * math.pi * k / (16 * total)), rel=1e-6)
     assert float(schedule(total)) == pytest.approx(lr * 0.19509, rel=1e-4)   # ends at ~0.2 lr
-    clone = CosineSchedule.from_config(schedule.get_config())
-    assert (clone.learning_rate, clone.total_steps, clone.cycles) == (lr, total, 7 / 16)
 
 
-# -------------------------------------------------------------------------- config and saving
+# ---------------------------------------------------------------- CPL state and the EMA network
 
-def test_config_round_trip():
-    model = SemiSupervisedModel(tiny_net(), flexmatch(20, C, tau=0.7, warmup=False, mapping="linear"),
-                                ema_decay=0.99, ema_warmup=True)
-    config = model.get_config()
-    # (Keras' own deserialisation of a Functional config empties the dict it is given: pass a copy)
-    clone = SemiSupervisedModel.from_config(copy.deepcopy(config))
-    assert (clone.ema_decay, clone.ema_warmup) == (0.99, True)
-    assert [layer.name for layer in clone.network.layers] == [layer.name for layer in model.network.layers]
-    assert type(clone.algorithm) is FixMatch
-    cpl = clone.algorithm.threshold
-    assert type(cpl) is CurriculumThreshold
-    assert (cpl.num_unlabeled, cpl.num_classes, cpl.tau, cpl.warmup, cpl.mapping) == (20, C, 0.7, False, "linear")
-    assert clone.get_config() == config
-    other = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
-    assert type(other) is SemiSupervisedModel and other.get_config() == config
-
-
-def test_keras_file_round_trip_keeps_predictions_and_cpl_state(tmp_path):
+def test_fit_records_the_cpl_state_and_predicts_with_the_ema_network():
     algorithm = flexmatch(8, C)
     algorithm.threshold.tau = 0.0                   # every unlabeled example gets recorded
     model = SemiSupervisedModel(tiny_net(), algorithm, ema_decay=0.9)
@@ -279,20 +257,8 @@ def test_keras_file_round_trip_keeps_predictions_and_cpl_state(tmp_path):
     assert (selected[:MU * B] >= 0).all() and (selected[MU * B:] == -1).all()
     acc = algorithm.threshold.classwise_acc.numpy()
     assert acc.max() > 0
-    path = str(tmp_path / "flexmatch.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is SemiSupervisedModel and type(loaded.algorithm.threshold) is CurriculumThreshold
-    assert loaded.algorithm.threshold.tau == 0.0
-    np.testing.assert_array_equal(loaded.algorithm.threshold.selected_label.numpy(), selected)
-    np.testing.assert_array_equal(loaded.algorithm.threshold.classwise_acc.numpy(), acc)
-    for a, b in zip(model.ema_network.get_weights(), loaded.ema_network.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(model.network.get_weights(), loaded.network.get_weights()):
-        np.testing.assert_array_equal(a, b)
     x = batch(seed=9)[1][1]
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-7)
-    # ...and those are the EMA network's, not the online network's
+    # predictions are the EMA network's, not the online network's
     assert not np.allclose(model.predict(x, verbose=0), model.network(x, training=False).numpy(), atol=1e-3)
 
 
