@@ -203,9 +203,12 @@ def test_step_comparison_rows_and_summary():
     comparison.close(1, "loss", 1.0, 1.0 + 2e-6)
     summary = comparison.summary()
     assert summary["mask"] == {"kind": "exact", "steps": 2, "failing_steps": 1, "first_failing_step": 2,
-                               "worst": 1, "ok": False}
+                               "worst": 1, "worst_step": 2, "ok": False}
+    row = comparison.close_all(3, "weights", {"a": (np.ones(2), np.ones(2)), "b": (np.ones(2), np.full(2, 2.0))})
+    assert row["worst_tensor"] == "b" and row["relative_error"] == pytest.approx(0.5) and not row["ok"]
     assert summary["loss"]["ok"] and summary["loss"]["worst"] == pytest.approx(2e-6, rel=1e-3)
     assert not comparison.ok
+    assert comparison.summary()["weights"]["worst_tensor"] == "b"
 
 
 def test_stubbed_package_imports_but_refuses_use():
