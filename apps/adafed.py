@@ -102,7 +102,7 @@ def build_parser():
     parser.add_argument("--local-layers", type=int, default=1, help="FedPer: last weighted layers kept local")
     parser.add_argument("--tff-workers", metavar="HOST:PORT,...", default=None,
                         help="--engine tff: run the rounds on TFF worker services (worker_binary --port=P on each "
-                             "host; see the README) instead of a local worker")
+                             "host; see docs/apps/adafed.md, 'Several hosts') instead of a local worker")
     parser.add_argument("--model", default="auto",
                         help="client network: sensor_cnn, lenet5_bn, alexnet_bn, or auto (by the input shape, see "
                              "above). Default: auto")

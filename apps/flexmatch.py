@@ -200,7 +200,7 @@ def distribution_strategy(name):
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise app.InputError("--strategy multi_worker: TF_CONFIG is not set (it names the workers and this "
-                                 "worker's index; see the README)")
+                                 "worker's index; see docs/apps/flexmatch.md, 'Scale out')")
         from kerastl.ssl import MultiWorkerMirroredStrategy
 
         return MultiWorkerMirroredStrategy()
