@@ -199,7 +199,7 @@ def test_sgd_l2_first_step_with_zero_gradient():
     lr, l2, momentum = 0.5, 0.1, 0.9
     optimizer = SGDWithL2(l2=l2, learning_rate=lr, momentum=momentum, nesterov=True)
     optimizer.apply([tf.zeros_like(v) for v in variables], variables)
-    # Keras SGD, Nesterov: m = -lr g; w += momentum m - lr g = -lr (1 + momentum) g, with g = l2 w
+    # Nesterov, first step: b = g; w -= lr (g + momentum b) = lr (1 + momentum) g, with g = l2 w
     for v, w in zip(variables, before):
         if v.name == "kernel":
             np.testing.assert_allclose(v.numpy(), w * (1 - lr * (1 + momentum) * l2), rtol=1e-6)
@@ -207,21 +207,26 @@ def test_sgd_l2_first_step_with_zero_gradient():
             np.testing.assert_array_equal(v.numpy(), w)
 
 
-def test_sgd_l2_matches_pytorch_sgd_over_steps():
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_l2_matches_pytorch_sgd_under_the_cosine_schedule(nesterov):
+    """torch.optim.SGD's update (lr outside the momentum buffer) step by step while the
+    learning rate changes: a 4-step cosine horizon takes it from 0.1 to 0.02."""
     variables = build_layers()
     rng = np.random.default_rng(5)
-    grads = [rng.normal(size=v.shape).astype("float32") for v in variables]
-    lr, l2, momentum = 0.1, 0.05, 0.9
-    optimizer = SGDWithL2(l2=l2, learning_rate=lr, momentum=momentum, nesterov=True)
-    # torch.optim.SGD(nesterov=True, weight_decay=l2) applied to kernels only
+    lr, l2, momentum, total = 0.1, 0.05, 0.9, 4
+    schedule = CosineSchedule(lr, total)
+    optimizer = SGDWithL2(l2=l2, learning_rate=schedule, momentum=momentum, nesterov=nesterov)
+    # torch.optim.SGD(momentum, nesterov, weight_decay=l2) applied to kernels only
     weights = [v.numpy().astype(np.float64) for v in variables]
     buffers = [None] * len(variables)
-    for _ in range(3):
+    for k in range(total + 1):
+        grads = [rng.normal(size=v.shape).astype("float32") for v in variables]
         optimizer.apply([tf.constant(g) for g in grads], variables)
+        lr_k = lr * math.cos(7 * math.pi * k / (16 * total))
         for i, v in enumerate(variables):
             d = grads[i] + (l2 * weights[i] if v.name == "kernel" else 0.0)
             buffers[i] = d if buffers[i] is None else momentum * buffers[i] + d
-            weights[i] = weights[i] - lr * (d + momentum * buffers[i])
+            weights[i] = weights[i] - lr_k * (d + momentum * buffers[i] if nesterov else buffers[i])
             np.testing.assert_allclose(v.numpy(), weights[i], rtol=1e-5, atol=1e-6)
 
 
