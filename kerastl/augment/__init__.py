@@ -4,7 +4,8 @@ Every view function has the signature `view(image, seed) -> image` (float32 `[H,
 in [0, 1], a shape-[2] integer seed), so the same seed always gives the same view.
 
 - `weak_augment`: flip + reflect-padded random crop (the weak view).
-- `strong_augment`: the weak view, then `rand_augment` (RandAugment, 3 of 14 ops, + Cutout).
+- `strong_augment`: `rand_augment` (RandAugment, 3 of 14 ops, + Cutout), then the weak view
+  (TorchSSL's order).
 """
 
 from kerastl.augment.randaugment import rand_augment, strong_augment

@@ -1,12 +1,13 @@
 """RandAugment as used by FixMatch / FlexMatch, in pure, stateless TF ops.
 
 The strong view of FixMatch and FlexMatch (TorchSSL ``datasets/augmentation/randaugment.py``,
-``RandAugment(3, 5)``) is the weak view followed by:
+``RandAugment(3, 5)``) is RandAugment followed by the weak view (TorchSSL inserts RandAugment
+at the head of its flip / crop transform), where RandAugment is:
 
 1. ``num_ops = 3`` operations drawn uniformly *with replacement* from the 14 below, each with
    a magnitude drawn uniformly from its range (the ``m`` argument of TorchSSL is unused);
-2. Cutout: a square of side ``U(0, 0.5) * width`` pixels centred at a uniformly random
-   position, filled with grey and clipped at the borders.
+2. Cutout: a square of side ``v = U(0, 0.5) * width`` pixels filled with TorchSSL's colour
+   (125, 123, 114) / 255, see `cutout` for its exact placement.
 
 =============  =====================  ==================================================
 op (index)     magnitude range        PIL semantics reproduced
@@ -31,7 +32,13 @@ All factors below 1 (as FlexMatch draws them) move the image towards the degener
 Geometric ops follow PIL's ``Image.transform(AFFINE)`` convention (the matrix maps *output*
 pixel centres to *input* coordinates, so a positive translation moves the content left/up),
 use nearest-neighbour sampling like PIL's default, and run through
-``tf.raw_ops.ImageProjectiveTransformV3``; uncovered pixels get ``fill`` (grey 0.5 here).
+``tf.raw_ops.ImageProjectiveTransformV3``; uncovered pixels are black (``fill`` 0.0, PIL's
+default ``fillcolor``, which TorchSSL keeps).
+
+Grey-scale images: TorchSSL's RGB Cutout colour cannot be drawn on a one-channel PIL image (the
+reference fails there); one channel gets the colour's luminance as PIL converts RGB to "L",
+``round(0.299 * 125 + 0.587 * 123 + 0.114 * 114) = 123`` (/ 255), so a grey-scale Cutout is
+what converting the reference's RGB result to grey gives.
 
 Images are float32 ``[H, W, C]`` in [0, 1] with a static shape and 1 or 3 channels. Ops that
 are defined on 8-bit values (Equalize, Posterize, Solarize) round to ``x * 255`` internally;
@@ -51,7 +58,11 @@ import tensorflow as tf
 
 from kerastl.augment.weak import weak_augment
 
-GREY = 0.5
+#: Pixels uncovered by Rotate, Shear and Translate: black, PIL's default fill.
+GEOMETRIC_FILL = 0.0
+#: TorchSSL's Cutout colour in 8-bit RGB, and its luminance for one-channel images.
+CUTOUT_RGB = (125, 123, 114)
+CUTOUT_GREY = 123
 _LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2)
 
 
@@ -208,10 +219,10 @@ def _affine(image: tf.Tensor, matrix, fill: float, interpolation: str) -> tf.Ten
     return tf.ensure_shape(out, image.shape)
 
 
-def rotate(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str = "nearest") -> tf.Tensor:
+def rotate(image: tf.Tensor, magnitude, fill: float = GEOMETRIC_FILL, interpolation: str = "nearest") -> tf.Tensor:
     """PIL ``Image.rotate(degrees)``: rotate counter-clockwise (as displayed, rows going down)
     by `magnitude` degrees about the image centre; 90 on a square image equals
-    ``np.rot90(image)``. Uncovered pixels get `fill`."""
+    ``np.rot90(image)``. Uncovered pixels get `fill` (black)."""
     theta = _as_float(magnitude) * (math.pi / 180.0)
     cos, sin = tf.cos(theta), tf.sin(theta)
     height, width = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
@@ -221,28 +232,28 @@ def rotate(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str =
     return _affine(image, matrix, fill, interpolation)
 
 
-def shear_x(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str = "nearest") -> tf.Tensor:
+def shear_x(image: tf.Tensor, magnitude, fill: float = GEOMETRIC_FILL, interpolation: str = "nearest") -> tf.Tensor:
     """PIL ``transform(AFFINE, (1, v, 0, 0, 1, 0))``: output (x, y) samples input (x + v y, y),
     the origin being the top-left corner."""
     v = _as_float(magnitude)
     return _affine(image, (1.0, v, 0.0, 0.0, 1.0, 0.0), fill, interpolation)
 
 
-def shear_y(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str = "nearest") -> tf.Tensor:
+def shear_y(image: tf.Tensor, magnitude, fill: float = GEOMETRIC_FILL, interpolation: str = "nearest") -> tf.Tensor:
     """PIL ``transform(AFFINE, (1, 0, 0, v, 1, 0))``: output (x, y) samples input (x, y + v x)."""
     v = _as_float(magnitude)
     return _affine(image, (1.0, 0.0, 0.0, v, 1.0, 0.0), fill, interpolation)
 
 
-def translate_x(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str = "nearest") -> tf.Tensor:
+def translate_x(image: tf.Tensor, magnitude, fill: float = GEOMETRIC_FILL, interpolation: str = "nearest") -> tf.Tensor:
     """Translate by `magnitude` of the width, PIL convention: output column x shows input column
     ``x + magnitude * W``, so a positive magnitude moves the content left; the uncovered
-    columns get `fill`."""
+    columns get `fill` (black)."""
     shift = _as_float(magnitude) * tf.cast(tf.shape(image)[1], tf.float32)
     return _affine(image, (1.0, 0.0, shift, 0.0, 1.0, 0.0), fill, interpolation)
 
 
-def translate_y(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: str = "nearest") -> tf.Tensor:
+def translate_y(image: tf.Tensor, magnitude, fill: float = GEOMETRIC_FILL, interpolation: str = "nearest") -> tf.Tensor:
     """Translate by `magnitude` of the height: output row y shows input row
     ``y + magnitude * H`` (a positive magnitude moves the content up)."""
     shift = _as_float(magnitude) * tf.cast(tf.shape(image)[0], tf.float32)
@@ -252,24 +263,41 @@ def translate_y(image: tf.Tensor, magnitude, fill: float = GREY, interpolation: 
 # ------------------------------------------------------------------------------ cutout
 
 
-def cutout(image: tf.Tensor, magnitude, center, fill: float = GREY) -> tf.Tensor:
-    """Fill a square of side ``round(magnitude * W)`` pixels with `fill`.
+def cutout_fill(channels: int) -> tuple[float, ...]:
+    """TorchSSL's Cutout colour in [0, 1] for images with `channels` channels (1 or 3):
+    (125, 123, 114) / 255, or its luminance 123 / 255 for grey-scale images."""
+    if channels == 1:
+        return (CUTOUT_GREY / 255.0,)
+    if channels == 3:
+        return tuple(level / 255.0 for level in CUTOUT_RGB)
+    raise ValueError(f"Cutout colour for {channels} channels: expected 1 or 3")
 
-    The square covers rows ``y0 .. y0 + side - 1`` with ``y0 = round(center_y - side / 2)``
-    (columns likewise), clipped at the borders; ``center = (center_y, center_x)`` in pixels.
-    TorchSSL draws ``magnitude ~ U(0, 0.5)`` and the centre uniformly over the image.
+
+def cutout(image: tf.Tensor, magnitude, center, fill=None) -> tf.Tensor:
+    """TorchSSL's Cutout: fill a square of side ``v = magnitude * W`` pixels with `fill`.
+
+    As TorchSSL draws it with PIL, the square's top-left pixel is ``(y0, x0) = (floor(max(0,
+    center_y - v / 2)), floor(max(0, center_x - v / 2)))`` and it covers rows ``y0 ..
+    floor(y0 + v)`` and columns ``x0 .. floor(x0 + v)`` (PIL's rectangle includes its far
+    corner), clipped at the image's border; ``v <= 0`` leaves the image unchanged. `fill`
+    defaults to `cutout_fill` of the image's channels; ``center = (center_y, center_x)`` in
+    pixels. `rand_augment` draws ``magnitude ~ U(0, 0.5)`` and each centre coordinate
+    uniformly in ``[1, side]`` (TorchSSL's ``np.random.uniform(w)`` has ``low=w`` and the
+    default ``high=1``).
 
     Example:
-    >>> out = cutout(tf.ones([32, 32, 3]), 0.25, center=(16, 16))  # rows/cols 12..19 grey
+    >>> out = cutout(tf.ones([32, 32, 3]), 0.25, center=(16, 16))  # rows/cols 12..20 filled
     """
     height, width = image.shape[0], image.shape[1]
-    side = tf.round(_as_float(magnitude) * float(width))
+    if fill is None:
+        fill = cutout_fill(_channels(image))
+    side = _as_float(magnitude) * float(width)
     center_y, center_x = (_as_float(v) for v in tf.unstack(tf.convert_to_tensor(center)))
-    top = tf.round(center_y - side / 2.0)
-    left = tf.round(center_x - side / 2.0)
+    top = tf.floor(tf.maximum(0.0, center_y - side / 2.0))
+    left = tf.floor(tf.maximum(0.0, center_x - side / 2.0))
     rows = tf.range(height, dtype=tf.float32)[:, None, None]
     cols = tf.range(width, dtype=tf.float32)[None, :, None]
-    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    inside = (rows >= top) & (rows <= top + side) & (cols >= left) & (cols <= left + side) & (side > 0)
     return tf.where(inside, tf.constant(fill, tf.float32), image)
 
 
@@ -307,7 +335,7 @@ OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
 _GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"}
 
 
-def apply_op(image: tf.Tensor, index, magnitude, fill: float = GREY) -> tf.Tensor:
+def apply_op(image: tf.Tensor, index, magnitude, fill: float = GEOMETRIC_FILL) -> tf.Tensor:
     """Apply op number `index` of `OPS` (a scalar int tensor is fine) with `magnitude` in its
     natural units, through ``tf.switch_case``."""
 
@@ -335,7 +363,7 @@ def rand_augment(
     seed: tf.Tensor,
     num_ops: int = 3,
     cutout: float = 0.5,
-    fill: float = GREY,
+    fill: float = GEOMETRIC_FILL,
     return_ops: bool = False,
 ):
     """FixMatch / FlexMatch RandAugment: `num_ops` random ops, then Cutout.
@@ -345,7 +373,8 @@ def rand_augment(
         seed: shape-[2] integer seed; the same seed gives the same view.
         num_ops: ops drawn uniformly with replacement from the 14 of `OPS`.
         cutout: Cutout side ~ ``U(0, cutout) * W`` (0 disables it).
-        fill: grey level of the pixels uncovered by geometric ops and of the Cutout square.
+        fill: value of the pixels uncovered by geometric ops (black, as PIL); the Cutout
+            square is TorchSSL's colour, `cutout_fill`.
         return_ops: also return the int32 indices (into `OPS`) of the ops applied.
 
     Returns:
@@ -364,16 +393,18 @@ def rand_augment(
     if cutout > 0:
         u = tf.random.stateless_uniform([3], cutout_seed)
         height, width = image.shape[0], image.shape[1]
-        center = tf.stack([u[1] * height, u[2] * width])
-        image = _cutout(image, u[0] * cutout, center, fill=fill)
+        center = tf.stack([1.0 + u[1] * (height - 1), 1.0 + u[2] * (width - 1)])
+        image = _cutout(image, u[0] * cutout, center)
     image = tf.clip_by_value(image, 0.0, 1.0)
     return (image, indices) if return_ops else image
 
 
 def strong_augment(image: tf.Tensor, seed: tf.Tensor, flip: bool = True, num_ops: int = 3,
                    cutout: float = 0.5) -> tf.Tensor:
-    """The strong view of FixMatch / FlexMatch: `weak_augment` (with `flip`) then
-    `rand_augment`, on independent sub-seeds ``stateless_split(seed, 2)``.
+    """The strong view of FixMatch / FlexMatch: `rand_augment`, then `weak_augment` (flip when
+    `flip`, reflect-padded crop), in TorchSSL's order, on independent sub-seeds
+    ``stateless_split(seed, 2)``. Borders filled by RandAugment (black corners, a Cutout at
+    the edge) are mirrored into the crop's padding, as in TorchSSL.
 
     Example:
     >>> view = strong_augment(tf.zeros([32, 32, 3]), seed=tf.constant([0, 1], tf.int64))
@@ -382,5 +413,5 @@ def strong_augment(image: tf.Tensor, seed: tf.Tensor, flip: bool = True, num_ops
     >>> svhn_strong = functools.partial(strong_augment, flip=False)  # doctest: +SKIP
     """
     weak_seed, rand_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = weak_augment(tf.convert_to_tensor(image, tf.float32), weak_seed, flip=flip)
-    return rand_augment(image, rand_seed, num_ops=num_ops, cutout=cutout)
+    image = rand_augment(tf.convert_to_tensor(image, tf.float32), rand_seed, num_ops=num_ops, cutout=cutout)
+    return weak_augment(image, weak_seed, flip=flip)

@@ -175,23 +175,23 @@ def test_sharpness_factor_zero_is_pil_smooth_inside_and_keeps_border():
 # ------------------------------------------------------------------- geometric ops, by hand
 
 
-def test_translate_x_by_whole_pixels_shifts_and_fills_grey():
-    image = distinct_image(32, 32, 3)
+def test_translate_x_by_whole_pixels_shifts_and_fills_black():
+    image = distinct_image(32, 32, 3) + 0.1  # no pixel of the image is black
     out = ra.translate_x(tf.constant(image), 3 / 32).numpy()  # content moves 3 columns left
     np.testing.assert_array_equal(out[:, :29], image[:, 3:])
-    np.testing.assert_array_equal(out[:, 29:], np.full((32, 3, 3), 0.5))
+    np.testing.assert_array_equal(out[:, 29:], np.zeros((32, 3, 3)))  # PIL's default fill
     out = ra.translate_x(tf.constant(image), -3 / 32).numpy()  # ... and right
     np.testing.assert_array_equal(out[:, 3:], image[:, :29])
-    np.testing.assert_array_equal(out[:, :3], np.full((32, 3, 3), 0.5))
-    out = ra.translate_x(tf.constant(image), 3 / 32, fill=0.0).numpy()
-    np.testing.assert_array_equal(out[:, 29:], 0.0)
+    np.testing.assert_array_equal(out[:, :3], np.zeros((32, 3, 3)))
+    out = ra.translate_x(tf.constant(image), 3 / 32, fill=0.5).numpy()  # another fill on request
+    np.testing.assert_array_equal(out[:, 29:], 0.5)
 
 
 def test_translate_y_by_whole_pixels():
     image = distinct_image(28, 28, 1)
     out = ra.translate_y(tf.constant(image), 7 / 28).numpy()  # content moves 7 rows up
     np.testing.assert_array_equal(out[:21], image[7:])
-    np.testing.assert_array_equal(out[21:], np.full((7, 28, 1), 0.5))
+    np.testing.assert_array_equal(out[21:], np.zeros((7, 28, 1)))
 
 
 def test_rotate_zero_is_identity_and_ninety_is_rot90():
@@ -206,10 +206,10 @@ def test_rotate_zero_is_identity_and_ninety_is_rot90():
     np.testing.assert_array_equal(ra.rotate(tf.constant(odd), 90.0).numpy(), np.rot90(odd, axes=(0, 1)))
 
 
-def test_rotate_thirty_fills_corners_grey_and_keeps_centre():
+def test_rotate_thirty_fills_corners_black_and_keeps_centre():
     image = np.ones((32, 32, 1), np.float32)
     out = ra.rotate(tf.constant(image), 30.0).numpy()
-    assert out[0, 0, 0] == 0.5 and out[-1, -1, 0] == 0.5 and out[16, 16, 0] == 1.0
+    assert out[0, 0, 0] == 0.0 and out[-1, -1, 0] == 0.0 and out[16, 16, 0] == 1.0
 
 
 def test_shear_zero_is_identity_and_shear_x_moves_rows():
@@ -221,7 +221,7 @@ def test_shear_zero_is_identity_and_shear_x_moves_rows():
     # 1.625 -> 2 columns (nearest), row 0 by 0.125 -> 0
     np.testing.assert_array_equal(out[0], image[0])
     np.testing.assert_array_equal(out[6, :30], image[6, 2:])
-    np.testing.assert_array_equal(out[6, 30:], 0.5)
+    np.testing.assert_array_equal(out[6, 30:], 0.0)
     out = ra.shear_y(tf.constant(image), 0.25).numpy()
     np.testing.assert_array_equal(out[:30, 6], image[2:, 6])
 
@@ -253,42 +253,89 @@ def test_ops_match_pillow(shape):
         check(ra.color(image, factor), ImageEnhance.Color(pil).enhance(factor), 1.5)
         check(ra.contrast(image, factor), ImageEnhance.Contrast(pil).enhance(factor), 1.5)
         check(ra.sharpness(image, factor), ImageEnhance.Sharpness(pil).enhance(factor), 1.5)
+    # geometry: our default fill against PIL's default fill (the reference passes none)
     w, h = pil.size
     for angle in (-30.0, -7.3, 13.0, 30.0):
-        check(ra.rotate(image, angle, fill=0.0), pil.rotate(angle))
+        check(ra.rotate(image, angle), pil.rotate(angle))
     for v in (-0.3, -0.11, 0.17, 0.3):
-        check(ra.shear_x(image, v, fill=0.0), pil.transform(pil.size, Image.AFFINE, (1, v, 0, 0, 1, 0)))
-        check(ra.shear_y(image, v, fill=0.0), pil.transform(pil.size, Image.AFFINE, (1, 0, 0, v, 1, 0)))
-        check(ra.translate_x(image, v, fill=0.0), pil.transform(pil.size, Image.AFFINE, (1, 0, v * w, 0, 1, 0)))
-        check(ra.translate_y(image, v, fill=0.0), pil.transform(pil.size, Image.AFFINE, (1, 0, 0, 0, 1, v * h)))
+        check(ra.shear_x(image, v), pil.transform(pil.size, Image.AFFINE, (1, v, 0, 0, 1, 0)))
+        check(ra.shear_y(image, v), pil.transform(pil.size, Image.AFFINE, (1, 0, 0, v, 1, 0)))
+        check(ra.translate_x(image, v), pil.transform(pil.size, Image.AFFINE, (1, 0, v * w, 0, 1, 0)))
+        check(ra.translate_y(image, v), pil.transform(pil.size, Image.AFFINE, (1, 0, 0, 0, 1, v * h)))
 
 
 # ------------------------------------------------------------------------------- cutout
 
 
-def test_cutout_fills_a_grey_square_of_the_right_size():
+def test_cutout_colour_is_torchssls_and_its_luminance_for_grey_images():
+    np.testing.assert_allclose(ra.cutout_fill(3), (125 / 255, 123 / 255, 114 / 255))
+    # PIL's RGB -> L: (299 * 125 + 587 * 123 + 114 * 114) / 1000 = 122.572 -> 123
+    np.testing.assert_allclose(ra.cutout_fill(1), (123 / 255,))
+    from PIL import Image
+
+    assert Image.new("RGB", (1, 1), ra.CUTOUT_RGB).convert("L").getpixel((0, 0)) == ra.CUTOUT_GREY
+
+
+def test_cutout_square_by_hand():
+    colour = np.array([125, 123, 114]) / 255
     image = np.ones((32, 32, 3), np.float32)
-    out = ra.cutout(tf.constant(image), 0.25, center=(16, 16)).numpy()  # side 8, rows/cols 12..19
+    # v = 8, centre (16, 16): top-left (12, 12), PIL's rectangle includes (20, 20)
+    out = ra.cutout(tf.constant(image), 0.25, center=(16, 16)).numpy()
     expected = image.copy()
-    expected[12:20, 12:20] = 0.5
-    np.testing.assert_array_equal(out, expected)
-    # clipped at the borders: centre (1, 30), side 8 -> rows -3..4, cols 26..33
+    expected[12:21, 12:21] = colour
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    # clipped at the borders: centre (1, 30), v = 8 -> rows 0..8 (top max(0, -3) = 0), cols 26..31
     out = ra.cutout(tf.constant(image), 0.25, center=(1.0, 30.0)).numpy()
     expected = image.copy()
-    expected[0:5, 26:32] = 0.5
-    np.testing.assert_array_equal(out, expected)
+    expected[0:9, 26:32] = colour
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    # v = 5.5, centre (10.3, 7.9): top floor(7.55) = 7 .. floor(12.55) = 12, left floor(5.15) = 5 .. 10
+    out = ra.cutout(tf.constant(image), 5.5 / 32, center=(10.3, 7.9)).numpy()
+    expected = image.copy()
+    expected[7:13, 5:11] = colour
+    np.testing.assert_allclose(out, expected, atol=1e-7)
     np.testing.assert_array_equal(ra.cutout(tf.constant(image), 0.0, center=(16, 16)).numpy(), image)
+    grey = ra.cutout(tf.ones([8, 8, 1]), 0.25, center=(4, 4)).numpy()[..., 0]  # v = 2: rows/cols 3..5
+    assert np.allclose(grey[3:6, 3:6], 123 / 255) and (grey == 1.0).sum() == 64 - 9
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1)])
+def test_cutout_matches_pillow_drawing_torchssls_rectangle(shape):
+    """TorchSSL's CutoutAbs, step by step on PIL: corner int(max(0, c - v / 2)), far corner
+    min(side, corner + v), rectangle filled with (125, 123, 114); grey-scale images get the
+    RGB result converted to "L" (PIL cannot draw the RGB colour on them)."""
+    from PIL import Image, ImageDraw
+
+    height, width = shape[:2]
+    levels = random_levels((height, width, 3), 0, 256, rng_seed=4)
+    if shape[-1] == 1:
+        levels = np.repeat(np.asarray(Image.fromarray(levels).convert("L"))[..., None], 3, axis=-1)
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        v = rng.uniform(0, 0.5) * width
+        center_x, center_y = rng.uniform(1, width), rng.uniform(1, height)
+        x0, y0 = int(max(0, center_x - v / 2.0)), int(max(0, center_y - v / 2.0))
+        pil = Image.fromarray(levels)
+        ImageDraw.Draw(pil).rectangle((x0, y0, min(width, x0 + v), min(height, y0 + v)), ra.CUTOUT_RGB)
+        if shape[-1] == 1:
+            pil = pil.convert("L")
+        theirs = np.asarray(pil, np.float64).reshape(shape)
+        ours = ra.cutout(levels_image(levels[..., :shape[-1]]), v / width, center=(center_y, center_x))
+        np.testing.assert_allclose(np.asarray(ours) * 255.0, theirs, atol=1e-3)
 
 
 def test_rand_augment_cutout_square_side_is_at_most_half():
-    # with num_ops=0 only the cutout acts: a grey square (clipped) of side <= 16 on white
-    image = tf.ones([32, 32, 1])
+    # with num_ops=0 only the cutout acts: a square (clipped) of TorchSSL's colour, side
+    # floor(v) + 1 <= 16 for v < 16, on white
+    image = tf.ones([32, 32, 3])
     sides = []
     for s in range(100):
-        grey = rand_augment(image, seed(s), num_ops=0).numpy()[..., 0] == 0.5
-        if grey.any():
-            rows, cols = np.flatnonzero(grey.any(1)), np.flatnonzero(grey.any(0))
-            assert grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and grey.sum() == len(rows) * len(cols)
+        out = rand_augment(image, seed(s), num_ops=0).numpy()
+        filled = np.all(np.abs(out - ra.cutout_fill(3)) < 1e-6, axis=-1)
+        assert np.all(filled | np.all(out == 1.0, axis=-1))
+        if filled.any():
+            rows, cols = np.flatnonzero(filled.any(1)), np.flatnonzero(filled.any(0))
+            assert filled[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and filled.sum() == len(rows) * len(cols)
             sides.append(max(len(rows), len(cols)))
     assert max(sides) <= 16 and len(sides) > 80 and max(sides) >= 12
     np.testing.assert_array_equal(rand_augment(image, seed(0), num_ops=0, cutout=0.0).numpy(), image.numpy())
@@ -339,7 +386,7 @@ def test_rand_augment_applies_the_drawn_ops_in_order(augment_graph):
         out, ops = augment_graph(image, seed(s))
         np.testing.assert_array_equal(ops.numpy(), indices.numpy())
         # identical outside the cutout square
-        untouched = np.any(np.abs(out.numpy() - 0.5) > 1e-6, axis=-1)
+        untouched = np.any(np.abs(out.numpy() - ra.cutout_fill(3)) > 1e-6, axis=-1)
         np.testing.assert_allclose(out.numpy()[untouched], expected.numpy()[untouched], atol=1e-5)
 
 
@@ -394,11 +441,12 @@ def sub_seeds(s):
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_strong_augment_is_weak_then_rand_augment_on_sub_seeds(flip):
+def test_strong_augment_is_rand_augment_then_weak_on_sub_seeds(flip):
+    # TorchSSL's order: RandAugment, then flip and reflect-padded crop
     image = tf.constant(distinct_image(32, 32, 3))
     for s in range(10):
         weak_seed, rand_seed = sub_seeds(seed(s, salt=4))
-        expected = rand_augment(weak_augment(image, weak_seed, flip=flip), rand_seed)
+        expected = weak_augment(rand_augment(image, rand_seed), weak_seed, flip=flip)
         np.testing.assert_array_equal(strong_augment(image, seed(s, salt=4), flip=flip).numpy(), expected.numpy())
 
 
@@ -407,7 +455,7 @@ def test_strong_augment_flip_false_never_mirrors():
     mirrored = 0
     for s in range(40):
         weak_seed, rand_seed = sub_seeds(seed(s))
-        flipped_view = rand_augment(tf.image.flip_left_right(weak_augment(image, weak_seed, flip=False)), rand_seed)
+        flipped_view = tf.image.flip_left_right(weak_augment(rand_augment(image, rand_seed), weak_seed, flip=False))
         no_flip = strong_augment(image, seed(s), flip=False).numpy()
         with_flip = strong_augment(image, seed(s), flip=True).numpy()
         assert not np.array_equal(no_flip, flipped_view.numpy())
