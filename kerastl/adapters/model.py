@@ -153,18 +153,19 @@ class CTCRecognizer(keras.Model):
             self.head.build(hidden)
         self.built = True
 
-    def _after_layer(self, i, x, padding_mask, training):
+    def _after_layer(self, i, x, padding_mask, training, feed_forward_input):
         if self.fusion is not None:
+            # The reference's residual: the frozen layer's own feed-forward input LN(h).
             outputs = tf.stack([stack[i](x) for stack in self.adapter_stacks], axis=2)
-            return self.fusion[i](x, outputs, padding_mask=padding_mask, training=training)
+            return self.fusion[i](x, outputs, feed_forward_input, padding_mask=padding_mask, training=training)
         if self.adapter_stacks:
             return self.adapter_stacks[0][i](x)
         return x
 
     def call(self, inputs, training=None):
         features, lengths = _batch_inputs(inputs)
-        hidden, hidden_lengths = self.encoder.encode(features, lengths, after_layer=self._after_layer,
-                                                     training=training)
+        hidden, hidden_lengths = self.encoder.encode(
+            features, lengths, after_layer=self._after_layer if self.adapter_stacks else None, training=training)
         logits = self.head(self.head_dropout(hidden, training=training))
         return {"logits": logits, "logit_lengths": hidden_lengths}
 

@@ -1,23 +1,28 @@
 """SimAdapter: attention over the outputs of several language adapters (Hou et al. 2022).
 
-For the encoder output z of one layer and the outputs a_1..a_S of S language adapters on it:
+For the output z of one frozen Transformer layer, the outputs a_1..a_S of S language
+adapters on it, and the layer's own feed-forward input r = LN2(h) (h: the stream after
+self-attention; `ASREncoder.run_layer` returns it):
 
     q = z W_Q + b_Q,   k_i = a_i W_K + b_K,   v_i = a_i W_V          (W_V: no bias)
     attn = softmax_i(q . k_i / tau)                                   (no sqrt(d) scaling)
-    out  = sum_i attn_i v_i + LN(z)
+    out  = sum_i attn_i v_i + r
 
-W_V starts at the identity with 1e-6 off the diagonal, so at initialisation `out` is the
-attention-weighted mix of the adapters' outputs plus LN(z).
+as the reference implementation (NeuralSpeech AdapterASR, e2e_asr_adaptertransformer.py:
+`SimAdapter.forward` adds `residual=x_norm`, the frozen layer's pre-feed-forward normalised
+stream; the layer has no LayerNorm of its own). W_V starts at the identity with 1e-6 off the
+diagonal.
 
-Two losses are added with `add_loss` at every call (so `model.fit` trains with them):
+Two losses are added with `add_loss` in training calls only (`training=True`; the
+reference adds neither to its validation loss):
 - the stability regulariser `stability_weight * ||I - W_V||^2` (sum of squares; 0.01 in
   the paper), which keeps W_V near the identity;
-- the fusion-guide loss `guide_weight * -log(mean attention on guide_index)`: the attention
-  is averaged over the batch and the (unpadded) frames, then scored by cross-entropy against
-  the target language's own adapter (`guide_index`). The reference implementation feeds
-  exp(mean attention) as logits to a softmax cross-entropy; here the mean attention is
-  used as the probability itself, the plain cross-entropy the paper describes. The weight is
-  a variable: `set_guide_weight` changes it between or during training steps (decay).
+- the fusion-guide loss `guide_weight * CE(exp(mean attention), guide_index)`: the attention
+  is averaged over the batch and the (unpadded) frames to m [S], and, as the reference's
+  `get_fusion_guide_loss`, exp(m) is scored as logits by a softmax cross-entropy against
+  the target language's own adapter: -exp(m_g) + log sum_j exp(exp(m_j)). The weight is a
+  variable: `set_guide_weight` changes it between or during training steps
+  (`GuideWeightDecay` decays it linearly, as the reference's schedule).
 
 The batch- and frame-averaged attention of the last call is kept in the non-trainable
 variable `attention` (`last_attention` reads it), for plots of which languages a target
@@ -28,7 +33,9 @@ Example:
 >>> fusion = SimAdapter(guide_weight=0.1, guide_index=2)
 >>> z = np.random.rand(2, 5, 16).astype("float32")
 >>> adapter_outputs = np.random.rand(2, 5, 3, 16).astype("float32")   # [B, T, S, D]
->>> tuple(fusion(z, adapter_outputs).shape), fusion.last_attention.shape, len(fusion.losses)
+>>> residual = np.random.rand(2, 5, 16).astype("float32")
+>>> out = fusion(z, adapter_outputs, residual, training=True)
+>>> tuple(out.shape), fusion.last_attention.shape, len(fusion.losses)
 ((2, 5, 16), (3,), 2)
 """
 
@@ -68,20 +75,21 @@ class SimAdapter(keras.layers.Layer):
         guide_index: index, among the adapter outputs, of the target language's own adapter;
             None = no guide loss.
         dropout: dropout on the attention weights.
-        epsilon: the LayerNorm epsilon.
 
-    `call(z, adapter_outputs, padding_mask=None, training=None)` with z `[B, T, D]`,
-    adapter_outputs `[B, T, S, D]` and an optional boolean padding_mask `[B, T]` (padded frames
-    are left out of the averaged attention).
+    `call(z, adapter_outputs, residual=None, padding_mask=None, training=None)` with z
+    `[B, T, D]`, adapter_outputs `[B, T, S, D]`, the residual `[B, T, D]` added to the fused
+    values (the frozen layer's feed-forward input; None = no residual) and an optional
+    boolean padding_mask `[B, T]` (padded frames are left out of the averaged attention).
 
     Example (fusing ru, it and the target ro in a functional model):
     >>> z = keras.Input((None, 256))
     >>> stacked = keras.Input((None, 3, 256))       # adapters of ru, it, ro on z
-    >>> out = SimAdapter(guide_weight=0.1, guide_index=2)(z, stacked)
+    >>> normalized = keras.Input((None, 256))       # the layer's feed-forward input
+    >>> out = SimAdapter(guide_weight=0.1, guide_index=2)(z, stacked, normalized)
     """
 
     def __init__(self, temperature: float = 1.0, stability_weight: float = 0.01, guide_weight: float = 0.0,
-                 guide_index: int | None = None, dropout: float = 0.0, epsilon: float = 1e-5, **kwargs):
+                 guide_index: int | None = None, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature {temperature}: expected a positive number")
@@ -90,9 +98,8 @@ class SimAdapter(keras.layers.Layer):
         self.guide_weight = float(guide_weight)
         self.guide_index = None if guide_index is None else int(guide_index)
         self.dropout = float(dropout)
-        self.epsilon = float(epsilon)
 
-    def build(self, z_shape, adapter_outputs_shape=None, padding_mask_shape=None):
+    def build(self, z_shape, adapter_outputs_shape=None, residual_shape=None, padding_mask_shape=None):
         if adapter_outputs_shape is None:
             raise ValueError("SimAdapter.build needs adapter_outputs_shape [B, T, S, D] to know S")
         dim, sources = int(z_shape[-1]), int(adapter_outputs_shape[-2])
@@ -101,11 +108,9 @@ class SimAdapter(keras.layers.Layer):
         self.num_sources = sources
         self.query = keras.layers.Dense(dim, name="query")
         self.key = keras.layers.Dense(dim, name="key")
-        self.layer_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="layer_norm")
         self.attention_dropout = keras.layers.Dropout(self.dropout, name="attention_dropout")
         self.query.build(z_shape)
         self.key.build(adapter_outputs_shape)
-        self.layer_norm.build(z_shape)
         self.value_kernel = self.add_weight(name="value_kernel", shape=(dim, dim), initializer=near_identity)
         self.attention = self.add_weight(name="attention", shape=(sources,), initializer="zeros", trainable=False)
         self.guide_weight_variable = self.add_weight(
@@ -131,9 +136,11 @@ class SimAdapter(keras.layers.Layer):
         return self.stability_weight * tf.reduce_sum(tf.square(identity - self.value_kernel))
 
     def guide_loss(self, mean_attention):
-        """guide_weight * cross-entropy of the averaged attention [S] with label guide_index."""
-        probability = tf.gather(mean_attention, self.guide_index)
-        return self.guide_weight_variable * -tf.math.log(probability + 1e-9)
+        """guide_weight * softmax cross-entropy of the logits exp(mean attention) [S] with the
+        label guide_index (the reference's loss)."""
+        logits = tf.exp(mean_attention)
+        cross_entropy = tf.reduce_logsumexp(logits) - tf.gather(logits, self.guide_index)
+        return self.guide_weight_variable * cross_entropy
 
     def attention_weights(self, z, adapter_outputs):
         """softmax over the adapters of q . k_i / tau: `[B, T, S]`."""
@@ -142,24 +149,51 @@ class SimAdapter(keras.layers.Layer):
         scores = tf.einsum("btd,btsd->bts", q, k) / self.temperature
         return tf.nn.softmax(scores, axis=-1)
 
-    def call(self, z, adapter_outputs, padding_mask=None, training=None):
+    def call(self, z, adapter_outputs, residual=None, padding_mask=None, training=None):
         attention = self.attention_weights(z, adapter_outputs)
         mean_attention = masked_mean_attention(tf.cast(attention, tf.float32), padding_mask)
         self.attention.assign(mean_attention)
-        self.add_loss(self.stability_loss())
-        if self.guide_index is not None:
-            self.add_loss(self.guide_loss(mean_attention))
+        if training:
+            self.add_loss(self.stability_loss())
+            if self.guide_index is not None:
+                self.add_loss(self.guide_loss(mean_attention))
         attention = self.attention_dropout(attention, training=training)
         # sum_i attn_i (a_i W_V) = (sum_i attn_i a_i) W_V: mix first, one matmul.
         mixed = tf.einsum("bts,btsd->btd", attention, adapter_outputs)
-        return tf.einsum("btd,de->bte", mixed, tf.cast(self.value_kernel, mixed.dtype)) + self.layer_norm(z)
+        out = tf.einsum("btd,de->bte", mixed, tf.cast(self.value_kernel, mixed.dtype))
+        return out if residual is None else out + tf.cast(residual, out.dtype)
 
-    def compute_output_shape(self, z_shape, adapter_outputs_shape=None, padding_mask_shape=None):
+    def compute_output_shape(self, z_shape, adapter_outputs_shape=None, residual_shape=None, padding_mask_shape=None):
         return z_shape
 
     def get_config(self):
         config = super().get_config()
         config.update(temperature=self.temperature, stability_weight=self.stability_weight,
-                      guide_weight=self.guide_weight, guide_index=self.guide_index, dropout=self.dropout,
-                      epsilon=self.epsilon)
+                      guide_weight=self.guide_weight, guide_index=self.guide_index, dropout=self.dropout)
         return config
+
+
+class GuideWeightDecay(keras.callbacks.Callback):
+    """The reference's guide-weight schedule: weight * max(0, 1 - step / decay_steps) at every
+    training step (step counted from 0 over the whole fit); decay_steps 0 = constant.
+
+    Example:
+    >>> decay = GuideWeightDecay(fusion_layers, weight=0.1, decay_steps=1000)   # doctest: +SKIP
+    >>> recognizer.fit(train, epochs=10, callbacks=[decay])                     # doctest: +SKIP
+    """
+
+    def __init__(self, layers, weight: float, decay_steps: int = 0):
+        super().__init__()
+        if decay_steps < 0:
+            raise ValueError(f"decay_steps {decay_steps}: expected 0 (no decay) or more")
+        self.layers, self.weight, self.decay_steps, self.step = list(layers), float(weight), int(decay_steps), 0
+
+    def weight_at(self, step: int) -> float:
+        if self.decay_steps == 0:
+            return self.weight
+        return self.weight * max(0.0, 1.0 - step / self.decay_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        for layer in self.layers:
+            layer.set_guide_weight(self.weight_at(self.step))
+        self.step += 1

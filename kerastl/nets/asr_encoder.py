@@ -7,6 +7,8 @@ ReLU feed-forward, padded frames masked) -> a final LayerNorm.
 
 `ASREncoder.encode` runs the same stack with a hook called after every Transformer layer:
 that is where the adapter models insert per-language adapters (`kerastl.adapters.model`).
+The hook also receives the layer's feed-forward input, LN(h) of the stream h after
+self-attention (ESPnet's `x_norm`): SimAdapter adds it as its residual.
 
 Example:
 >>> import numpy as np
@@ -127,8 +129,24 @@ class ASREncoder(keras.layers.Layer):
         hidden_lengths = subsampled_lengths(lengths)
         return x, tf.sequence_mask(hidden_lengths, tf.shape(x)[1]), hidden_lengths
 
+    def run_layer(self, i, x, padding_mask=None, training=None):
+        """Transformer layer i on x: `(output, feed_forward_input)`, where feed_forward_input
+        is LN(h) of the stream h after self-attention (what the layer's feed-forward block
+        reads). The output equals `transformer_layers[i](x, padding_mask=...)`: the same
+        pre-norm block written out over the keras-hub layer's own sublayers (keras-hub's
+        call does not return LN(h); the sublayer names are those of the pinned keras-hub)."""
+        layer = self.transformer_layers[i]
+        mask = None if padding_mask is None else tf.cast(padding_mask[:, None, :], "int32")
+        h = layer._self_attention_layer_norm(x)
+        h = layer._self_attention_layer(query=h, value=h, attention_mask=mask, training=training)
+        h = x + layer._self_attention_dropout(h, training=training)
+        normalized = layer._feedforward_layer_norm(h)
+        y = layer._feedforward_output_dense(layer._feedforward_intermediate_dense(normalized))
+        return h + layer._feedforward_dropout(y, training=training), normalized
+
     def encode(self, features, lengths=None, after_layer=None, training=None):
-        """The whole stack; `after_layer(i, x, padding_mask, training) -> x` runs after layer i.
+        """The whole stack; `after_layer(i, x, padding_mask, training, feed_forward_input) -> x`
+        runs after layer i (feed_forward_input: see `run_layer`).
 
         Returns `(hidden [B, T', D], hidden_lengths [B])`.
         """
@@ -136,9 +154,11 @@ class ASREncoder(keras.layers.Layer):
             self.build()
         x, padding_mask, hidden_lengths = self.embed(features, lengths, training=training)
         for i, layer in enumerate(self.transformer_layers):
-            x = layer(x, padding_mask=padding_mask, training=training)
-            if after_layer is not None:
-                x = after_layer(i, x, padding_mask, training)
+            if after_layer is None:
+                x = layer(x, padding_mask=padding_mask, training=training)
+            else:
+                x, normalized = self.run_layer(i, x, padding_mask, training)
+                x = after_layer(i, x, padding_mask, training, normalized)
         return self.final_norm(x), hidden_lengths
 
     def call(self, features, lengths=None, training=None):

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from kerastl.adapters.adapter import Adapter
 
@@ -10,16 +11,24 @@ def layer_norm(x, eps=1e-5):
     return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
 
 
-def test_zero_initialised_up_projection_makes_the_identity_without_biases():
+def test_projections_start_as_pytorch_linear_defaults_without_biases_and_zeros_gives_the_identity():
     keras.utils.set_random_seed(0)
-    adapter = Adapter(bottleneck_dim=4)
-    z = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
-    np.testing.assert_array_equal(adapter(z), z)
+    adapter = Adapter(bottleneck_dim=16)
+    adapter.build((None, None, 64))
     shapes = {v.path.split("/", 1)[1]: tuple(v.shape) for v in adapter.weights}
     # LayerNorm gain and bias, two projection kernels and nothing else: the projections have no bias.
-    assert shapes == {"layer_norm/gamma": (8,), "layer_norm/beta": (8,), "down/kernel": (8, 4), "up/kernel": (4, 8)}
-    np.testing.assert_array_equal(adapter.up.kernel.numpy(), 0.0)
-    assert adapter.count_params() == 8 + 8 + 32 + 32
+    assert shapes == {"layer_norm/gamma": (64,), "layer_norm/beta": (64,), "down/kernel": (64, 16),
+                      "up/kernel": (16, 64)}
+    assert adapter.count_params() == 64 + 64 + 64 * 16 + 16 * 64
+    # The reference's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in).
+    for kernel, fan_in in ((adapter.down.kernel.numpy(), 64), (adapter.up.kernel.numpy(), 16)):
+        assert np.abs(kernel).max() <= 1 / np.sqrt(fan_in)
+        assert kernel.var() == pytest.approx(1 / (3 * fan_in), rel=0.15)
+    z = np.random.default_rng(0).normal(size=(2, 5, 64)).astype("float32")
+    assert np.abs(adapter(z).numpy() - z).max() > 0.05          # not the identity
+    identity = Adapter(bottleneck_dim=16, up_initializer="zeros")
+    np.testing.assert_array_equal(identity(z), z)
+    np.testing.assert_array_equal(identity.up.kernel.numpy(), 0.0)
 
 
 def test_output_is_z_plus_up_relu_down_layer_norm_z():

@@ -37,21 +37,28 @@ def same(a, b):
     return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_modes_names_and_zero_initialised_adapters():
+def test_modes_names_and_adapters_initialised_as_the_reference():
     asr = tiny_asr()
     batch = random_batch(5)
     plain = asr.recognizer("ro", "plain")(batch)
     adapted = asr.recognizer("ro", "adapter")(batch)
     assert tuple(plain["logits"].shape) == (4, 9, 5)
     np.testing.assert_array_equal(plain["logit_lengths"], [9, 7, 5, 4])
-    np.testing.assert_allclose(adapted["logits"], plain["logits"], atol=1e-6)     # adapters start as identity
+    # The reference's (PyTorch default) up-projection: a new adapter changes the layer's output...
+    assert np.abs(adapted["logits"] - plain["logits"]).max() > 1e-3
+    for adapter in asr.adapters["ro"]:
+        adapter.up.kernel.assign(np.zeros(adapter.up.kernel.shape, "float32"))
+    # ...and with W_up = 0 it is the identity.
+    np.testing.assert_allclose(asr.recognizer("ro", "adapter")(batch)["logits"], plain["logits"], atol=1e-6)
     assert [a.name for a in asr.adapters["ro"]] == ["adapter_ro_0", "adapter_ro_1"]
     fused = asr.recognizer("ro", "simadapter", sources=["ru", "it"])
     assert fused.mode == "simadapter" and fused.fusion_languages == ["ru", "it", "ro"]
     assert [layer.name for layer in asr.fusions["ro"]] == ["simadapter_ro_0", "simadapter_ro_1"]
     assert all(layer.guide_index == 2 and layer.guide_weight == 0.1 for layer in asr.fusions["ro"])
-    fused(batch)
+    fused(batch, training=True)
     assert len(fused.losses) == 4                 # per layer: stability regulariser + guide loss
+    fused(batch)
+    assert fused.losses == []                     # in training only, as the reference
     attention = fused.fusion_attention(dataset(batch))
     assert attention.shape == (2, 3)
     np.testing.assert_allclose(attention.sum(1), 1.0, rtol=1e-5)
@@ -94,11 +101,39 @@ def test_train_only_freezes_the_rest_and_trainable_share_counts_parameters():
     asr.add_fusion("ro", ["ru"])
     asr.train_only(fusions=["ro"])
     fused = asr.recognizer("ro", "simadapter")
-    # per layer: query and key D*D + D, value D*D, LayerNorm 2D (the averaged attention and
-    # the guide weight are bookkeeping, not parameters)
-    fusion = 2 * (3 * 16 * 16 + 2 * 16 + 2 * 16)
+    # per layer: query and key D*D + D, value D*D; no LayerNorm (the residual is the frozen
+    # layer's); the averaged attention and the guide weight are bookkeeping, not parameters
+    fusion = 2 * (3 * 16 * 16 + 2 * 16)
     total = encoder + head + sum(a.count_params() for lang in ("ru", "ro") for a in asr.adapters[lang]) + fusion
     assert fused.parameter_counts() == (fusion, total)
+
+
+def test_encoder_layer_written_out_equals_keras_hubs_and_returns_its_feed_forward_input():
+    asr = tiny_asr()
+    encoder = asr.encoder
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 6, 16)).astype("float32")
+    mask = np.array([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    layer = encoder.transformer_layers[0]
+    output, normalized = encoder.run_layer(0, x, mask)
+    np.testing.assert_allclose(output, layer(x, padding_mask=mask), rtol=1e-5, atol=1e-5)
+    # LN2 of the stream after self-attention: the output minus the feed-forward block's output.
+    ff = layer._feedforward_output_dense(layer._feedforward_intermediate_dense(normalized))
+    np.testing.assert_allclose(layer._feedforward_layer_norm(output - ff), normalized, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(normalized.numpy().mean(-1), 0.0, atol=1e-5)
+
+
+def test_simadapter_residual_is_the_frozen_layers_feed_forward_input():
+    """With W_V = 0 a fused layer outputs its residual alone: the layer's LN2(h)."""
+    asr = tiny_asr(num_layers=1)
+    fused = asr.recognizer("ro", "simadapter", sources=["ru", "it"])
+    asr.fusions["ro"][0].value_kernel.assign(np.zeros((16, 16), "float32"))
+    batch = random_batch(5)
+    x, padding_mask, _ = asr.encoder.embed(batch["features"], batch["feature_lengths"])
+    _, normalized = asr.encoder.run_layer(0, x, padding_mask)
+    hidden = asr.heads["ro"].kernel.numpy()
+    expected = asr.encoder.final_norm(normalized).numpy() @ hidden + asr.heads["ro"].bias.numpy()
+    np.testing.assert_allclose(fused(batch)["logits"], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_inference_model_gives_the_recognizers_logits():

@@ -49,7 +49,7 @@ def test_every_frame_is_valid_without_lengths_and_hook_runs_after_each_layer():
     features = np.random.default_rng(2).normal(size=(2, 20, 80)).astype("float32")
     calls = []
 
-    def hook(i, x, padding_mask, training):
+    def hook(i, x, padding_mask, training, feed_forward_input):
         calls.append((i, tuple(x.shape), padding_mask.numpy().all()))
         return x
 
