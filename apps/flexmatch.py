@@ -20,12 +20,17 @@ imagenet has presets of its own (see --dataset); with --preset paper it trains R
 
 Writes <output>/metrics.json: test_error_best, test_error_final, test_error_median_last20
 (test error in %: best evaluation as TorchSSL reports, last one, median of the last 20 as
-the official FixMatch reports), accuracy (final, 0..1), iterations, mask_ratio (share of
+the official FixMatch reports), evaluations (how many test evaluations those are taken over:
+every --eval-every iterations, every --late-eval-every in the last 20 %, and at the end; the
+paper preset's 378 are TorchSSL's), accuracy (final, 0..1), iterations, mask_ratio (share of
 unlabeled samples whose pseudo-label passed the threshold, last evaluation interval),
-classwise_acc (CPL's per-class learning effect, flex algorithms), history (per evaluation);
+classwise_acc (CPL's per-class learning effect, flex algorithms), history (per evaluation,
+with the iteration of each);
 plots/learning.png; tensorboard/; checkpoints/ (resume with --resume); and exports the EMA
 model to <export-dir>/flexmatch/<version>/ (input images float32 in [0, 1]; outputs
-probabilities, classes).
+probabilities, classes). The model normalises its inputs itself, with TorchSSL's per-channel
+mean and std for cifar10, cifar100, svhn, stl10 and imagenet and the training images' own for
+mnist5k and npz data (its first layer; the export's metadata records the constants).
 
 Examples:
   python -m apps.flexmatch --dataset mnist5k --num-labels 40 --preset cpu
@@ -46,26 +51,30 @@ from kerastl.data.image_source import STREAMED_DATASETS
 APP = "flexmatch"
 NETS = ("auto", "small_cnn", "wrn_28_2", "wrn_28_8", "wrn_stl10", "resnet50")
 PRESETS = {
-    "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "batch_size": 16, "uratio": 3, "lr": 0.03,
-              "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
-    "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio": None, "lr": 0.03,
-            "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn", "width": 16},
+    "smoke": {"num_labels": 40, "iterations": 40, "eval_every": 20, "late_eval_every": None, "batch_size": 16,
+              "uratio": 3, "lr": 0.03, "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "small_cnn",
+              "width": 16},
+    "cpu": {"num_labels": 40, "iterations": 1000, "eval_every": 100, "late_eval_every": None, "batch_size": 32,
+            "uratio": None, "lr": 0.03, "weight_decay": 5e-4, "ema_decay": 0.999, "bn_momentum": 0.9,
+            "net": "small_cnn", "width": 16},
     # TorchSSL: 2^20 iterations, B 64, mu 7, SGD 0.03 Nesterov, wd 5e-4 (1e-3 for cifar100),
-    # EMA 0.999, WRN chosen by dataset. TorchSSL evaluates every 5,000 iterations; 4,096 divides
-    # 2^20, so the run is a whole number of Keras epochs.
-    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 2**12, "batch_size": 64, "uratio": None, "lr": 0.03,
-              "weight_decay": None, "ema_decay": 0.999, "bn_momentum": 0.999, "net": "auto", "width": 32},
+    # EMA 0.999, WRN chosen by dataset; evaluation every 5,000 iterations, every 1,000 once 80 %
+    # are done (378 evaluations, see `evaluation_points`).
+    "paper": {"num_labels": 40, "iterations": 2**20, "eval_every": 5000, "late_eval_every": 1000, "batch_size": 64,
+              "uratio": None, "lr": 0.03, "weight_decay": None, "ema_decay": 0.999, "bn_momentum": 0.999,
+              "net": "auto", "width": 32},
 }
 # --dataset imagenet: these values replace the presets' (options given on the command line win).
 # paper = TorchSSL's config/flexmatch/flexmatch_imagenet_100000_0.yaml: B 32, mu 7 (uratio None =
 # the algorithm's TorchSSL value, 7 for flexmatch), tau 0.95, SGD lr 0.03, weight decay 3e-4,
 # EMA 0.999, ResNet-50 with PyTorch's default BN momentum (0.1, i.e. 0.9 here); 2^20 iterations
-# as the FlexMatch paper reports ImageNet (the yaml runs 2,000,000) and evaluation every 2^13
-# (the yaml: 10,000, which does not divide 2^20).
+# as the FlexMatch paper reports ImageNet (the yaml runs 2,000,000); evaluation every 10,000
+# iterations as the yaml, every 1,000 in the last 20 % as TorchSSL's training loop.
 IMAGENET_PRESETS = {
     "smoke": {"num_labels": 1000, "image_size": 32},
     "cpu": {"num_labels": 10_000, "image_size": 64},
-    "paper": {"num_labels": 100_000, "iterations": 2**20, "eval_every": 2**13, "batch_size": 32, "uratio": None,
+    "paper": {"num_labels": 100_000, "iterations": 2**20, "eval_every": 10_000, "late_eval_every": 1000,
+              "batch_size": 32, "uratio": None,
               "lr": 0.03, "weight_decay": 3e-4, "ema_decay": 0.999, "bn_momentum": 0.9, "net": "resnet50",
               "image_size": 224},
 }
@@ -74,6 +83,7 @@ PAPER_WEIGHT_DECAY = {"cifar100": 1e-3, "imagenet": 3e-4}
 DATASETS = (*IMAGE_DATASETS, *STREAMED_DATASETS)
 IMAGENET_CLASSES = 1000
 FLIP = {"auto": None, "yes": True, "no": False}
+PRECISION_POLICIES = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 
 
 def algorithm_defaults(attribute: str, names) -> str:
@@ -103,7 +113,11 @@ def build_parser():
                              + "; ".join(f"{spec.name} = {spec.summary}" for spec in specs))
     app.add_preset_option(parser, "--num-labels", type=int, help="labeled images in total, balanced over classes")
     app.add_preset_option(parser, "--iterations", type=int, help="training iterations (optimizer steps)")
-    app.add_preset_option(parser, "--eval-every", type=int, help="iterations between test evaluations")
+    app.add_preset_option(parser, "--eval-every", type=int,
+                          help="iterations between test evaluations (the last one is at --iterations)")
+    app.add_preset_option(parser, "--late-eval-every", type=int,
+                          help="iterations between test evaluations once 80 %% of --iterations are done, as "
+                               "TorchSSL's training loop (None: --eval-every throughout)")
     app.add_preset_option(parser, "--batch-size", type=int, help="labeled batch size B")
     app.add_preset_option(parser, "--uratio", type=int,
                           help="unlabeled batch = uratio * B (mu); None = the algorithm's TorchSSL value: "
@@ -136,7 +150,10 @@ def build_parser():
                         help="imagenet: side of the training crops and test images; training images are resized "
                              "to 256/224 of it first, as TorchSSL's 256 -> 224 (imagenet presets: smoke 32, "
                              "cpu 64, paper 224)")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (for GPUs)")
+    parser.add_argument("--mixed-precision", nargs="?", const="fp16", default=None, choices=tuple(PRECISION_POLICIES),
+                        help="compute in 16 bits, variables, SSL losses, CPL and EMA in float32: fp16 "
+                             "(mixed_float16 with loss scaling, for GPUs; the bare flag means fp16) or bf16 "
+                             "(mixed_bfloat16, for CPUs with AMX / AVX512-BF16 and TPUs)")
     parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
                         help="tf.distribute strategy: one device, MirroredStrategy over local devices, or "
@@ -174,8 +191,8 @@ def check_args(args):
     for flag in ("iterations", "eval_every", "batch_size", "uratio", "width"):
         if getattr(args, flag) <= 0:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
-    if args.iterations % args.eval_every:
-        raise app.InputError(f"--iterations {args.iterations}: expected a multiple of --eval-every {args.eval_every}")
+    if args.late_eval_every is not None and args.late_eval_every <= 0:
+        raise app.InputError(f"--late-eval-every {args.late_eval_every}: expected a positive integer")
     if args.tau is not None and not 0.0 < args.tau <= 1.0:
         raise app.InputError(f"--tau {args.tau}: expected a probability in (0, 1]")
     if args.tau is not None and algorithm.tau is None:
@@ -190,6 +207,80 @@ def check_args(args):
         # (the label split says the same, but only after reading 1.28 million records)
         raise app.InputError(f"--num-labels {args.num_labels}: expected a positive multiple of the {IMAGENET_CLASSES} "
                              "classes (the labels are balanced over classes)")
+
+
+def evaluation_points(iterations: int, eval_every: int, late_eval_every: int | None = None) -> list[int]:
+    """The iterations after which the test set is evaluated: every `eval_every` iterations,
+    every `late_eval_every` once more than 80 % of `iterations` are done (TorchSSL's training
+    loop switches from 5,000 to 1,000 there), and after the last iteration.
+
+    TorchSSL evaluates at its counter ``it`` (``it`` updates done, minus one) and once after the
+    first update; these points count updates done and skip that first one, so the paper preset
+    makes as many evaluations as TorchSSL's "best" is taken over (378 for 2^20 iterations).
+
+    Example:
+    >>> evaluation_points(100, 30)
+    [30, 60, 90, 100]
+    >>> evaluation_points(100, 20, late_eval_every=5)
+    [20, 40, 60, 80, 85, 90, 95, 100]
+    """
+    late_from = 0.8 * iterations if late_eval_every else iterations
+    points = {k for k in range(eval_every, iterations, eval_every) if k <= late_from}
+    if late_eval_every:
+        points |= {k for k in range(late_eval_every, iterations, late_eval_every) if k > late_from}
+    return sorted(points | {iterations})
+
+
+def evaluation_intervals(points: list[int]) -> list[tuple[int, int, int]]:
+    """`(first_epoch, steps, epochs)` runs of equal intervals between the evaluation `points`:
+    one Keras `fit` each, with an epoch per interval.
+
+    Example:
+    >>> evaluation_intervals([20, 40, 60, 80, 85, 90, 95, 100])
+    [(0, 20, 4), (4, 5, 4)]
+    """
+    runs = []
+    for epoch, (start, end) in enumerate(zip([0, *points], points)):
+        if runs and runs[-1][1] == end - start:
+            runs[-1][2] += 1
+        else:
+            runs.append([epoch, end - start, 1])
+    return [tuple(run) for run in runs]
+
+
+def with_input_normalization(network, mean, std):
+    """`network` with a first layer "normalize" that computes ``(x - mean) / std`` per channel in
+    float32, so the model (and its export) takes images in [0, 1] as the data streams give
+    them. The other layers are copies of `network`'s (same configuration and weights), wired as
+    before in one flat functional model (`get_layer` still finds them, and each layer has one
+    call, so `layer.output` is in the new graph). A network with a "normalize" layer
+    (resnet50's ImageNet constants) is returned as it is.
+
+    Example:
+    >>> net = with_input_normalization(small_cnn((28, 28, 1), 10), mean=(0.13,), std=(0.31,))  # doctest: +SKIP
+    >>> net.layers[1].name                                                                    # doctest: +SKIP
+    'normalize'
+    """
+    import keras
+
+    if any(layer.name == "normalize" for layer in network.layers):
+        return network
+    inputs = keras.Input(network.input_shape[1:], name=network.layers[0].name)
+    normalized = keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalize",
+                                            dtype="float32")(inputs)
+
+    def call_on_normalized(layer, *args, **kwargs):
+        return layer(*[normalized if arg is inputs else arg for arg in args], **kwargs)
+
+    model = keras.models.clone_model(network, input_tensors=inputs, call_function=call_on_normalized)
+    model.set_weights(network.get_weights())  # "normalize" holds constants, not weights
+    return model
+
+
+def input_normalization(network) -> dict:
+    """`{"mean": [...], "std": [...]}` of the network's "normalize" layer, for the export's record."""
+    config = network.get_layer("normalize").get_config()
+    return {"mean": [float(m) for m in config["mean"]], "std": [float(v) ** 0.5 for v in config["variance"]]}
 
 
 def distribution_strategy(name):
@@ -249,7 +340,7 @@ def run(args):
 
     policy = keras.mixed_precision.global_policy()
     if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(PRECISION_POLICIES[args.mixed_precision])
     try:
         train_and_report(args, folder, chief, strategy, source)
     finally:
@@ -266,9 +357,12 @@ def train_and_report(args, folder, chief, strategy, source):
     from kerastl.ssl import CurriculumThreshold, SemiSupervisedModel, build_algorithm, torchssl_optimizer
     from kerastl.ssl.report import error_summary, plot_learning
 
+    points = evaluation_points(args.iterations, args.eval_every, args.late_eval_every)
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        network = build_network(args.net, source.image_shape, source.num_classes, args.bn_momentum, args.width)
+        network = with_input_normalization(
+            build_network(args.net, source.image_shape, source.num_classes, args.bn_momentum, args.width),
+            source.mean, source.std)
         class_counts = np.bincount(source.labeled_labels, minlength=source.num_classes)
         algorithm = build_algorithm(args.algorithm, source.num_unlabeled, source.num_classes, args.iterations,
                                     warmup=not args.no_threshold_warmup, seed=args.seed, input_scale=source.input_scale,
@@ -282,31 +376,47 @@ def train_and_report(args, folder, chief, strategy, source):
         model.build((None, *source.image_shape))
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
     step = checkpoint.restore() if args.resume else 0
-    stream = source.stream(algorithm.views, args.batch_size, args.uratio, start_step=step)
+    if step and step not in points:
+        raise app.InputError(f"--resume: the checkpoint is at iteration {step}, which is not an evaluation point of "
+                             f"--eval-every {args.eval_every} and --late-eval-every {args.late_eval_every}; resume "
+                             "with the values of the interrupted run")
+    evaluations_done = points.index(step) + 1 if step else 0
     threshold = getattr(algorithm, "threshold", None)
     curriculum = isinstance(threshold, CurriculumThreshold)
-    extra = (lambda: {"classwise_acc": threshold.classwise_acc.numpy()}) if curriculum else None
+    # Per evaluation: CPL's learning effect, or an algorithm's own state (FreeMatch's thresholds).
+    state = (lambda: {"classwise_acc": threshold.classwise_acc.numpy()}) if curriculum else getattr(
+        algorithm, "logged_state", None)
+
+    def extra():
+        return {"iteration": int(model.optimizer.iterations.numpy()), **(state() if state else {})}
+
     test = source.test()
-    model.fit(stream, epochs=args.iterations // args.eval_every, steps_per_epoch=args.eval_every,
-              initial_epoch=step // args.eval_every, validation_data=test, shuffle=False,
-              verbose=app.fit_verbosity(),
-              callbacks=[folder.history_logger(extra), keras.callbacks.TensorBoard(folder.tensorboard),
-                         checkpoint])
+    callbacks = [folder.history_logger(extra), keras.callbacks.TensorBoard(folder.tensorboard), checkpoint]
+    # One Keras epoch per evaluation interval; intervals of another length need another fit.
+    for first_epoch, steps, epochs in evaluation_intervals(points):
+        if first_epoch + epochs <= evaluations_done:
+            continue
+        start = max(first_epoch, evaluations_done)
+        stream = source.stream(algorithm.views, args.batch_size, args.uratio,
+                               start_step=points[start - 1] if start else 0)
+        model.fit(stream, epochs=first_epoch + epochs, steps_per_epoch=steps, initial_epoch=start,
+                  validation_data=test, shuffle=False, verbose=app.fit_verbosity(), callbacks=callbacks)
     history = folder.read_metrics()["history"]
     accuracy = history["val_accuracy"][-1]  # the last evaluation is of the final EMA weights
     metrics = {"dataset": args.dataset, "algorithm": args.algorithm, "num_labels": source.num_labels,
                "num_unlabeled": int(source.num_unlabeled), "preset": args.preset, "net": args.net,
                "iterations": int(model.optimizer.iterations.numpy()), "accuracy": float(accuracy),
-               **error_summary(history["val_accuracy"]),
+               **error_summary(history["val_accuracy"]), "evaluations": len(history["val_accuracy"]),
                "mask_ratio": history.get("mask_ratio", [None])[-1],
                "classwise_acc": threshold.learning_effect().numpy().tolist() if curriculum else None,
                "history": history}
-    plot_learning(history, args.eval_every, os.path.join(folder.plots, "learning.png"),
+    plot_learning(history, history["iteration"], os.path.join(folder.plots, "learning.png"),
                   f"{args.algorithm} on {args.dataset}, {source.num_labels} labels")
     if not args.no_export:
         facts = {"dataset": args.dataset, "algorithm": args.algorithm, "weights": "EMA"}
         if source.preprocessing:
             facts["preprocessing"] = source.preprocessing
+        facts["input_normalization"] = input_normalization(model.ema_network)
         metrics["export"] = export_classifier(model.ema_network, args.export_dir, APP, args.version, args.overwrite,
                                               class_names=source.class_names, metadata=facts)
     folder.write_metrics(metrics)

@@ -5,9 +5,9 @@
 - `FixedThreshold`, `CurriculumThreshold` (FlexMatch's CPL).
 - Algorithms (`build_algorithm(name, ...)`): flexmatch, fixmatch, pseudolabel,
   flex_pseudolabel, uda, flex_uda, pimodel, meanteacher, vat, mixmatch, remixmatch,
-  supervised. `algorithm_names()` and `algorithm_spec(name)` read the registry; a new
-  algorithm is a short `SSLAlgorithm` subclass (see `algorithms/base.py`) registered with
-  `register_algorithm` (see `algorithms/registry.py`).
+  freematch, softmatch, supervised. `algorithm_names()` and `algorithm_spec(name)` read
+  the registry; a new algorithm is a short `SSLAlgorithm` subclass (see
+  `algorithms/base.py`) registered with `register_algorithm` (see `algorithms/registry.py`).
 - `torchssl_optimizer`, `SGDWithL2`, `CosineSchedule`: TorchSSL's optimizer and schedule.
 - `MultiWorkerMirroredStrategy`: tf.distribute's, with the fix `model.fit` needs on several
   workers.

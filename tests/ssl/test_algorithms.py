@@ -227,7 +227,8 @@ def test_build_algorithm_defaults(name, warmup):
 
 def test_build_algorithm_names_and_errors():
     older = {"pimodel", "meanteacher", "vat", "mixmatch", "remixmatch"}  # tests/ssl/test_older_algorithms.py
-    assert set(algorithm_names()) == set(EXPECTED) | older | {"supervised"}
+    successors = {"freematch", "softmatch"}  # tests/ssl/test_freematch.py, test_softmatch.py
+    assert set(algorithm_names()) == set(EXPECTED) | older | successors | {"supervised"}
     supervised = build_algorithm("supervised", 10, 3, 100)
     assert type(supervised) is Supervised and supervised.views == () and supervised.threshold is None
     with pytest.raises(ValueError, match="remixmatch"):

@@ -129,6 +129,6 @@ def build_algorithm(name: str, num_unlabeled: int, num_classes: int, total_steps
 # The algorithm files that ship with kerastl, in the order `algorithm_names()` lists their
 # names: importing one registers its names.
 BUILTIN_MODULES = ("fixmatch", "pseudolabel", "uda", "pimodel", "meanteacher", "vat", "mixmatch", "remixmatch",
-                   "supervised")
+                   "freematch", "softmatch", "supervised")
 for _module in BUILTIN_MODULES:
     importlib.import_module(f"kerastl.ssl.algorithms.{_module}")
