@@ -23,6 +23,12 @@ Horizontal flips are part of the views unless `flip=False`; by default (`flip=No
 left out for digits, where a mirrored digit is another glyph: svhn, mnist5k and datasets
 whose name contains "digit".
 
+Normalisation: the streams yield images in [0, 1]; `mean` and `std` are the per-channel
+constants a model trained on the source subtracts and divides by as its first layer (so an
+exported model still takes [0, 1] images): TorchSSL's constants for cifar10, cifar100, svhn,
+stl10 (`TORCHSSL_MEAN_STD`) and imagenet, the training images' own per-channel statistics for
+mnist5k and every other in-memory dataset (`channel_mean_std`).
+
 Example:
 >>> from kerastl.data import ImageSource
 >>> source = ImageSource.load("mnist5k", num_labels=40, seed=0)
@@ -40,6 +46,15 @@ import numpy as np
 
 #: Datasets `ImageSource.load` streams rather than reads into memory.
 STREAMED_DATASETS = ("imagenet",)
+#: Per-channel (mean, std) in [0, 1] units of TorchSSL's transforms (its
+#: ``datasets/ssl_dataset.py``; ImageNet's are `kerastl.nets.resnet.IMAGENET_MEAN` / `IMAGENET_STD`);
+#: other datasets use their training images' statistics.
+TORCHSSL_MEAN_STD = {
+    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "cifar100": ((129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255)),
+    "svhn": ((0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744)),
+    "stl10": ((112.4 / 255, 109.1 / 255, 98.6 / 255), (68.4 / 255, 66.6 / 255, 68.5 / 255)),
+}
 #: The view names `ImageSource.stream` accepts, and the view each one is drawn from.
 VIEW_KINDS = {"weak": "weak", "weak2": "weak", "strong": "strong", "strong2": "strong"}
 
@@ -56,6 +71,36 @@ def pixel_std(images: np.ndarray, sample: int = 10_000) -> float:
     return float(np.std(part / 255.0 if images.dtype == np.uint8 else part))
 
 
+def channel_mean_std(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of `images` (`[N, H, W, C]`, uint8
+    in [0, 255] or floats in [0, 1]) in [0, 1] units, accumulated in float64 over chunks of
+    `chunk` images. A constant channel gets std 1 (normalising it only removes its mean).
+
+    Example:
+    >>> channel_mean_std(np.array([0, 255], np.uint8).reshape(2, 1, 1, 1))
+    ((0.5,), (0.5,))
+    """
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].astype(np.float64).reshape(-1, images.shape[-1]) / scale
+        total += part.sum(axis=0)
+        squares += np.square(part).sum(axis=0)
+    count = images.size // images.shape[-1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
+
+
+def dataset_mean_std(name: str, x_train: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """TorchSSL's normalisation constants of the dataset `name` when it has some (and the images
+    have 3 channels), else the per-channel statistics of its training images `x_train`."""
+    if name in TORCHSSL_MEAN_STD and x_train.shape[-1] == 3:
+        return TORCHSSL_MEAN_STD[name]
+    return channel_mean_std(x_train)
+
+
 class ImageSource:
     """An image dataset split into labeled and unlabeled data, with its views and streams.
 
@@ -70,6 +115,8 @@ class ImageSource:
         num_unlabeled: images in the unlabeled stream.
         input_scale: pixel standard deviation in [0, 1] units (the size of a standardised
             unit, e.g. for VAT's perturbation).
+        mean, std: per-channel normalisation constants in [0, 1] units (tuples of C floats)
+            that a model trained on this source applies to its [0, 1] inputs.
         flip: whether the views flip images horizontally.
         weak, strong: the view functions, `view(image, seed) -> image`.
         preprocessing: how images must be prepared for a model trained on this source when
@@ -78,7 +125,7 @@ class ImageSource:
     """
 
     def __init__(self, *, name, image_shape, num_classes, class_names, labeled_index, labeled_labels,
-                 num_unlabeled, input_scale, flip, weak, strong, seed, reader, preprocessing=None):
+                 num_unlabeled, input_scale, flip, weak, strong, seed, reader, mean, std, preprocessing=None):
         self.name = name
         self.image_shape = tuple(image_shape)
         self.num_classes = int(num_classes)
@@ -88,6 +135,7 @@ class ImageSource:
         self.num_unlabeled = int(num_unlabeled)
         self.input_scale = float(input_scale)
         self.flip = bool(flip)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.weak, self.strong = weak, strong
         self.seed = int(seed)
         self.preprocessing = preprocessing
@@ -131,12 +179,14 @@ class ImageSource:
         if data.x_unlabeled is not None:
             x_unlabeled = np.concatenate([x_unlabeled, data.x_unlabeled])
         flip = guess_flip(data.name) if flip is None else flip
+        mean, std = dataset_mean_std(data.name, data.x_train)
         reader = _InMemory(data.x_train[labeled], data.y_train[labeled], x_unlabeled, data.x_test, data.y_test)
         return cls(name=data.name, image_shape=data.image_shape, num_classes=data.num_classes,
                    class_names=data.class_names, labeled_index=labeled, labeled_labels=data.y_train[labeled],
                    num_unlabeled=len(x_unlabeled), input_scale=pixel_std(data.x_train), flip=flip,
                    weak=lambda image, s: weak_augment(image, s, flip=flip),
-                   strong=lambda image, s: strong_augment(image, s, flip=flip), seed=seed, reader=reader)
+                   strong=lambda image, s: strong_augment(image, s, flip=flip), seed=seed, reader=reader,
+                   mean=mean, std=std)
 
     @classmethod
     def from_imagenet(cls, data, num_labels: int, seed: int = 0, flip: bool | None = None) -> "ImageSource":
@@ -144,7 +194,7 @@ class ImageSource:
         whole training split; the test set is the validation split."""
         from kerastl.data.imagenet import imagenet_views
         from kerastl.data.splits import labeled_unlabeled_split
-        from kerastl.nets.resnet import IMAGENET_STD
+        from kerastl.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
         labeled, _ = labeled_unlabeled_split(data.train_labels, num_labels, data.num_classes, seed)
         flip = guess_flip(data.name) if flip is None else flip
@@ -154,6 +204,7 @@ class ImageSource:
                    class_names=data.class_names, labeled_index=labeled, labeled_labels=data.train_labels[labeled],
                    num_unlabeled=data.num_train, input_scale=float(np.mean(IMAGENET_STD)), flip=flip,
                    weak=weak, strong=strong, seed=seed, reader=_Streamed(data, labeled),
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD,
                    preprocessing=f"RGB resized to {size}x{size} (aspect ratio not kept), values in [0, 1]")
 
     def view(self, name: str):

@@ -27,16 +27,18 @@ def error_summary(accuracies: list[float]) -> dict[str, float]:
             "test_error_median_last20": round(100.0 * (1.0 - float(np.median(acc[-20:]))), 4)}
 
 
-def plot_learning(history: dict, steps_per_eval: int, path: str, title: str = "") -> str:
+def plot_learning(history: dict, steps_per_eval, path: str, title: str = "") -> str:
     """Two panels: test accuracy over iterations, and each class's learning effect (CPL's
     `classwise_acc`) over iterations when the history has it (beyond `MAX_CLASS_LINES`
-    classes: their median and 10-90 % band)."""
+    classes: their median and 10-90 % band). `steps_per_eval`: the iterations between
+    evaluations, or the list of iterations at which they were made."""
     plt = pyplot()
 
     curriculum = history.get("classwise_acc")
     fig, axes = plt.subplots(1, 2 if curriculum else 1, figsize=(11 if curriculum else 5.5, 3.8), squeeze=False)
     accuracy = history.get("val_accuracy", [])
-    steps = [steps_per_eval * (i + 1) for i in range(len(accuracy))]
+    steps = (list(steps_per_eval) if isinstance(steps_per_eval, (list, tuple))
+             else [steps_per_eval * (i + 1) for i in range(len(accuracy))])
     axes[0, 0].plot(steps, [100 * a for a in accuracy], marker="o", markersize=3)
     axes[0, 0].set(xlabel="iteration", ylabel="test accuracy (%)", title="test accuracy (EMA model)")
     axes[0, 0].grid(alpha=0.3)

@@ -7,9 +7,9 @@ import tensorflow as tf
 from fake_imagenet import SYNSETS, flat_images, mock_imagenet, place_archive_stand_ins
 
 from kerastl.data import ImageData, ImageSource, labeled_unlabeled_split, load_image_dataset
-from kerastl.data.image_source import guess_flip, pixel_std
+from kerastl.data.image_source import channel_mean_std, dataset_mean_std, guess_flip, pixel_std
 from kerastl.errors import InputError
-from kerastl.nets.resnet import IMAGENET_STD
+from kerastl.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def grey_arrays(num_train=40, num_test=8, num_extra=0, classes=4, size=8):
@@ -136,7 +136,37 @@ def test_imagenet_is_streamed_with_torchssls_views(tmp_path):
     np.testing.assert_array_equal(np.bincount(source.labeled_labels, minlength=1000), 1)
     np.testing.assert_array_equal(source.labeled_labels, labels[source.labeled_index])
     assert source.flip is True and source.input_scale == pytest.approx(np.mean(IMAGENET_STD))
+    assert source.mean == IMAGENET_MEAN and source.std == IMAGENET_STD
     assert source.preprocessing == "RGB resized to 16x16 (aspect ratio not kept), values in [0, 1]"
     assert x_lb.shape == (4, 16, 16, 3) and weak.shape == (8, 16, 16, 3)
     assert set(y_lb.numpy().tolist()) <= set(source.labeled_labels.tolist())
     assert x_test.shape == (4, 16, 16, 3) and y_test.numpy().tolist() == labels[:4].tolist()
+
+
+def test_channel_mean_std_of_a_tiny_hand_made_set():
+    # two 1x2 RGB images: R takes 0, 255, 0, 255 (mean 0.5, std 0.5); G 51, 51, 102, 102
+    # (0.2 and 0.4: mean 0.3, std 0.1); B is 255 everywhere (mean 1, a constant channel: std 1)
+    images = np.array([[[[0, 51, 255], [255, 51, 255]]], [[[0, 102, 255], [255, 102, 255]]]], np.uint8)
+    mean, std = channel_mean_std(images)
+    np.testing.assert_allclose(mean, (0.5, 0.3, 1.0), atol=1e-12)
+    np.testing.assert_allclose(std, (0.5, 0.1, 1.0), atol=1e-12)
+    # floats in [0, 1] are taken as they are; chunks do not change the result
+    np.testing.assert_allclose(channel_mean_std(images / 255.0)[0], mean, atol=1e-12)
+    np.testing.assert_allclose(channel_mean_std(images, chunk=1)[1], std, atol=1e-12)
+
+
+def test_sources_carry_torchssls_constants_or_their_training_images_statistics(tmp_path):
+    # TorchSSL's transforms: cifar10 mean (125.3, 123.0, 113.9) / 255, std (63.0, 62.1, 66.7) / 255
+    rgb = ImageData("cifar10", np.zeros((8, 4, 4, 3), "uint8"), np.arange(8) % 2, np.zeros((2, 4, 4, 3), "uint8"),
+                    np.arange(2), 2)
+    source = ImageSource.from_arrays(rgb, num_labels=2)
+    np.testing.assert_allclose(source.mean, (0.491373, 0.482353, 0.446667), atol=1e-6)
+    np.testing.assert_allclose(source.std, (0.247059, 0.243529, 0.261569), atol=1e-6)
+    assert dataset_mean_std("svhn", rgb.x_train) == ((0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744))
+    # npz (and mnist5k): the training images' own statistics; grey_arrays' training images are
+    # uniform at (i + 1) / 256, i = 0..39: mean 20.5 / 256, std sqrt((40^2 - 1) / 12) / 256
+    source = source_of(tmp_path)
+    assert source.mean == pytest.approx((20.5 / 256,)) and source.std == pytest.approx((np.sqrt(1599 / 12) / 256,))
+    mnist = ImageSource.load("mnist5k", num_labels=40)
+    x_train = load_image_dataset("mnist5k").x_train / 255.0
+    assert mnist.mean == pytest.approx((x_train.mean(),)) and mnist.std == pytest.approx((x_train.std(),))
