@@ -151,7 +151,7 @@ class SimAdapter(keras.layers.Layer):
 
     def call(self, z, adapter_outputs, residual=None, padding_mask=None, training=None):
         attention = self.attention_weights(z, adapter_outputs)
-        mean_attention = masked_mean_attention(tf.cast(attention, tf.float32), padding_mask)
+        mean_attention = masked_mean_attention(tf.cast(attention, self.attention.dtype), padding_mask)
         self.attention.assign(mean_attention)
         if training:
             self.add_loss(self.stability_loss())
