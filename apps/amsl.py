@@ -33,8 +33,9 @@ PAMAP2, WESAD and CAP recordings are cut into stretches of one class; stretches 
 than --window are left out. --channels picks signals by name, --sample-rate resamples.
 
 Writes <output>/metrics.json: for AMSL at the top level and for every method under
-"methods": accuracy, mpre, mrec, mf1 (macro precision / recall / F1 over normal vs
-abnormal), auroc, threshold, fit_seconds, windows_per_second (scoring throughput); also
+"methods": accuracy, mpre, mrec (macro precision / recall over normal vs abnormal), mf1
+(the AMSL paper's: harmonic mean of mpre and mrec), macro_f1 (mean of the two per-class
+F1 scores), auroc, threshold, fit_seconds, windows_per_second (scoring throughput); also
 "data" (split sizes, classes), "history" (AMSL's per-epoch losses) and "export";
 plots/score_histograms.png (normal vs abnormal test scores per method) and
 plots/roc_curves.png; tensorboard/; checkpoints/ (AMSL; resume with --resume). Exports the
@@ -117,6 +118,16 @@ def build_parser():
                              "self-supervision. Default: the paper's six")
     parser.add_argument("--shrink-threshold", type=float, default=0.0,
                         help="MemAE hard shrinkage of the memory addressing (0 = off; MemAE uses 1-3 / slots)")
+    parser.add_argument("--ssl-reduction", default="sum", choices=("sum", "mean"),
+                        help="how the per-view self-supervised cross-entropies combine: sum over the views (the "
+                             "reference code's train.py) or their mean (kerastl's first port). Default: sum")
+    parser.add_argument("--entropy-reduction", default="mean", choices=("mean", "sum"),
+                        help="memory addressing entropy: -w log w averaged over positions and slots, summed over "
+                             "views (the reference code's) or each feature's entropy summed over slots, averaged "
+                             "over positions and views (MemAE's; kerastl's first port). Default: mean")
+    parser.add_argument("--decoder-activation", default="sigmoid", choices=("sigmoid", "linear"),
+                        help="the decoders' output: sigmoid (the reference code's; views lie in [0, 1]) or linear. "
+                             "Default: sigmoid")
     parser.add_argument("--scaling", default="minmax", choices=("minmax", "standard"),
                         help="per-channel scaling fitted on the training normal windows. Default: minmax")
     return parser
@@ -161,7 +172,8 @@ def check_args(args):
 def run_config(args) -> dict:
     """What a checkpoint must agree with to be resumed."""
     keys = ("dataset", "normal_classes", "window", "stride", "memory_slots", "epochs", "batch_size", "filters",
-            "memory", "transformations", "seed", "scaling", "shrink_threshold", "channels", "sample_rate")
+            "memory", "transformations", "seed", "scaling", "shrink_threshold", "channels", "sample_rate",
+            "ssl_reduction", "entropy_reduction", "decoder_activation")
     if args.dataset.startswith("wesad"):
         keys += ("wesad_device",)
     return {key: getattr(args, key) for key in keys}
@@ -189,7 +201,8 @@ def run(args):
     detector = AMSLDetector(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                             percentile=args.percentile, transformations=args.transformation_list,
                             num_slots=args.memory_slots, memory=args.memory, filters=args.filter_sizes,
-                            shrink_threshold=args.shrink_threshold)
+                            shrink_threshold=args.shrink_threshold, ssl_reduction=args.ssl_reduction,
+                            entropy_reduction=args.entropy_reduction, decoder_activation=args.decoder_activation)
     detector.prepare(data.x_train)  # checks the window count against the batch size
     baselines = {name: build_baseline(name, args.epochs, args.batch_size, args.lr, args.seed, args.percentile,
                                       args.filter_sizes, args.lstm_units) for name in args.baseline_list}
@@ -208,7 +221,7 @@ def train_and_report(args, folder, data, detector, baselines: dict, export_path)
     import keras
 
     from kerastl.anomaly.detector import KerasDetector, throughput
-    from kerastl.anomaly.report import detection_metrics, plot_roc_curves, plot_score_histograms
+    from kerastl.anomaly.report import METRIC_KEYS, detection_metrics, plot_roc_curves, plot_score_histograms
     from kerastl.checkpoint import TrainingCheckpoint
 
     checkpoint = TrainingCheckpoint(folder.checkpoints, detector.model)
@@ -232,7 +245,7 @@ def train_and_report(args, folder, data, detector, baselines: dict, export_path)
     plot_score_histograms(scores, data.is_abnormal, thresholds, os.path.join(folder.plots, "score_histograms.png"), title)
     plot_roc_curves(scores, data.is_abnormal, os.path.join(folder.plots, "roc_curves.png"), title)
     metrics = folder.read_metrics()
-    metrics.update({key: methods["amsl"][key] for key in ("accuracy", "mpre", "mrec", "mf1", "auroc", "threshold")})
+    metrics.update({key: methods["amsl"][key] for key in (*METRIC_KEYS, "threshold")})
     metrics.update({"methods": methods, "data": data.summary(), "preset": args.preset, "percentile": args.percentile,
                     "scaling": data.scaler.to_dict(), "epochs_done": int(detector.model.optimizer.iterations.numpy())
                     // max(1, len(data.x_train) // args.batch_size)})
@@ -242,7 +255,8 @@ def train_and_report(args, folder, data, detector, baselines: dict, export_path)
             metadata={"app": APP, "dataset": data.name, "normal_classes": data.summary()["normal_classes"],
                       "channels": data.channel_names, "sample_rate": data.sample_rate})
     folder.write_metrics(metrics)
-    print("  ".join(f"{name}: mF1 {m['mf1']:.3f} AUROC {m['auroc']:.3f}" for name, m in methods.items()))
+    print("  ".join(f"{name}: mF1 {m['mf1']:.3f} (mean per-class F1 {m['macro_f1']:.3f}) AUROC {m['auroc']:.3f}"
+                    for name, m in methods.items()))
     print(f"metrics: {folder.metrics_path}")
 
 

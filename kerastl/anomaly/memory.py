@@ -2,9 +2,11 @@
 
 `MemoryModule` replaces each feature vector z (last axis) by a convex combination of its
 memory slots, w = softmax(z M^T), read = w M; with `shrink_threshold` > 0 MemAE's hard
-shrinkage zeroes the small addressing weights and renormalises. The mean addressing entropy
-(sum over slots of -w log w) is added as a layer loss, weighted by `entropy_weight`, which
-pushes each feature to use few slots.
+shrinkage zeroes the small addressing weights and renormalises. The addressing entropy is
+added as a layer loss, weighted by `entropy_weight`, which pushes each feature to use few
+slots: with `entropy_reduction="sum"` (MemAE's) the entropy of each feature's weights (sum
+over slots of -w log w) averaged over features; with "mean" (AMSL's reference code) -w log w
+averaged over features and slots, i.e. the first divided by `num_slots`.
 
 With `num_memories=1` one memory is shared by every position (AMSL's *global* memory). With
 `num_memories=V` the input's axis 1 indexes V views and view v reads only memory v (AMSL's
@@ -32,7 +34,9 @@ class MemoryModule(keras.layers.Layer):
         num_slots: memory items per memory (the paper: 500).
         num_memories: 1 = one memory for all inputs; V > 1 = one memory per index of axis 1.
         shrink_threshold: MemAE's lambda; 0 disables shrinkage (MemAE: 1/num_slots .. 3/num_slots).
-        entropy_weight: weight of the mean addressing entropy added with `add_loss`.
+        entropy_weight: weight of the addressing entropy added with `add_loss`.
+        entropy_reduction: "sum" over slots (MemAE) or "mean" over slots (AMSL's code), then
+            the mean over features either way.
 
     Example (MemAE's bottleneck in a functional model):
     >>> inputs = keras.Input((16,))
@@ -42,10 +46,13 @@ class MemoryModule(keras.layers.Layer):
     """
 
     def __init__(self, num_slots: int = 500, num_memories: int = 1, shrink_threshold: float = 0.0,
-                 entropy_weight: float = 2e-4, **kwargs):
+                 entropy_weight: float = 2e-4, entropy_reduction: str = "sum", **kwargs):
         super().__init__(**kwargs)
         if num_slots < 1 or num_memories < 1:
             raise ValueError(f"num_slots {num_slots}, num_memories {num_memories}: expected positive integers")
+        if entropy_reduction not in ("sum", "mean"):
+            raise ValueError(f"entropy_reduction={entropy_reduction!r}: expected 'sum' or 'mean' (over slots)")
+        self.entropy_reduction = entropy_reduction
         self.num_slots = int(num_slots)
         self.num_memories = int(num_memories)
         self.shrink_threshold = float(shrink_threshold)
@@ -83,7 +90,8 @@ class MemoryModule(keras.layers.Layer):
         weights = self.address(z)
         rows = self._memories_per_row(weights)
         read = tf.einsum("bmps,msd->bmpd", rows, tf.cast(self.memory, weights.dtype))
-        entropy = tf.reduce_mean(tf.reduce_sum(-weights * tf.math.log(weights + 1e-12), axis=-1))
+        per_slot = -weights * tf.math.log(weights + 1e-12)
+        entropy = tf.reduce_mean(tf.reduce_sum(per_slot, axis=-1) if self.entropy_reduction == "sum" else per_slot)
         if self.entropy_weight:
             self.add_loss(self.entropy_weight * entropy)
         return tf.reshape(read, tf.shape(z))
@@ -93,7 +101,8 @@ class MemoryModule(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_slots": self.num_slots, "num_memories": self.num_memories,
-                "shrink_threshold": self.shrink_threshold, "entropy_weight": self.entropy_weight}
+                "shrink_threshold": self.shrink_threshold, "entropy_weight": self.entropy_weight,
+                "entropy_reduction": self.entropy_reduction}
 
 
 @keras.saving.register_keras_serializable("kerastl")

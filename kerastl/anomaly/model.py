@@ -7,12 +7,19 @@ Each view, seen as a one-channel image, goes through the shared encoder (Conv 4x
 MaxPool 2, Conv 4x4 ReLU, MaxPool 2) to features z. A shared head classifies which view z
 came from (cross-entropy, weight `ssl_weight`). The global memory (shared by all views) and
 the view's local memory each read z; `AdaptiveFusion` mixes the reads into z_hat; the view's
-decoder (transposed convs) reconstructs the view from concat[z, z_hat].
+decoder (transposed convs, a sigmoid output as the views lie in [0, 1]) reconstructs the
+view from concat[z, z_hat].
 
-Loss = sum over views of the view's MSE + the memories' entropy losses (weight
-`entropy_weight`) + `ssl_weight` * CE. The anomaly score of a window is the sum over views
-of its reconstruction MSE (`score`); at scoring time the views use a fixed seed with
-parameters shared by the whole batch, so each window's score depends on that window only.
+Loss, with the reference code's weights (its train.py): sum over views of the view's MSE
+(mean over batch, time, channels) + `entropy_weight` * sum over views and over both memories
+of the mean addressing entropy (-w log w averaged over positions and slots) + `ssl_weight` *
+sum over views of the view's cross-entropy (mean over batch). Named options keep the first
+port's choices: `ssl_reduction="mean"` (the CE averaged over views), `entropy_reduction="sum"`
+(each feature's entropy summed over slots, averaged over positions and views),
+`decoder_activation="linear"`. The anomaly score of a window is the sum over views of its
+reconstruction MSE (`score`); at scoring time the views use a fixed seed with parameters
+shared by the whole batch, so each window's score depends on that window only (the
+reference code's evaluation averages over a batch instead).
 
 Ablations are options: `transformations=()` (no self-supervision: the original view only,
 no view classifier), `memory="none" | "global" | "local" | "both"`.
@@ -61,15 +68,17 @@ def conv_encoder(steps: int, channels: int, filters: Sequence[int], name: str = 
     ], name=name)
 
 
-def conv_decoder(steps: int, channels: int, filters: Sequence[int], name: str = "decoder") -> keras.Sequential:
+def conv_decoder(steps: int, channels: int, filters: Sequence[int], name: str = "decoder",
+                 output_activation: str | None = None) -> keras.Sequential:
     """Features [batch, time'/4, channels'/4, d] -> [batch, time, channels, 1]: transposed convs
-    (2 * filters[1], then filters[1] and filters[0] with stride 2, then 1 linear), cropped."""
+    (2 * filters[1], then filters[1] and filters[0] with stride 2, then 1 with
+    `output_activation`, None = linear), cropped."""
     crop = ((padded_size(steps) - steps, 0), (padded_size(channels) - channels, 0))
     return keras.Sequential([
         keras.layers.Conv2DTranspose(2 * filters[1], 4, padding="same", activation="relu"),
         keras.layers.Conv2DTranspose(filters[1], 4, strides=2, padding="same", activation="relu"),
         keras.layers.Conv2DTranspose(filters[0], 4, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2DTranspose(1, 4, padding="same"),
+        keras.layers.Conv2DTranspose(1, 4, padding="same", activation=output_activation),
         keras.layers.Cropping2D(crop),
     ], name=name)
 
@@ -84,8 +93,12 @@ class AMSL(keras.Model):
         memory: "both" (global + local, fused), "global", "local" or "none".
         filters: the encoder's two conv widths (paper: 32, 64).
         shrink_threshold: MemAE hard shrinkage in the memories (0 = off).
-        entropy_weight: weight of each memory's addressing-entropy loss (paper: 2e-4).
+        entropy_weight: weight of the memories' addressing-entropy loss (paper: 2e-4).
         ssl_weight: weight of the view-classification loss (paper: 1.0).
+        ssl_reduction: "sum" (the reference's) or "mean" of the per-view cross-entropies.
+        entropy_reduction: "mean" (the reference's: -w log w averaged over positions and slots,
+            summed over views) or "sum" (each feature's entropy, averaged over positions and views).
+        decoder_activation: "sigmoid" (the reference's) or "linear" decoder output.
         head_units, dropout: the view classifier's hidden layer (paper: 128, 0.5).
         seed: salt of the training views' stateless seeds (the other half is the step).
 
@@ -100,10 +113,18 @@ class AMSL(keras.Model):
     def __init__(self, transformations: Sequence[str] = DEFAULT_TRANSFORMATIONS, num_slots: int = 500,
                  memory: str = "both", filters: Sequence[int] = (32, 64), shrink_threshold: float = 0.0,
                  entropy_weight: float = 2e-4, ssl_weight: float = 1.0, head_units: int = 128,
-                 dropout: float = 0.5, seed: int = 0, **kwargs):
+                 dropout: float = 0.5, seed: int = 0, ssl_reduction: str = "sum", entropy_reduction: str = "mean",
+                 decoder_activation: str = "sigmoid", **kwargs):
         super().__init__(**kwargs)
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory={memory!r}: expected one of {', '.join(MEMORY_MODES)}")
+        for option, value, allowed in (("ssl_reduction", ssl_reduction, ("sum", "mean")),
+                                       ("entropy_reduction", entropy_reduction, ("mean", "sum")),
+                                       ("decoder_activation", decoder_activation, ("sigmoid", "linear"))):
+            if value not in allowed:
+                raise ValueError(f"{option}={value!r}: expected one of {', '.join(allowed)}")
+        self.ssl_reduction, self.entropy_reduction = ssl_reduction, entropy_reduction
+        self.decoder_activation = decoder_activation
         self.transformations = check_transformations(list(transformations))
         self.num_views = 1 + len(self.transformations)
         self.num_slots = int(num_slots)
@@ -115,8 +136,11 @@ class AMSL(keras.Model):
         self.head_units = int(head_units)
         self.dropout = float(dropout)
         self.seed = int(seed)
+        # "mean": each memory's loss is the mean over every (view, position, slot); times the
+        # number of views it is the reference's sum over views of the per-view means.
+        memory_weight = self.entropy_weight * (self.num_views if entropy_reduction == "mean" else 1)
         memory_args = dict(num_slots=self.num_slots, shrink_threshold=self.shrink_threshold,
-                           entropy_weight=self.entropy_weight)
+                           entropy_weight=memory_weight, entropy_reduction=entropy_reduction)
         self.global_memory = (MemoryModule(num_memories=1, name="global_memory", **memory_args)
                               if memory in ("both", "global") else None)
         self.local_memory = (MemoryModule(num_memories=self.num_views, name="local_memories", **memory_args)
@@ -155,7 +179,9 @@ class AMSL(keras.Model):
         if self.fusion is not None:
             self.fusion.build([per_view, per_view])
         decoder_in = latent[:-1] + (latent[-1] * (1 if self.memory_mode == "none" else 2),)
-        self.decoders = [conv_decoder(steps, channels, self.filters, name=f"decoder_{r}") for r in range(self.num_views)]
+        activation = None if self.decoder_activation == "linear" else self.decoder_activation
+        self.decoders = [conv_decoder(steps, channels, self.filters, name=f"decoder_{r}", output_activation=activation)
+                         for r in range(self.num_views)]
         for decoder in self.decoders:
             decoder.build((None, *decoder_in))
         self.built = True
@@ -232,6 +258,8 @@ class AMSL(keras.Model):
             labels = tf.tile(tf.range(self.num_views), [tf.shape(windows)[0]])
             logits = outputs["view_logits"]
             view_loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            if self.ssl_reduction == "sum":  # every view has a batch of rows: the mean times V sums over views
+                view_loss = view_loss * self.num_views
             view_accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
         total = reconstruction + memory + self.ssl_weight * view_loss
         return {"loss": total, "reconstruction_loss": reconstruction, "view_loss": view_loss,
@@ -269,4 +297,6 @@ class AMSL(keras.Model):
         return {**super().get_config(), "transformations": list(self.transformations), "num_slots": self.num_slots,
                 "memory": self.memory_mode, "filters": list(self.filters), "shrink_threshold": self.shrink_threshold,
                 "entropy_weight": self.entropy_weight, "ssl_weight": self.ssl_weight,
-                "head_units": self.head_units, "dropout": self.dropout, "seed": self.seed}
+                "head_units": self.head_units, "dropout": self.dropout, "seed": self.seed,
+                "ssl_reduction": self.ssl_reduction, "entropy_reduction": self.entropy_reduction,
+                "decoder_activation": self.decoder_activation}

@@ -1,13 +1,19 @@
 """How detections are reported: AMSL's metrics and the plots a person looks at.
 
-`detection_metrics` gives accuracy, macro precision / recall / F1 over the two classes
-{normal, abnormal} (`mpre`, `mrec`, `mf1`, as the AMSL paper reports) and the threshold-free
-AUROC. `plot_score_histograms` and `plot_roc_curves` write PNGs.
+`detection_metrics` gives accuracy, macro precision and recall over the two classes
+{normal, abnormal} (`mpre`, `mrec`), two F1 scores and the threshold-free AUROC:
+
+- `mf1`, the headline, as the AMSL paper and its evaluate.py compute it: the harmonic mean
+  of macro precision and macro recall, 2 mpre mrec / (mpre + mrec);
+- `macro_f1`: the mean of the per-class F1 scores (scikit-learn's macro F1). It is at most
+  `mf1` and equal when both classes have the same precision / recall balance.
+
+`plot_score_histograms` and `plot_roc_curves` write PNGs.
 
 Example:
 >>> m = detection_metrics(scores=[0.1, 0.2, 0.9, 0.3], is_abnormal=[0, 0, 1, 1], threshold=0.5)
->>> m["accuracy"], m["mrec"], m["auroc"]
-(0.75, 0.75, 1.0)
+>>> m["accuracy"], m["mpre"], m["mrec"], round(m["mf1"], 4), round(m["macro_f1"], 4), m["auroc"]
+(0.75, 0.8333333333333333, 0.75, 0.7895, 0.7333, 1.0)
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import numpy as np
 
 from kerastl.plots import pyplot, save_figure
 
-METRIC_KEYS = ("accuracy", "mpre", "mrec", "mf1", "auroc")
+METRIC_KEYS = ("accuracy", "mpre", "mrec", "mf1", "macro_f1", "auroc")
 
 
 def detection_metrics(scores, is_abnormal, threshold: float) -> dict[str, float]:
-    """Metrics of `score > threshold` as the anomaly decision, against `is_abnormal` (0/1)."""
+    """Metrics of `score > threshold` as the anomaly decision, against `is_abnormal` (0/1):
+    `METRIC_KEYS` (see the module docstring for the two F1 scores)."""
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
     scores = np.asarray(scores, np.float64)
@@ -30,8 +37,9 @@ def detection_metrics(scores, is_abnormal, threshold: float) -> dict[str, float]
     predicted = (scores > threshold).astype(np.int64)
     precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, labels=[0, 1], average="macro",
                                                                zero_division=0)
+    harmonic = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"accuracy": float(np.mean(predicted == truth)), "mpre": float(precision), "mrec": float(recall),
-            "mf1": float(f1), "auroc": float(roc_auc_score(truth, scores))}
+            "mf1": float(harmonic), "macro_f1": float(f1), "auroc": float(roc_auc_score(truth, scores))}
 
 
 def plot_score_histograms(scores: dict[str, np.ndarray], is_abnormal, thresholds: dict[str, float], path: str,

@@ -46,6 +46,18 @@ def test_entropy_is_added_as_a_weighted_layer_loss():
     assert float(layer.losses[0]) == pytest.approx(0.5 * np.log(4), rel=1e-5)
 
 
+def test_entropy_mean_over_slots_divides_by_the_slot_count():
+    layer = built_memory(4, 3, entropy_weight=0.5, entropy_reduction="mean")
+    layer.memory.assign(np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]], "float32"))
+    z = np.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]], "float32")
+    layer(z)
+    w = np.exp([[1.0, 0, 0, 0], [0, 0, 2.0, 0]])
+    w /= w.sum(-1, keepdims=True)
+    assert float(layer.losses[0]) == pytest.approx(0.5 * np.mean(-w * np.log(w)), rel=1e-5)
+    with pytest.raises(ValueError, match="entropy_reduction='max'"):
+        MemoryModule(entropy_reduction="max")
+
+
 def test_local_memories_are_read_per_view_and_global_is_shared():
     views, dim = 3, 2
     local = built_memory(2, dim, memories=views)
