@@ -244,7 +244,8 @@ def test_command_line_entry_point_and_help(tmp_path):
     for option in ("--dataset", "--normal-classes", "--window", "--stride", "--memory-slots", "--percentile",
                    "--baselines", "--memory", "--transformations", "--shrink-threshold", "--epochs", "--filters",
                    "--preset", "--resume", "--export-dir", "mpre", "auroc", "is_anomaly",
-                   "preset values: smoke 20, cpu 50, paper 500"):
+                   "preset values: smoke 20, cpu 500, paper 500", "--ssl-reduction", "--entropy-reduction",
+                   "--decoder-activation", "macro_f1"):
         assert option in help_text, option
 
 
