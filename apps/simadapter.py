@@ -4,21 +4,28 @@ full fine-tuning.
 
 A CTC Transformer encoder (log-mel filterbanks in, characters out) is pre-trained on the
 rich-resource --sources (one CTC head per language; every step sums one batch of each
-language), then each source gets adapters (--adapter-training two_stage: backbone frozen,
-adapters + heads trained; joint: trained with the backbone). For the low-resource --target,
-each --method trains:
+language), then each source gets adapters (bottleneck --source-adapter-dim; the reference's
+128): --source-adapters after_pretraining (on the frozen backbone) or with_backbone (trained
+with the backbone in pre-training). --adapter-training says how adapters and heads share the
+work, as in the reference: two_stage (the heads first, then the adapters with the heads
+frozen; the sources' heads come from pre-training) or joint (adapters and heads at once).
+For the low-resource --target (adapters of --adapter-dim, the reference's 64), each --method
+trains:
   scratch          a fresh model on the target alone (everything trained)
   head             a new target head on the frozen backbone
   full_ft          the backbone and a new head
-  adapter          the target's own adapters + head on the frozen backbone
+  adapter          the target's own adapters and head on the frozen backbone (--adapter-training)
   simadapter       adapter, then SimAdapter fusion over the sources' adapters and the
-                   target's own (only the fusion layers and the head train; guide loss)
-  metaadapter      first-order MAML of a shared adapter over the sources, then that adapter
-                   and a new head fine-tuned on the target
+                   target's own: only the fusion layers train (heads, adapters and backbone
+                   frozen, as the reference); stability regulariser and guide loss
+  metaadapter      first-order MAML of a shared adapter (with the sources' heads) over the
+                   sources, then that adapter and a new head fine-tuned on the target
+                   (--finetune-lr, the reference's 0.01)
   simadapter_plus  metaadapter, then SimAdapter fusion
   all              every method above
-and is evaluated on the target's test split: CER and WER (greedy CTC decoding, or
---beam-width).
+Each target stage keeps the weights of its epoch with the lowest dev loss and stops after
+--patience epochs without improvement (the reference: 10). Each method is evaluated on the
+target's test split: CER and WER (greedy CTC decoding, or --beam-width).
 
 Data: --data commonvoice:DIR (Common Voice folders DIR/<lang>/clips/*.mp3 and train.tsv,
 dev.tsv, test.tsv with path and sentence columns) or espeak:DIR (the same layout, e.g. built
@@ -34,8 +41,9 @@ stage (pre-training, source adapters).
 
 Writes <output>/metrics.json: cer, wer, trained_share (the share of parameters the method
 trains) of the exported method (the last of --method, in the order above), and under
-"methods" the same per method with seconds, utterances_per_second (training throughput) and
-history; "sources" (the source languages), "sources_training" (the source stages' facts and
+"methods" the same per method with seconds, utterances_per_second (training throughput),
+best_epoch and history (MetaAdapter's meta_adapter_distance: the meta-learned adapter's L2
+distance from its initialisation); "sources" (the source languages), "sources_training" (the source stages' facts and
 whether they came from the cache) and
 "data" (utterances per language and split). plots/<method>_attention.png (SimAdapter
 attention per encoder layer over the fused languages: where the target borrows from);
@@ -63,25 +71,29 @@ SPLITS = ("train", "dev", "test")
 DATA_SCHEMES = ("commonvoice", "espeak")
 PRESETS = {
     "smoke": {"num_layers": 1, "hidden_dim": 32, "num_heads": 2, "intermediate_dim": 64, "adapter_dim": 8,
-              "dropout": 0.0, "batch_size": 8, "pretrain_epochs": 2, "adapter_epochs": 1, "epochs": 2,
-              "fusion_epochs": 1, "meta_epochs": 1, "lr": 1e-3, "fusion_lr": 1e-3, "inner_lr": 0.01,
-              "meta_lr": 1e-4, "guide_weight": 0.1, "source_utterances": 30, "target_utterances": 20},
+              "source_adapter_dim": 16, "dropout": 0.0, "batch_size": 8, "pretrain_epochs": 2, "adapter_epochs": 1,
+              "epochs": 2, "fusion_epochs": 1, "meta_epochs": 1, "lr": 1e-3, "fusion_lr": 1e-3, "inner_lr": 0.01,
+              "meta_lr": 1e-4, "finetune_lr": 0.01, "guide_weight": 0.1, "source_utterances": 30,
+              "target_utterances": 20},
     # Sized for 2 CPU cores: a small encoder; the source model trains once (cached), a target
     # method then takes a minute or two.
     "cpu": {"num_layers": 3, "hidden_dim": 96, "num_heads": 4, "intermediate_dim": 384, "adapter_dim": 32,
-            "dropout": 0.1, "batch_size": 32, "pretrain_epochs": 15, "adapter_epochs": 3, "epochs": 25,
-            "fusion_epochs": 8, "meta_epochs": 1, "lr": 1e-3, "fusion_lr": 1e-3, "inner_lr": 0.01,
-            "meta_lr": 1e-4, "guide_weight": 0.1, "source_utterances": 1000, "target_utterances": 300},
-    # The paper: 12 layers, d 256, 4 heads, FFN 2048, adapters 64, dropout 0.1; fusion Adam 1e-3;
-    # MAML inner Adam 0.01, outer 1e-4; guide weight 0.1 (its Noam schedule is replaced by Adam).
+            "source_adapter_dim": 64, "dropout": 0.1, "batch_size": 32, "pretrain_epochs": 15, "adapter_epochs": 3,
+            "epochs": 25, "fusion_epochs": 8, "meta_epochs": 1, "lr": 1e-3, "fusion_lr": 1e-3, "inner_lr": 0.01,
+            "meta_lr": 1e-4, "finetune_lr": 0.01, "guide_weight": 0.1, "source_utterances": 1000,
+            "target_utterances": 300},
+    # The paper and its code: 12 layers, d 256, 4 heads, FFN 2048, adapters 128 (sources) and 64
+    # (targets), dropout 0.1; fusion Adam 1e-3; MAML inner Adam 0.01, outer 1e-4; fine-tuning of
+    # the meta-learned adapter Adam 0.01; guide weight 0.1 (its Noam schedule is replaced by Adam).
     "paper": {"num_layers": 12, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 2048, "adapter_dim": 64,
-              "dropout": 0.1, "batch_size": 32, "pretrain_epochs": 100, "adapter_epochs": 30, "epochs": 100,
-              "fusion_epochs": 30, "meta_epochs": 30, "lr": 1e-3, "fusion_lr": 1e-3, "inner_lr": 0.01,
-              "meta_lr": 1e-4, "guide_weight": 0.1, "source_utterances": 4000, "target_utterances": 1000},
+              "source_adapter_dim": 128, "dropout": 0.1, "batch_size": 32, "pretrain_epochs": 100,
+              "adapter_epochs": 30, "epochs": 100, "fusion_epochs": 30, "meta_epochs": 30, "lr": 1e-3,
+              "fusion_lr": 1e-3, "inner_lr": 0.01, "meta_lr": 1e-4, "finetune_lr": 0.01, "guide_weight": 0.1,
+              "source_utterances": 4000, "target_utterances": 1000},
 }
 MODEL_OPTIONS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim", "adapter_dim", "dropout")
-POSITIVE_INTEGERS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim", "adapter_dim", "batch_size",
-                     "pretrain_epochs", "adapter_epochs", "epochs", "fusion_epochs", "meta_epochs",
+POSITIVE_INTEGERS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim", "adapter_dim", "source_adapter_dim",
+                     "batch_size", "pretrain_epochs", "adapter_epochs", "epochs", "fusion_epochs", "meta_epochs",
                      "source_utterances", "target_utterances")
 
 
@@ -98,8 +110,20 @@ def build_parser():
     parser.add_argument("--method", default="simadapter",
                         help=f"comma-separated methods among {', '.join(METHODS)}, or all. Default: simadapter")
     parser.add_argument("--adapter-training", default="two_stage", choices=("two_stage", "joint"),
-                        help="the sources' adapters: two_stage (after pre-training, backbone frozen; the paper's "
-                             "choice) or joint (trained with the backbone). Default: two_stage")
+                        help="adapters and heads, as the reference: two_stage (the heads first, then the adapters "
+                             "with the heads frozen; the paper's better choice) or joint (adapters and heads "
+                             "trained at once). Applies to the adapter method and the sources' adapters. "
+                             "Default: two_stage")
+    parser.add_argument("--source-adapters", default="after_pretraining", choices=("after_pretraining", "with_backbone"),
+                        help="when the sources' adapters train: after_pretraining (on the frozen backbone, "
+                             "--adapter-epochs) or with_backbone (together with the backbone during pre-training). "
+                             "Default: after_pretraining")
+    parser.add_argument("--guide-decay-steps", type=int, default=0,
+                        help="training steps over which the SimAdapter guide weight decays linearly to 0 "
+                             "(0 = constant, the reference's example). Default: 0")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="target stages: epochs without a lower dev loss before training stops; the best-dev "
+                             "epoch's weights are kept (0 = never stop early). Default: 10 (the reference's)")
     parser.add_argument("--cache-dir", metavar="DIR", default=os.path.join("~", ".cache", "kerastl"),
                         help="where the built espeak corpus and the trained source models are kept and reused. "
                              "Default: ~/.cache/kerastl")
@@ -113,7 +137,9 @@ def build_parser():
     app.add_preset_option(group, "--hidden-dim", type=int, help="encoder width (d_model)")
     app.add_preset_option(group, "--num-heads", type=int, help="attention heads")
     app.add_preset_option(group, "--intermediate-dim", type=int, help="feed-forward width")
-    app.add_preset_option(group, "--adapter-dim", type=int, help="adapter bottleneck width")
+    app.add_preset_option(group, "--adapter-dim", type=int, help="adapter bottleneck width of the target (and of "
+                          "MetaAdapter's shared adapter)")
+    app.add_preset_option(group, "--source-adapter-dim", type=int, help="adapter bottleneck width of the sources")
     app.add_preset_option(group, "--dropout", type=float, help="encoder dropout")
     app.add_preset_option(group, "--batch-size", type=int, help="utterances per batch (per language in pre-training)")
     app.add_preset_option(group, "--pretrain-epochs", type=int, help="multilingual pre-training epochs")
@@ -125,6 +151,8 @@ def build_parser():
     app.add_preset_option(group, "--fusion-lr", type=float, help="Adam learning rate of the fusion layers")
     app.add_preset_option(group, "--inner-lr", type=float, help="MAML inner Adam learning rate")
     app.add_preset_option(group, "--meta-lr", type=float, help="MAML outer step size")
+    app.add_preset_option(group, "--finetune-lr", type=float,
+                          help="Adam learning rate of MetaAdapter's fine-tuning on the target")
     app.add_preset_option(group, "--guide-weight", type=float, help="SimAdapter fusion-guide loss weight")
     app.add_preset_option(group, "--source-utterances", type=int,
                           help="utterances per source language of the built espeak corpus (no --data)")
@@ -162,16 +190,16 @@ def check_args(args):
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer")
     if args.hidden_dim % args.num_heads:
         raise app.InputError(f"--hidden-dim {args.hidden_dim}: expected a multiple of --num-heads {args.num_heads}")
-    for flag in ("lr", "fusion_lr", "inner_lr", "meta_lr"):
+    for flag in ("lr", "fusion_lr", "inner_lr", "meta_lr", "finetune_lr"):
         if not getattr(args, flag) > 0:
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive rate")
     if not 0 <= args.dropout < 1:
         raise app.InputError(f"--dropout {args.dropout}: expected a rate in [0, 1)")
     if args.guide_weight < 0:
         raise app.InputError(f"--guide-weight {args.guide_weight}: expected 0 or more")
-    if args.max_utterances < 0 or args.beam_width < 0:
-        flag = "--max-utterances" if args.max_utterances < 0 else "--beam-width"
-        raise app.InputError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: expected 0 or more")
+    for flag in ("max_utterances", "beam_width", "guide_decay_steps", "patience"):
+        if getattr(args, flag) < 0:
+            raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected 0 or more")
     args.source_list = parse_languages(args.sources, "--sources")
     args.target = parse_languages(args.target, "--target")
     if len(args.target) != 1:
@@ -212,7 +240,8 @@ def check_args(args):
 
 def run_config(args) -> dict:
     """What the run folder's checkpoints depend on (--resume must repeat it; methods may change)."""
-    keys = ("data", "sources", "target", "adapter_training", "max_utterances", "seed", "spec_augment",
+    keys = ("data", "sources", "target", "adapter_training", "source_adapters", "guide_decay_steps", "patience",
+            "max_utterances", "seed", "spec_augment",
             *(key for key in PRESETS["cpu"] if key not in ("source_utterances", "target_utterances")))
     return {key: getattr(args, key) for key in keys} | {"data_roots": args.data_roots}
 
@@ -307,21 +336,24 @@ def train_and_report(args, folder, records, export_path):
     source_train = {lang: speech_dataset(records[lang]["train"], vocabularies[lang], args.batch_size, training=True,
                                          spec_augment=augment, seed=args.seed) for lang in sources}
     model_config = {key: getattr(args, key) for key in MODEL_OPTIONS}
+    source_dims = {lang: args.source_adapter_dim for lang in sources}
 
     def tensorboard(stage):
         return [keras.callbacks.TensorBoard(os.path.join(folder.tensorboard, stage))]
 
     key = source_cache.fingerprint({
         "records": {lang: records[lang]["train"] for lang in sources}, "model": model_config,
-        "vocabularies": {lang: vocabularies[lang].characters for lang in sources},
+        "vocabularies": {lang: vocabularies[lang].characters for lang in sources}, "adapter_dims": source_dims,
         **{k: getattr(args, k) for k in ("batch_size", "pretrain_epochs", "adapter_epochs", "lr", "adapter_training",
-                                         "seed", "spec_augment")}})
+                                         "source_adapters", "seed", "spec_augment")}})
     cache = os.path.join(args.cache_dir, "simadapter-sources", key)
     print(f"source model on {', '.join(sources)}: {cache}", flush=True)
     source_model, source_facts = source_cache.train_sources(
-        lambda: MultilingualASR({lang: vocabularies[lang].size for lang in sources}, **model_config),
+        lambda: MultilingualASR({lang: vocabularies[lang].size for lang in sources}, adapter_dims=source_dims,
+                                **model_config),
         source_train, source_cache.SourceSettings(args.pretrain_epochs, args.adapter_epochs, args.lr,
-                                                  args.adapter_training, verbose), cache=cache, callbacks=tensorboard)
+                                                  args.source_adapters, args.adapter_training, verbose),
+        cache=cache, callbacks=tensorboard)
     del source_model  # every method loads its own copy from the cache
 
     def pretrained():
@@ -341,7 +373,8 @@ def train_and_report(args, folder, records, export_path):
         vocabulary=vocabularies[target], test_references=[text for _, text in target_records["test"]],
         source_train=source_train)
     settings = methods.StageSettings(args.epochs, args.lr, args.fusion_epochs, args.fusion_lr, args.guide_weight,
-                                     args.meta_epochs, args.inner_lr, args.meta_lr, verbose)
+                                     args.meta_epochs, args.inner_lr, args.meta_lr, verbose, args.guide_decay_steps,
+                                     args.finetune_lr, args.adapter_training, args.patience)
     finished, restore, on_finished = checkpointing(folder, args)
     results = methods.run_methods(args.methods, pretrained, fresh, target, sources, data, settings, args.beam_width,
                                   callbacks=lambda stage: tensorboard(f"{target}-{stage}"), finished=finished,

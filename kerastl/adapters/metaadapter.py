@@ -1,11 +1,16 @@
 """MetaAdapter (Hou et al. 2022): a shared adapter set meta-learned over the source
 languages with first-order MAML (`kerastl.adapters.maml`), then fine-tuned on the target.
 
-- `meta_train_adapters`: one shared adapter set ("meta") meta-learned through each source's
-  frozen head (backbone frozen too), one MAML task per source language.
+- `meta_train_adapters`: one shared adapter set ("meta") meta-learned with the source
+  languages' heads (the backbone frozen), one MAML task per source language; as the
+  reference (its meta-training config trains the adapter with the heads, and its meta update
+  averages every trained parameter), a source's head moves in its own task's inner steps
+  and takes 1/S of that update. The L2 distance of the meta-learned adapter from its
+  initialisation is logged after every epoch (`adapter_distance`): with the reference's
+  outer step 1e-4 it stays small unless meta-training runs long.
 - `train_metaadapter`: `meta_train_adapters`, then the target's adapters start from the
   meta-learned ones and are fine-tuned with the target head (`train_target`'s "adapter"
-  stage).
+  stage, both at once, Adam 0.01: the reference's fine-tuning config).
 SimAdapter+ is `train_metaadapter` followed by `kerastl.adapters.stages.train_simadapter`.
 
 Example (meta-learn over ru and it, then fine-tune for ro):
@@ -13,7 +18,7 @@ Example (meta-learn over ru and it, then fine-tune for ro):
 >>> result = train_metaadapter(asr, "ro", {"ru": ru_train, "it": it_train}, ro_train,
 ...                            meta_epochs=1, epochs=20)                              # doctest: +SKIP
 >>> sorted(key for key in result.history if key.startswith("meta_"))                  # doctest: +SKIP
-['meta_query_loss', 'meta_support_loss']
+['meta_adapter_distance', 'meta_query_loss', 'meta_support_loss']
 """
 
 from __future__ import annotations
@@ -26,9 +31,16 @@ import tensorflow as tf
 
 from kerastl.adapters.maml import first_order_maml_step, make_inner_optimizer
 from kerastl.adapters.model import MultilingualASR
-from kerastl.adapters.stages import BATCH_SIGNATURE, StageResult, dataset_size, parameter_share, train_target
+from kerastl.adapters.stages import (BATCH_SIGNATURE, PATIENCE, StageResult, dataset_size, parameter_share,
+                                     train_target)
 
 META_ADAPTERS = "meta"
+FINETUNE_LR = 0.01  # the reference's fine-tuning of the meta-learned adapter (Adam)
+
+
+def distance(values, variables) -> float:
+    """L2 distance of `variables` from the arrays `values` (over all of them together)."""
+    return float(np.sqrt(sum(np.sum(np.square(v.numpy() - value)) for v, value in zip(variables, values))))
 
 
 def _drive_callbacks(callbacks, model):
@@ -38,21 +50,25 @@ def _drive_callbacks(callbacks, model):
 def meta_train_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.Dataset], epochs: int,
                         inner_lr: float = 0.01, meta_lr: float = 1e-4, name: str = META_ADAPTERS,
                         callbacks=(), verbose="auto") -> StageResult:
-    """First-order MAML of a shared adapter set `name` over the source languages.
+    """First-order MAML of a shared adapter set `name` and the sources' heads over the source
+    languages.
 
     Each meta step takes one batch per source language (support = first half, query =
     second half), runs through the frozen backbone, the shared adapters and the language's
-    frozen head, and applies `first_order_maml_step` with the outer step decaying linearly
-    to zero over the run. The adapter set is created (identity) if the model lacks it.
+    head, and applies `first_order_maml_step` to the adapters and heads with the outer step
+    decaying linearly to zero over the run. The adapter set is created if the model lacks
+    it. The history holds the support and query losses and `adapter_distance` per epoch.
     """
     languages = list(train_sets)
     if name not in model.adapters:
         model.add_adapters(name)
-    model.train_only(adapters=[name])
+    model.train_only(adapters=[name], heads=languages)
     recognizers = {lang: model.recognizer(lang, "adapter", adapter=name, name=f"meta_{lang}") for lang in languages}
     losses = {lang: tf.function(lambda batch, r=r: r.batch_loss(batch, training=True)[0],
                                 input_signature=[BATCH_SIGNATURE]) for lang, r in recognizers.items()}
-    variables = model.variables_of("adapters", name)
+    adapter_variables = model.variables_of("adapters", name)
+    initial = [v.numpy().copy() for v in adapter_variables]
+    variables = adapter_variables + [v for lang in languages for v in model.variables_of("head", lang)]
     sizes = {lang: dataset_size(dataset) for lang, dataset in train_sets.items()}
     steps = max(batches for _, batches in sizes.values())
     per_step = sum(utterances / batches for utterances, batches in sizes.values())
@@ -63,7 +79,7 @@ def meta_train_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.Da
     # Keras callbacks (e.g. TensorBoard) see the inner optimizer as the model's.
     recognizers[languages[0]].compile(optimizer=optimizer)
     driver = _drive_callbacks(callbacks, recognizers[languages[0]])
-    history: dict[str, list[float]] = {"support_loss": [], "query_loss": []}
+    history: dict[str, list[float]] = {"support_loss": [], "query_loss": [], "adapter_distance": []}
     verbose = 1 if verbose == "auto" else verbose
     started, timed_seconds, timed_steps = time.perf_counter(), 0.0, 0
     driver.on_train_begin()
@@ -84,7 +100,10 @@ def meta_train_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.Da
                 timed_steps += 1
             totals += (result["support_loss"], result["query_loss"])
             bar.update(step + 1, [("support_loss", totals[0] / (step + 1)), ("query_loss", totals[1] / (step + 1))])
-        logs = {"support_loss": totals[0] / steps, "query_loss": totals[1] / steps}
+        logs = {"support_loss": totals[0] / steps, "query_loss": totals[1] / steps,
+                "adapter_distance": distance(initial, adapter_variables)}
+        if verbose:
+            print(f"meta-learned adapter: L2 distance {logs['adapter_distance']:.3g} from its initialisation")
         for key, value in logs.items():
             history[key].append(float(value))
         driver.on_epoch_end(epoch, logs)
@@ -95,16 +114,18 @@ def meta_train_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.Da
 
 
 def train_metaadapter(model: MultilingualASR, target: str, source_sets: dict[str, tf.data.Dataset],
-                      train: tf.data.Dataset, meta_epochs: int, epochs: int, learning_rate: float = 1e-3,
+                      train: tf.data.Dataset, meta_epochs: int, epochs: int, learning_rate: float = FINETUNE_LR,
                       inner_lr: float = 0.01, meta_lr: float = 1e-4, validation=None, callbacks=(),
-                      meta_callbacks=(), verbose="auto") -> StageResult:
+                      meta_callbacks=(), verbose="auto", patience: int = PATIENCE) -> StageResult:
     """MetaAdapter: `meta_train_adapters` over the sources, copy the result into the target's
-    adapters, then fine-tune them with the target head (backbone frozen). The result's
-    history holds the fine-tuning and, prefixed `meta_`, the MAML epochs."""
+    adapters, then fine-tune them with the target head (backbone frozen; Adam
+    `learning_rate`, the reference's 0.01). The result's history holds the fine-tuning and,
+    prefixed `meta_`, the MAML epochs (with `meta_adapter_distance`)."""
     meta = meta_train_adapters(model, source_sets, meta_epochs, inner_lr, meta_lr, callbacks=meta_callbacks,
                                verbose=verbose)
     model.copy_adapters(META_ADAPTERS, target)
-    result = train_target(model, target, "adapter", train, epochs, learning_rate, validation, callbacks, verbose)
+    result = train_target(model, target, "adapter", train, epochs, learning_rate, validation, callbacks, verbose,
+                          adapter_training="joint", patience=patience)
     result.name = "metaadapter"
     result.history.update({f"meta_{key}": values for key, values in meta.history.items()})
     result.seconds += meta.seconds

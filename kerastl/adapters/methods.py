@@ -5,10 +5,10 @@
 | scratch | a fresh model, everything | |
 | head | a new head (backbone frozen) | |
 | full_ft | the backbone and a new head | |
-| adapter | the target's adapters and head | |
-| simadapter | fusion layers and the head, over the sources' adapters and the target's | adapter |
+| adapter | the target's head, then its adapters (two-stage; or both at once: joint) | |
+| simadapter | the fusion layers only, over the sources' adapters and the target's | adapter |
 | metaadapter | MAML over the sources, then the target's adapters and head | |
-| simadapter_plus | fusion layers and the head, over the meta-learned target adapters | metaadapter |
+| simadapter_plus | the fusion layers only, over the meta-learned target adapters | metaadapter |
 
 `run_methods` runs any of `METHODS` for one target: each prerequisite once (its model is
 handed on), each method evaluated right after it trains, finished methods skipped on resume.
@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from kerastl.adapters.metaadapter import train_metaadapter
+from kerastl.adapters.metaadapter import FINETUNE_LR, train_metaadapter
 from kerastl.adapters.model import MultilingualASR
-from kerastl.adapters.stages import StageResult, evaluate, train_simadapter, train_target
+from kerastl.adapters.stages import PATIENCE, StageResult, evaluate, train_simadapter, train_target
 
 METHODS = ("scratch", "head", "full_ft", "adapter", "simadapter", "metaadapter", "simadapter_plus")
 # The target-language baselines: one `train_target` stage each.
@@ -46,11 +46,19 @@ RECOGNIZER_MODE = {"scratch": "plain", "head": "plain", "full_ft": "plain", "ada
 class StageSettings:
     """Hyperparameters of the target-side stages (`run_methods`).
 
-    epochs: target training epochs of every method (the fine-tuning after meta-learning too).
+    epochs: target training epochs of every method (of each of the two stages of a two-stage
+        adapter; the fine-tuning after meta-learning too).
     fusion_epochs, fusion_lr: SimAdapter fusion training (paper: Adam 1e-3).
     meta_epochs: MAML passes over the sources (steps per pass: the largest source's batches).
     inner_lr, meta_lr: MAML's inner Adam step and outer step (paper: 0.01, 1e-4).
-    guide_weight: the fusion-guide loss weight (paper 0.1).
+    guide_weight: the fusion-guide loss weight (reference default 0.1).
+    guide_decay_steps: training steps over which the guide weight decays linearly to 0 (0 =
+        constant, the reference's example).
+    finetune_lr: Adam rate of MetaAdapter's fine-tuning on the target (reference 0.01).
+    adapter_training: the "adapter" method's schedule, "two_stage" (head first, then the
+        adapters with the head frozen) or "joint" (both at once).
+    patience: with dev data, epochs without a lower dev loss before a target stage stops
+        (the best-dev epoch's weights are kept; reference 10).
     """
 
     epochs: int = 10
@@ -62,6 +70,10 @@ class StageSettings:
     inner_lr: float = 0.01
     meta_lr: float = 1e-4
     verbose: int | str = "auto"
+    guide_decay_steps: int = 0
+    finetune_lr: float = FINETUNE_LR
+    adapter_training: str = "two_stage"
+    patience: int = PATIENCE
 
 
 def recognizer_mode(method: str) -> str:
@@ -98,19 +110,21 @@ def run_method(method: str, model: MultilingualASR, target: str, sources: Sequen
                meta_callbacks: Callable[[str], list] = lambda stage: []) -> StageResult:
     """Trains `method` on `model` for `target` (its prerequisite, if any, already run on the
     same model; `scratch` expects a fresh model holding only the target)."""
-    common = dict(validation=data.dev, callbacks=callbacks(method), verbose=settings.verbose)
+    common = dict(validation=data.dev, callbacks=callbacks(method), verbose=settings.verbose,
+                  patience=settings.patience)
     if method in TARGET_BASELINES:
-        return train_target(model, target, method, data.train, settings.epochs, settings.learning_rate, **common)
+        return train_target(model, target, method, data.train, settings.epochs, settings.learning_rate,
+                            adapter_training=settings.adapter_training, **common)
     if method in ("simadapter", "simadapter_plus"):
         result = train_simadapter(model, target, sources, data.train, settings.fusion_epochs, settings.fusion_lr,
-                                  settings.guide_weight, **common)
+                                  settings.guide_weight, settings.guide_decay_steps, **common)
         result.name = method
         return result
     if method == "metaadapter":
         if not data.source_train:
             raise ValueError("metaadapter needs the sources' training batches (TargetData.source_train)")
         return train_metaadapter(model, target, data.source_train, data.train, settings.meta_epochs,
-                                 settings.epochs, settings.learning_rate, settings.inner_lr, settings.meta_lr,
+                                 settings.epochs, settings.finetune_lr, settings.inner_lr, settings.meta_lr,
                                  meta_callbacks=meta_callbacks(method), **common)
     raise ValueError(f"method {method!r}: expected one of {', '.join(METHODS)}")
 

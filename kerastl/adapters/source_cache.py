@@ -1,6 +1,7 @@
 """The source model of cross-lingual ASR, trained once and cached: multilingual pre-training,
-then the sources' adapters (two-stage) or both at once (joint). It is the expensive part, and
-every target, method and run on the same sources reuses it.
+then the sources' adapters on the frozen backbone (or the adapters trained with the backbone
+in pre-training). It is the expensive part, and every target, method and run on the same
+sources reuses it.
 
 Example:
 >>> cache = os.path.join("cache", fingerprint({"records": records, "options": options}))  # doctest: +SKIP
@@ -20,17 +21,23 @@ from typing import Callable
 import tensorflow as tf
 
 from kerastl.adapters.model import MultilingualASR
-from kerastl.adapters.stages import pretrain, train_source_adapters
+from kerastl.adapters.stages import ADAPTER_TRAINING, pretrain, train_source_adapters
+
+SOURCE_ADAPTERS = ("after_pretraining", "with_backbone")
+
 
 @dataclasses.dataclass
 class SourceSettings:
     """How the source model is trained: `pretrain_epochs` of multilingual pre-training, then
-    `adapter_epochs` of the sources' adapters and heads, "two_stage" (backbone frozen) or
-    "joint" (the adapters trained with the backbone during pre-training; no second stage)."""
+    the sources' adapters: `source_adapters` "after_pretraining" (`adapter_epochs` on the
+    frozen backbone; `adapter_training` "two_stage": the heads, trained in pre-training, stay
+    frozen, as the reference; "joint": trained with the adapters) or "with_backbone" (the
+    adapters trained with the backbone during pre-training; no second stage)."""
 
     pretrain_epochs: int = 10
     adapter_epochs: int = 3
     learning_rate: float = 1e-3
+    source_adapters: str = "after_pretraining"
     adapter_training: str = "two_stage"
     verbose: int | str = "auto"
 
@@ -51,7 +58,9 @@ def train_sources(build: Callable[[], MultilingualASR], train_sets: dict[str, tf
     interrupted run continues after its last finished stage. Returns (model, facts) with
     facts {stage: `StageResult.facts()`} and "reused": the stages loaded from the cache.
     """
-    if settings.adapter_training not in ("two_stage", "joint"):
+    if settings.source_adapters not in SOURCE_ADAPTERS:
+        raise ValueError(f"source_adapters {settings.source_adapters!r}: expected one of {', '.join(SOURCE_ADAPTERS)}")
+    if settings.adapter_training not in ADAPTER_TRAINING:
         raise ValueError(f"adapter_training {settings.adapter_training!r}: expected two_stage or joint")
     facts_path = os.path.join(cache, "facts.json") if cache else None
     facts = {}
@@ -67,7 +76,7 @@ def train_sources(build: Callable[[], MultilingualASR], train_sets: dict[str, tf
                 json.dump(facts, f, indent=1)
             os.replace(facts_path + ".tmp", facts_path)
 
-    joint = settings.adapter_training == "joint"
+    joint = settings.source_adapters == "with_backbone"
     final = os.path.join(cache, "model") if cache else None
     if final and os.path.isdir(final):
         return MultilingualASR.load(final), {**facts, "reused": ["pretrain", "source_adapters"]}
@@ -76,11 +85,12 @@ def train_sources(build: Callable[[], MultilingualASR], train_sets: dict[str, tf
         model, reused = MultilingualASR.load(os.path.join(cache, "pretrained")), ["pretrain"]
     else:
         model = build()
-        result = pretrain(model, train_sets, settings.pretrain_epochs, settings.learning_rate, joint_adapters=joint,
+        result = pretrain(model, train_sets, settings.pretrain_epochs, settings.learning_rate, with_adapters=joint,
                           callbacks=callbacks("pretrain"), verbose=settings.verbose)
         finish("pretrain", model, result)
     if not joint:
         result = train_source_adapters(model, train_sets, settings.adapter_epochs, settings.learning_rate,
+                                       train_heads=settings.adapter_training == "joint",
                                        callbacks=callbacks("source_adapters"), verbose=settings.verbose)
         finish("source_adapters", model, result)
     elif cache:

@@ -7,17 +7,25 @@ the per-epoch history, wall time and training throughput):
   head per language). Every step sees one batch of EVERY source language and minimises the
   sum of their CTC losses (the reference's multilingual batches: batch size x languages);
   an epoch is as many steps as the largest language has batches, smaller languages repeat.
-  `joint_adapters=True` trains each language's adapters together with the backbone (the
-  "joint" variant of the two-stage comparison).
-- `train_source_adapters`: the two-stage variant's second stage: the backbone frozen, each
-  source language's adapters and head trained (same mixed batches; the languages' parameters
-  are disjoint, so this equals training them one by one).
+  `with_adapters=True` trains each language's adapters together with the backbone.
+- `train_source_adapters`: after pre-training, the backbone frozen, each source language's
+  adapters trained: with `train_heads=False` (the "two_stage" schedule, the reference's: the
+  heads trained first, in pre-training, then frozen) or with their heads ("joint") (same
+  mixed batches; the languages' parameters are disjoint, so this equals training them one
+  by one).
 - `train_target`: the target-language baselines and the single adapter: "scratch" (a fresh
   model, everything trained), "head" (frozen backbone, a new head), "full_ft" (backbone +
-  new head), "adapter" (frozen backbone, the target's adapters + head).
+  new head), "adapter" (frozen backbone; `adapter_training` "two_stage": the new head first
+  on the frozen backbone, then the target's adapters with the head frozen, as the reference
+  recommends; "joint": adapters and head together).
 - `train_simadapter`: SimAdapter fusion over the sources' adapters and the target's own (the
   target's adapters trained first, e.g. by `train_target(..., "adapter")`); only the fusion
-  layers and the target head train (Adam 1e-3), with the fusion-guide loss.
+  layers train (Adam 1e-3; heads, adapters and backbone frozen, as the reference), with the
+  stability regulariser and the fusion-guide loss (its weight optionally decayed linearly).
+
+With validation data, the target stages keep the weights of the epoch with the lowest dev
+loss and stop after `patience` epochs without improvement (the reference decodes with its
+best-dev-loss model, patience 10).
 
 `evaluate` gives corpus CER / WER with greedy (or beam) CTC decoding.
 
@@ -32,8 +40,8 @@ Example (a two-stage backbone on ru and it, then SimAdapter for ro):
 >>> pretrain(asr, {"ru": ru_train, "it": it_train}, epochs=10)                       # doctest: +SKIP
 >>> train_source_adapters(asr, {"ru": ru_train, "it": it_train}, epochs=3)           # doctest: +SKIP
 >>> asr.add_language("ro", ro_vocab.size)                                            # doctest: +SKIP
->>> train_target(asr, "ro", "adapter", ro_train, epochs=20)                          # doctest: +SKIP
->>> fused = train_simadapter(asr, "ro", ["ru", "it"], ro_train, epochs=10)           # doctest: +SKIP
+>>> train_target(asr, "ro", "adapter", ro_train, epochs=20, validation=ro_dev)       # doctest: +SKIP
+>>> fused = train_simadapter(asr, "ro", ["ru", "it"], ro_train, epochs=10, validation=ro_dev)  # doctest: +SKIP
 >>> evaluate(fused.recognizer, ro_test, ro_vocab)                                    # doctest: +SKIP
 {'cer': 0.21, 'wer': 0.55}
 """
@@ -50,6 +58,7 @@ import tensorflow as tf
 
 from kerastl.adapters.metrics import cer, wer
 from kerastl.adapters.model import CTCRecognizer, MultilingualASR
+from kerastl.adapters.simadapter import GuideWeightDecay
 
 # A dict batch of `kerastl.data.speech.speech_dataset` (one graph for every batch shape).
 BATCH_SIGNATURE = {"features": tf.TensorSpec([None, None, 80], tf.float32),
@@ -70,6 +79,7 @@ class StageResult:
         seconds: wall time of the stage.
         utterances_per_second: training throughput (utterances through a training step per
             second, the first step, which traces the graph, left out).
+        best_epoch: with validation data, the epoch (1-based) whose weights were kept.
     """
 
     name: str
@@ -78,6 +88,7 @@ class StageResult:
     history: dict[str, list[float]]
     seconds: float
     utterances_per_second: float
+    best_epoch: int | None = None
 
     @property
     def recognizer(self) -> CTCRecognizer:
@@ -88,8 +99,9 @@ class StageResult:
 
     def facts(self) -> dict:
         """JSON-able summary (no models)."""
-        return {"stage": self.name, "trained_share": self.trained_share, "history": self.history,
-                "seconds": round(self.seconds, 2), "utterances_per_second": round(self.utterances_per_second, 2)}
+        facts = {"stage": self.name, "trained_share": self.trained_share, "history": self.history,
+                 "seconds": round(self.seconds, 2), "utterances_per_second": round(self.utterances_per_second, 2)}
+        return facts if self.best_epoch is None else {**facts, "best_epoch": self.best_epoch}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,17 +173,40 @@ def _history(fit_history) -> dict[str, list[float]]:
     return {key: [float(v) for v in values] for key, values in fit_history.history.items()}
 
 
+PATIENCE = 10  # the reference's: epochs without a lower dev loss before training stops
+
+
 def _fit(name: str, recognizer: CTCRecognizer, train: tf.data.Dataset, epochs: int, learning_rate: float,
-         validation=None, callbacks=(), verbose="auto") -> StageResult:
-    """Compiles `recognizer` with Adam for its currently trainable variables and fits it."""
+         validation=None, callbacks=(), verbose="auto", patience: int = PATIENCE) -> StageResult:
+    """Compiles `recognizer` with Adam for its currently trainable variables and fits it; with
+    `validation`, keeps the best-dev-loss epoch's weights and stops after `patience` epochs
+    without improvement (patience 0: never stops early, still keeps the best epoch)."""
     utterances, batches = dataset_size(train)
     meter = ThroughputMeter(utterances / batches)
+    best = None
+    if validation is not None:
+        best = keras.callbacks.EarlyStopping("val_loss", patience=patience or epochs, mode="min",
+                                             restore_best_weights=True)
     recognizer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     started = time.perf_counter()
     history = recognizer.fit(train, validation_data=validation, epochs=epochs, verbose=verbose,
-                             callbacks=[meter, *callbacks])
+                             callbacks=[meter, *callbacks, *([best] if best else [])])
     return StageResult(name, {recognizer.language: recognizer}, parameter_share([recognizer]), _history(history),
-                       time.perf_counter() - started, meter.utterances_per_second)
+                       time.perf_counter() - started, meter.utterances_per_second,
+                       None if best is None else best.best_epoch + 1)
+
+
+def _in_sequence(name: str, first: StageResult, second: StageResult, prefix: str) -> StageResult:
+    """Two stages with disjoint trained parameters (the second's recogniser holding the
+    first's), reported as one: the trained parameters add up, the first stage's history keys
+    get `prefix`."""
+    def trained(result):
+        return result.trained_share * result.recognizer.parameter_counts()[1]
+
+    share = (trained(first) + trained(second)) / second.recognizer.parameter_counts()[1]
+    history = {**{f"{prefix}{key}": values for key, values in first.history.items()}, **second.history}
+    return StageResult(name, second.recognizers, share, history, first.seconds + second.seconds,
+                       second.utterances_per_second, second.best_epoch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,23 +301,26 @@ def _fit_multilingual(name, model: MultilingualASR, recognizers, train_sets, epo
 
 
 def pretrain(model: MultilingualASR, train_sets: dict[str, tf.data.Dataset], epochs: int,
-             learning_rate: float = 1e-3, joint_adapters: bool = False, callbacks=(),
+             learning_rate: float = 1e-3, with_adapters: bool = False, callbacks=(),
              verbose="auto") -> StageResult:
     """Multilingual pre-training of the backbone and the source heads (see the module
-    docstring); `joint_adapters` also trains the languages' adapters (joint variant)."""
+    docstring); `with_adapters` also trains the languages' adapters with the backbone."""
     languages = list(train_sets)
-    model.train_only(backbone=True, heads=languages, adapters=languages if joint_adapters else ())
-    mode = "adapter" if joint_adapters else "plain"
+    model.train_only(backbone=True, heads=languages, adapters=languages if with_adapters else ())
+    mode = "adapter" if with_adapters else "plain"
     recognizers = {lang: model.recognizer(lang, mode) for lang in languages}
-    return _fit_multilingual("pretrain_joint" if joint_adapters else "pretrain", model, recognizers, train_sets,
-                             epochs, learning_rate, callbacks, verbose)
+    return _fit_multilingual("pretrain_with_adapters" if with_adapters else "pretrain", model, recognizers,
+                             train_sets, epochs, learning_rate, callbacks, verbose)
 
 
 def train_source_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.Dataset], epochs: int,
-                          learning_rate: float = 1e-3, callbacks=(), verbose="auto") -> StageResult:
-    """Two-stage adapters: the backbone frozen, every source language's adapters + head trained."""
+                          learning_rate: float = 1e-3, train_heads: bool = False, callbacks=(),
+                          verbose="auto") -> StageResult:
+    """The sources' adapters on the frozen backbone: every source language's adapters, with
+    its head frozen (two-stage: the heads were trained in pre-training) or, with
+    `train_heads`, trained too (joint)."""
     languages = list(train_sets)
-    model.train_only(adapters=languages, heads=languages)
+    model.train_only(adapters=languages, heads=languages if train_heads else ())
     recognizers = {lang: model.recognizer(lang, "adapter") for lang in languages}
     return _fit_multilingual("source_adapters", model, recognizers, train_sets, epochs, learning_rate, callbacks,
                              verbose)
@@ -292,30 +330,50 @@ def train_source_adapters(model: MultilingualASR, train_sets: dict[str, tf.data.
 # Target-side stages
 
 
+ADAPTER_TRAINING = ("two_stage", "joint")
+
+
 def train_target(model: MultilingualASR, target: str, method: str, train: tf.data.Dataset, epochs: int,
-                 learning_rate: float = 1e-3, validation=None, callbacks=(), verbose="auto") -> StageResult:
+                 learning_rate: float = 1e-3, validation=None, callbacks=(), verbose="auto",
+                 adapter_training: str = "two_stage", patience: int = PATIENCE) -> StageResult:
     """A target-language baseline on `model` (which already has the target's head):
     "scratch" and "full_ft" train backbone + head (scratch expects a fresh model), "head" the
-    head alone, "adapter" the target's adapters + head; the backbone is otherwise frozen."""
+    head alone, "adapter" the target's adapters and head; the backbone is otherwise frozen.
+
+    "adapter" with `adapter_training` "two_stage" trains the head first (on the frozen
+    backbone, `epochs`), then the adapters with the head frozen (`epochs`; the first stage's
+    history keys get the prefix `head_`); "joint" trains both at once."""
     parts = {"scratch": dict(backbone=True, heads=[target]), "full_ft": dict(backbone=True, heads=[target]),
              "head": dict(heads=[target]), "adapter": dict(adapters=[target], heads=[target])}
     if method not in parts:
         raise ValueError(f"method {method!r}: expected one of {', '.join(parts)}")
+    if adapter_training not in ADAPTER_TRAINING:
+        raise ValueError(f"adapter_training {adapter_training!r}: expected one of {', '.join(ADAPTER_TRAINING)}")
+    fit = dict(validation=validation, callbacks=callbacks, verbose=verbose, patience=patience)
+    if method == "adapter" and adapter_training == "two_stage":
+        model.train_only(heads=[target])
+        head = _fit("adapter_head", model.recognizer(target, "plain"), train, epochs, learning_rate, **fit)
+        model.train_only(adapters=[target])
+        adapters = _fit(method, model.recognizer(target, "adapter"), train, epochs, learning_rate, **fit)
+        return _in_sequence(method, head, adapters, "head_")
     model.train_only(**parts[method])
     recognizer = model.recognizer(target, "adapter" if method == "adapter" else "plain")
-    return _fit(method, recognizer, train, epochs, learning_rate, validation, callbacks, verbose)
+    return _fit(method, recognizer, train, epochs, learning_rate, **fit)
 
 
 def train_simadapter(model: MultilingualASR, target: str, sources: Sequence[str], train: tf.data.Dataset,
-                     epochs: int, learning_rate: float = 1e-3, guide_weight: float = 0.1, train_head: bool = True,
-                     validation=None, callbacks=(), verbose="auto") -> StageResult:
+                     epochs: int, learning_rate: float = 1e-3, guide_weight: float = 0.1, guide_decay_steps: int = 0,
+                     validation=None, callbacks=(), verbose="auto", patience: int = PATIENCE) -> StageResult:
     """SimAdapter for `target`: fusion layers over the adapters of `sources` and the target's
-    own (which must be trained already); only the fusion layers (and, with `train_head`, the
-    target head) train. A fusion already on the model is replaced by a fresh one."""
-    model.add_fusion(target, sources, guide_weight=guide_weight, replace=True)
-    model.train_only(fusions=[target], heads=[target] if train_head else ())
+    own (which must be trained already, with the target head); only the fusion layers train,
+    the guide weight decaying linearly to 0 over `guide_decay_steps` training steps (0 =
+    constant). A fusion already on the model is replaced by a fresh one."""
+    layers = model.add_fusion(target, sources, guide_weight=guide_weight, replace=True)
+    model.train_only(fusions=[target])
     recognizer = model.recognizer(target, "simadapter")
-    return _fit("simadapter", recognizer, train, epochs, learning_rate, validation, callbacks, verbose)
+    decay = GuideWeightDecay(layers, guide_weight, guide_decay_steps)
+    return _fit("simadapter", recognizer, train, epochs, learning_rate, validation, [decay, *callbacks], verbose,
+                patience)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,13 @@ def test_metrics_plot_tensorboard_and_checkpoints(finished_run):
         assert len(facts["history"]["loss"]) == 1 + (facts["stage"] == "adapter")  # smoke: 2 epochs, fusion 1
     shares = {m: facts["trained_share"] for m, facts in metrics["methods"].items()}
     assert 0 < shares["adapter"] < shares["simadapter"] < 0.5
+    # two-stage adapter: the head's stage first; every target stage keeps its best dev epoch
+    assert "head_loss" in metrics["methods"]["adapter"]["history"]
+    assert all(1 <= facts["best_epoch"] <= 2 for facts in metrics["methods"].values())
+    # the reference's bottlenecks (smoke: 16 for the sources, 8 for the target)
+    restored_model = MultilingualASR.load(str(base / "run" / "checkpoints" / "simadapter"))
+    assert {lang: stack[0].bottleneck_dim for lang, stack in restored_model.adapters.items()} == \
+        {"aa": 16, "bb": 16, "tt": 8}
     attention = np.array(metrics["methods"]["simadapter"]["attention"])
     assert attention.shape == (1, 3) and attention.sum() == pytest.approx(1.0, abs=1e-5)
     assert metrics["methods"]["simadapter"]["attention_languages"] == ["aa", "bb", "tt"]
@@ -128,6 +135,12 @@ BAD_INPUTS = {
                        r"--method adapter,lora: 'lora' is unknown"),
     "bad width": (lambda d, c: ["--data", f"commonvoice:{c}", "--hidden-dim", "30", "--num-heads", "4"],
                   r"--hidden-dim 30: expected a multiple of --num-heads 4"),
+    "negative patience": (lambda d, c: ["--data", f"commonvoice:{c}", "--patience", "-1"],
+                          r"--patience -1: expected 0 or more"),
+    "negative guide decay": (lambda d, c: ["--data", f"commonvoice:{c}", "--guide-decay-steps", "-5"],
+                             r"--guide-decay-steps -5: expected 0 or more"),
+    "zero fine-tuning rate": (lambda d, c: ["--data", f"commonvoice:{c}", "--finetune-lr", "0"],
+                              r"--finetune-lr 0.0: expected a positive rate"),
     "not a language code": (lambda d, c: ["--sources", "ru,it/pt"], r"--sources ru,it/pt: 'it/pt' is not a language"),
     "espeak-ng missing": (lambda d, c: ["--espeak-missing"], r"espeak corpus: missing espeak-ng .*install with: "
                                                              r"apt-get install .*espeak-ng.* \(needs root\)"),
@@ -166,7 +179,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, corpus, tmp_path
 def test_help_explains_every_option():
     help_text = " ".join(simadapter.build_parser().format_help().split())
     for option in ("--data", "commonvoice:DIR", "--sources", "--target", "--method", "simadapter_plus",
-                   "--adapter-training", "--cache-dir", "--beam-width", "--pretrain-epochs", "--fusion-epochs",
+                   "--adapter-training", "heads first", "--source-adapters", "with_backbone", "--patience",
+                   "--guide-decay-steps", "--finetune-lr", "--source-adapter-dim", "--cache-dir", "--beam-width", "--pretrain-epochs", "--fusion-epochs",
                    "--meta-epochs", "--inner-lr", "--meta-lr", "--guide-weight", "--preset", "--resume",
                    "waveform", "preset values: smoke 1, cpu 3, paper 12"):
         assert option in help_text, option
