@@ -2,18 +2,20 @@
 
 Sources ru, it, pt, cy, eu (rich: --source-utterances each) and targets ro, cs, ar, uk
 (low-resource: --target-utterances each; test words never heard in training), synthesised
-once by espeak-ng into --cache-dir. For every target, `python -m apps.simadapter --method all`
-(cpu preset unless --preset) trains and evaluates scratch, head, full_ft, adapter, simadapter,
-metaadapter and simadapter_plus on ONE source model (pre-trained once, cached, reused for
-every target); a second run per target (`--adapter-training joint --method adapter`) gives
-the two-stage vs joint adapter comparison (its source model, with adapters trained together
-with the backbone, is also trained once). Reported per target and on average: CER and WER
-(greedy CTC decoding), the trained-parameter share of every method, and the training
+once by espeak-ng into --cache-dir. For every target and seed (--seeds, default 0,1,2),
+`python -m apps.simadapter --method all` (cpu preset unless --preset) trains and evaluates
+scratch, head, full_ft, adapter, simadapter, metaadapter and simadapter_plus on ONE source
+model per seed (pre-trained once, cached, reused for every target); a second run per target
+and seed (`--adapter-training joint --method adapter`) gives the reference's two-stage
+(heads first, then adapters with the heads frozen) vs joint adapter comparison (its source
+model, with the sources' adapters trained with their heads, is also trained once per seed).
+Reported per target and on average: CER and WER (greedy CTC decoding; mean +- sample std
+over the seeds), the trained-parameter share of every method per target, and the training
 throughput (utterances/s) of adapter-only training relative to full fine-tuning, measured in
 the same process one after the other (the machine is shared: the ratio, not absolute speed,
 is the comparable number).
 
-Each app run keeps its folder in runs/bench-simadapter/<target>-<variant>/ and is reused (or
+Each app run keeps its folder in runs/bench-simadapter/<target>-<variant>-<preset>-seed<seed>/ and is reused (or
 resumed: finished methods are reused) when the script is started again, but only when its
 provenance.json shows the same command and today's code (--no-reuse: never). The cached
 source models are removed first when today's code did not make them (the espeak corpus is
@@ -67,6 +69,8 @@ def parse_args():
     parser.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "bench-simadapter", "cache"))
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-simadapter"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="two_stage and/or joint")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each: its own corpus draw, source "
+                                                          "model and target runs)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--extra", default="", help="extra app options, e.g. '--epochs 10'")
     provenance.add_reuse_option(parser)
@@ -84,11 +88,12 @@ def source_models_made_today(args) -> None:
         provenance.write(cache, provenance.finish(provenance.start(DEPENDENCIES)))
 
 
-def run_one(args, target, variant) -> dict:
-    folder = os.path.join(args.runs, f"{target}-{variant}-{args.preset}")
+def run_one(args, target, variant, seed) -> dict:
+    folder = os.path.join(args.runs, f"{target}-{variant}-{args.preset}-seed{seed}")
     argv = ["--preset", args.preset, "--sources", args.sources, "--target", target, "--cache-dir",
-            os.path.relpath(args.cache_dir, ROOT), "--no-export", *VARIANTS[variant], *args.extra.split()]
-    print(f"=== {target} {variant}", flush=True)
+            os.path.relpath(args.cache_dir, ROOT), "--no-export", "--seed", str(seed), *VARIANTS[variant],
+            *args.extra.split()]
+    print(f"=== {target} {variant} seed {seed}", flush=True)
     metrics = provenance.app_run(folder, "apps.simadapter", argv, DEPENDENCIES, args.reuse, resumable=True,
                                  main=lambda full: app.main(simadapter.build_parser, simadapter.run, full))
 
@@ -106,34 +111,49 @@ def mean(values):
     return sum(values) / len(values) if values else None
 
 
+def runs_of(results, target, variant) -> list[dict]:
+    """The method facts of every seed's run of (target, variant)."""
+    prefix = f"{target}/{variant}/"
+    return [run["methods"] for key, run in sorted(results.items()) if key.startswith(prefix)]
+
+
+def per_seed(results, target, variant, method, key) -> list[float]:
+    return [run[method][key] for run in runs_of(results, target, variant) if method in run]
+
+
+def cell(values, scale=100.0) -> str:
+    return stats.plus_minus(values, scale) if values else "-"
+
+
 def comparisons(results, targets) -> dict:
-    """CER of method pairs, paired over the targets (one seed: the targets are the repeats)."""
+    """CER of method pairs, paired over every (target, seed) run that holds both methods."""
     pairs = [("simadapter", "adapter"), ("metaadapter", "adapter"), ("simadapter_plus", "simadapter"),
              ("full_ft", "simadapter_plus")]
-    targets = [t for t in targets if f"{t}/two_stage" in results
-               and {m for pair in pairs for m in pair} <= set(results[f"{t}/two_stage"]["methods"])]
-    if len(targets) < 2:
+    runs = [run for t in targets for run in runs_of(results, t, "two_stage")
+            if {m for pair in pairs for m in pair} <= set(run)]
+    if len(runs) < 2:
         return {}
-    cer = {m: [results[f"{t}/two_stage"]["methods"][m]["cer"] for t in targets] for pair in pairs for m in pair}
-    return {f"{a} vs {b}": stats.compare(a, cer[a], b, cer[b], higher_is_better=False, over="targets")
+    cer = {m: [run[m]["cer"] for run in runs] for pair in pairs for m in pair}
+    return {f"{a} vs {b}": stats.compare(a, cer[a], b, cer[b], higher_is_better=False, over="target-seed runs")
             for a, b in pairs}
 
 
 def report(results, settings) -> str:
-    targets = [t for t in settings["targets"] if f"{t}/two_stage" in results]
-    methods = [m for m in METHODS if any(m in results[f"{t}/two_stage"]["methods"] for t in targets)]
+    targets = [t for t in settings["targets"] if runs_of(results, t, "two_stage")]
+    methods = [m for m in METHODS if any(m in run for t in targets for run in runs_of(results, t, "two_stage"))]
+    seeds = {t: len(runs_of(results, t, "two_stage")) for t in targets}
     lines = [f"# SimAdapter benchmark (espeak-ng corpus, preset {settings['preset']})", "",
-             f"Sources {settings['sources']}; targets {', '.join(targets)}. Command: "
+             f"Sources {settings['sources']}; targets {', '.join(targets)}; seeds per target "
+             f"{', '.join(f'{t} {n}' for t, n in seeds.items())} (mean ± sample std over the seeds). Command: "
              f"`{settings['command']}`", ""]
 
     def table(metric, label):
         lines.extend([f"## {label} % (greedy CTC decoding; lower is better)", "",
                       "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)])
-        rows = {t: results[f"{t}/two_stage"]["methods"] for t in targets}
         for t in targets:
-            cells = [f"{rows[t][m][metric] * 100:.2f}" if m in rows[t] else "-" for m in methods]
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
-        averages = [mean([rows[t][m][metric] for t in targets if m in rows[t]]) for m in methods]
+            lines.append(f"| {t} | " + " | ".join(cell(per_seed(results, t, "two_stage", m, metric))
+                                                  for m in methods) + " |")
+        averages = [mean([mean(per_seed(results, t, "two_stage", m, metric)) for t in targets]) for m in methods]
         lines.append("| average | " + " | ".join("-" if a is None else f"{a * 100:.2f}" for a in averages) + " |")
         lines.append("")
 
@@ -141,38 +161,34 @@ def report(results, settings) -> str:
     table("cer", "CER")
     paired = comparisons(results, targets)
     if paired:
-        lines.extend(["CER, paired over the targets: " + "; ".join(c["statement"] for c in paired.values()) + ".",
-                      ""])
+        lines.extend(["CER, paired over the target-seed runs: " + "; ".join(c["statement"] for c in paired.values())
+                      + ".", ""])
     lines.extend(["## Trained-parameter share % (of the recogniser used for the target: the output layer's size "
                   "follows the target's alphabet)", "",
                   "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)])
-    shares = {t: results[f"{t}/two_stage"]["methods"] for t in targets}
     for t in targets:
-        lines.append(f"| {t} | " + " | ".join(f"{shares[t][m]['trained_share'] * 100:.2f}" if m in shares[t] else "-"
-                                              for m in methods) + " |")
-    for label, pick in (("min", min), ("max", max)):
-        values = [[shares[t][m]["trained_share"] for t in targets if m in shares[t]] for m in methods]
-        lines.append(f"| {label} | " + " | ".join(f"{pick(v) * 100:.2f}" if v else "-" for v in values) + " |")
+        lines.append(f"| {t} | " + " | ".join(
+            "-" if not (v := per_seed(results, t, "two_stage", m, "trained_share")) else f"{mean(v) * 100:.2f}"
+            for m in methods) + " |")
     lines.append("")
-    joint = [t for t in targets if f"{t}/joint" in results]
+    joint = [t for t in targets if runs_of(results, t, "joint")]
     if joint:
-        lines.extend(["## Source adapters: two-stage vs joint training (target: Adapter method)", "",
+        lines.extend(["## Adapter: two-stage (heads first, then adapters with the heads frozen) vs joint training", "",
                       "| target | two-stage WER % | joint WER % | two-stage CER % | joint CER % |",
                       "|---|---|---|---|---|"])
-        pairs = {t: (results[f"{t}/two_stage"]["methods"]["adapter"], results[f"{t}/joint"]["methods"]["adapter"])
-                 for t in joint}
-        rows = [(t, [a["wer"], b["wer"], a["cer"], b["cer"]]) for t, (a, b) in pairs.items()]
-        rows.append(("average", [mean([values[i] for _, values in rows]) for i in range(4)]))
-        lines.extend(f"| {t} | " + " | ".join(f"{v * 100:.2f}" for v in values) + " |" for t, values in rows)
+        for t in joint:
+            lines.append(f"| {t} | " + " | ".join(cell(per_seed(results, t, v, "adapter", metric))
+                                                  for metric in ("wer", "cer") for v in ("two_stage", "joint")) + " |")
         lines.append("")
-    speed = [t for t in targets if {"adapter", "full_ft"} <= set(results[f"{t}/two_stage"]["methods"])]
+    speed = [t for t in targets if per_seed(results, t, "two_stage", "adapter", "utterances_per_second")
+             and per_seed(results, t, "two_stage", "full_ft", "utterances_per_second")]
     if speed:
         lines.extend(["## Training throughput: adapter-only vs full fine-tuning (same process)", "",
                       "| target | adapter utt/s | full_ft utt/s | ratio |", "|---|---|---|---|"])
         ratios = []
         for t in speed:
-            rows = results[f"{t}/two_stage"]["methods"]
-            a, f = rows["adapter"]["utterances_per_second"], rows["full_ft"]["utterances_per_second"]
+            a = mean(per_seed(results, t, "two_stage", "adapter", "utterances_per_second"))
+            f = mean(per_seed(results, t, "two_stage", "full_ft", "utterances_per_second"))
             ratios.append(a / f)
             lines.append(f"| {t} | {a:.1f} | {f:.1f} | {a / f:.2f} |")
         lines.append(f"| mean | | | {mean(ratios):.2f} |")
@@ -191,10 +207,11 @@ def main():
     args = parse_args()
     path = os.path.join(RESULTS, "simadapter_benchmark.json")
     settings = {"targets": args.targets.split(","), "sources": args.sources, "preset": args.preset,
-                "extra": args.extra,
+                "extra": args.extra, "seeds": [int(seed) for seed in args.seeds.split(",")],
                 "command": "nice -n 10 python benchmarks/simadapter_benchmark.py"
                            + (f" --preset {args.preset}" if args.preset != "cpu" else "")
                            + (f" --targets {args.targets}" if args.targets != "ro,cs,ar,uk" else "")
+                           + (f" --seeds {args.seeds}" if args.seeds != "0,1,2" else "")
                            + (f" --extra '{args.extra}'" if args.extra else "")}
     record = provenance.start(DEPENDENCIES)
     results = {}
@@ -202,22 +219,23 @@ def main():
         with open(path) as f:
             saved = json.load(f)
         # Runs of an earlier invocation are kept only when today's code made them.
-        if {k: saved.get("settings", {}).get(k) for k in ("sources", "preset", "extra")} == \
-                {k: settings[k] for k in ("sources", "preset", "extra")} and \
+        if {k: saved.get("settings", {}).get(k) for k in ("sources", "preset", "extra", "seeds")} == \
+                {k: settings[k] for k in ("sources", "preset", "extra", "seeds")} and \
                 provenance.may_reuse(path, DEPENDENCIES, args.reuse):
             results = saved["results"]
     if not args.report_only:
         os.makedirs(RESULTS, exist_ok=True)
         source_models_made_today(args)
         for variant in args.variants.split(","):  # the main table first, the joint comparison after
-            for target in settings["targets"]:
-                results[f"{target}/{variant}"] = run_one(args, target, variant)
-                with open(path + ".tmp", "w") as f:  # no provenance until every run is done
-                    json.dump({"settings": settings, "results": results}, f, indent=1)
-                os.replace(path + ".tmp", path)
-                with contextlib.suppress(Exception):
-                    with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
-                        f.write(report(results, settings))
+            for seed in settings["seeds"]:
+                for target in settings["targets"]:
+                    results[f"{target}/{variant}/seed{seed}"] = run_one(args, target, variant, seed)
+                    with open(path + ".tmp", "w") as f:  # no provenance until every run is done
+                        json.dump({"settings": settings, "results": results}, f, indent=1)
+                    os.replace(path + ".tmp", path)
+                    with contextlib.suppress(Exception):
+                        with open(os.path.join(RESULTS, "simadapter_benchmark.md"), "w") as f:
+                            f.write(report(results, settings))
         with open(path, "w") as f:
             json.dump({"settings": settings, "results": results,
                        "comparisons": comparisons(results, settings["targets"]),
