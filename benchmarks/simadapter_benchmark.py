@@ -22,8 +22,14 @@ source models are removed first when today's code did not make them (the espeak 
 kept: it is data). Results go to benchmarks/results/simadapter_benchmark.json (after every
 run) and simadapter_benchmark.md.
 
+--trained-shares measures the trained-parameter share of every method without the corpus:
+the same stages (`kerastl.adapters.methods.run_methods`) run one epoch each on two random
+batches, on models of --preset's size (sources' adapters --source-adapter-dim, the target's
+--adapter-dim), with the given vocabulary size for every language; the shares depend on the
+data only through the output layer's size. Results: simadapter_trained_shares.{json,md}.
+
 Usage:
-  nice -n 10 python benchmarks/simadapter_benchmark.py
+  nice -n 10 python benchmarks/simadapter_benchmark.py --trained-shares --preset paper
   python benchmarks/simadapter_benchmark.py --targets ro --preset smoke
   python benchmarks/simadapter_benchmark.py --report-only
 """
@@ -36,6 +42,7 @@ import json
 import os
 import shutil
 import sys
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -72,6 +79,10 @@ def parse_args():
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each: its own corpus draw, source "
                                                           "model and target runs)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--trained-shares", action="store_true",
+                        help="only measure each method's trained-parameter share (random batches, no corpus)")
+    parser.add_argument("--vocabulary-size", type=int, default=40,
+                        help="--trained-shares: characters per language, blank included. Default: 40")
     parser.add_argument("--extra", default="", help="extra app options, e.g. '--epochs 10'")
     provenance.add_reuse_option(parser)
     return parser.parse_args()
@@ -203,8 +214,76 @@ def report(results, settings) -> str:
     return "\n".join(lines)
 
 
+def trained_shares(args) -> dict:
+    """{method: trained share} of every method on --preset-sized models (see the docstring)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.adapters.methods import StageSettings, TargetData, run_methods
+    from kerastl.adapters.model import MultilingualASR
+
+    preset = simadapter.PRESETS[args.preset]
+    sources, target = args.sources.split(","), args.targets.split(",")[0]
+    sizes = {key: preset[key] for key in simadapter.MODEL_OPTIONS}
+    rng = np.random.default_rng(0)
+
+    def batches(count=2, batch=4, frames=64):
+        return tf.data.Dataset.from_tensor_slices({
+            "features": rng.normal(size=(count * batch, frames, 80)).astype("float32"),
+            "feature_lengths": np.full(count * batch, frames, "int32"),
+            "labels": rng.integers(1, args.vocabulary_size, size=(count * batch, 5)).astype("int32"),
+            "label_lengths": np.full(count * batch, 5, "int32")}).batch(batch)
+
+    def model(languages, target_language=None):
+        asr = MultilingualASR({lang: args.vocabulary_size for lang in languages}, **sizes,
+                              adapter_dims={lang: preset["source_adapter_dim"] for lang in languages})
+        if target_language:
+            asr.add_language(target_language, args.vocabulary_size)
+        return asr
+
+    keras.utils.set_random_seed(0)
+    data = TargetData(batches(), batches(1), None, dev=batches(1), source_train={lang: batches() for lang in sources})
+    data.vocabulary = types.SimpleNamespace(decode=lambda ids: "".join(chr(97 + i % 26) for i in ids))
+    settings = StageSettings(epochs=1, fusion_epochs=1, meta_epochs=1, verbose=0)
+    results = run_methods(METHODS, lambda: model(sources, target), lambda: model([target]), target, sources, data,
+                          settings)
+    return {method: facts["trained_share"] for method, facts in results.items()}
+
+
+def write_trained_shares(args) -> None:
+    record = provenance.start(DEPENDENCIES)
+    shares = trained_shares(args)
+    preset = simadapter.PRESETS[args.preset]
+    settings = {"preset": args.preset, "sources": args.sources, "target": args.targets.split(",")[0],
+                "vocabulary_size": args.vocabulary_size,
+                "model": {key: preset[key] for key in (*simadapter.MODEL_OPTIONS, "source_adapter_dim")},
+                "command": f"nice -n 10 python benchmarks/simadapter_benchmark.py --trained-shares --preset "
+                           f"{args.preset}"}
+    stem = os.path.join(RESULTS, "simadapter_trained_shares")
+    with open(stem + ".json", "w") as f:
+        json.dump({"settings": settings, "trained_share": shares,
+                   "provenance": provenance.public(provenance.finish(record))}, f, indent=1)
+    model = settings["model"]
+    text = "\n".join([
+        f"# Trained-parameter share per method (preset {args.preset}, no training data)", "",
+        f"Encoder {model['num_layers']} x {model['hidden_dim']} ({model['num_heads']} heads, FFN "
+        f"{model['intermediate_dim']}), CTC heads of {args.vocabulary_size} characters, sources {args.sources} "
+        f"(adapters {model['source_adapter_dim']}), target {settings['target']} (adapters {model['adapter_dim']}). "
+        f"Share = parameters the method trains / parameters of the target's recogniser. Command: "
+        f"`{settings['command']}`.", "",
+        "| " + " | ".join(shares) + " |", "|" + "---|" * len(shares),
+        "| " + " | ".join(f"{share * 100:.2f} %" for share in shares.values()) + " |", ""])
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    print(text)
+
+
 def main():
     args = parse_args()
+    if args.trained_shares:
+        write_trained_shares(args)
+        return
     path = os.path.join(RESULTS, "simadapter_benchmark.json")
     settings = {"targets": args.targets.split(","), "sources": args.sources, "preset": args.preset,
                 "extra": args.extra, "seeds": [int(seed) for seed in args.seeds.split(",")],
