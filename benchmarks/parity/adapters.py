@@ -326,9 +326,12 @@ CASES = {"adapter": run_adapter, "simadapter": run_simadapter, "encoder_layer": 
 
 
 def run(reference_folder: str, dtypes=("float32", "float64"), seed: int = 0) -> Comparison:
+    import torch
+
     reference = load_reference(reference_folder)
     comparison = Comparison()
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)        # the reference modules' own initialisation
     for dtype in dtypes:
         for case in CASES.values():
             # float64: every Keras layer built in the case computes in float64 (the global policy)
