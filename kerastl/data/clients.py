@@ -12,7 +12,8 @@
   Protocol/subject10N.dat files (54 space-separated columns: time, activity id, heart rate,
   then 17 columns for each of the hand, chest and ankle IMUs; NaN where a wireless sample
   was lost), windows of the 27 acceleration (±16 g), gyroscope and magnetometer channels;
-  one client per subject.
+  as the reference, every subject's windows are pooled and dealt to the clients by the
+  paired Dirichlet, without running and rope jumping (`PAMAP2_REFERENCE_EXCLUDED`).
 - `npz:PATH`: arrays `x`, `y` and `client` (one client id per example).
 - `medmnist:PATH`: a MedMNIST `.npz` (OrganA/C/S-MNIST, ...: `train_images`, `train_labels`,
   `val_images`, ..., `test_labels`); as in the reference the three parts are pooled and
@@ -21,9 +22,10 @@
   ship: COVID/, Normal/, Viral Pneumonia/, ...), decoded, resized and dealt by Dirichlet.
 
 Each client's examples are split 40 / 30 / 30 into train / test / validation, stratified
-where a class has enough examples (the reference's proportions). Sensor windows are
-standardised per channel with statistics of the client's own training windows: nothing but
-model weights and BN statistics leaves a client.
+where a class has enough examples (the reference's proportions). The watch subjects' windows
+are standardised per channel with statistics of the client's own training windows; PAMAP2's
+are not (as the reference: a per-client standardisation would remove the very shift between
+clients that FedAP measures).
 
 Example:
 >>> data = load_federated_data("mnist5k", num_clients=20, alpha=0.1, seed=0)    # doctest: +SKIP
@@ -223,14 +225,29 @@ def mnist5k_clients(num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
                              partition=partition)
 
 
-def pamap2_clients(folder: str, window: int = 200, stride: int = 100, seed: int = 0) -> FederatedData:
-    """One client per PAMAP2 subject; classes are the activities present in the files."""
+# The reference keeps 10 of PAMAP2's 12 protocol activities: it drops labels 0, 5 and 12 of its
+# prepared arrays, which in the order of PAMAP2's activity ids (0 transient, 1, ..., 24) are
+# the transient rows, running and rope jumping (read_pamap2 already drops the transient rows).
+PAMAP2_REFERENCE_EXCLUDED = (5, 24)
+
+
+def pamap2_clients(folder: str, window: int = 200, stride: int = 100, seed: int = 0, num_clients: int = 20,
+                   alpha: float = 0.1, partition: str = "pairs",
+                   excluded: tuple = PAMAP2_REFERENCE_EXCLUDED) -> FederatedData:
+    """PAMAP2 as the reference uses it: every subject's windows pooled (activities in
+    `excluded` left out), dealt to `num_clients` clients by `partition` at `alpha`, raw
+    (no standardisation); classes are the activities present."""
     subjects = read_pamap2(folder, window, stride)
-    activities = sorted(set(np.concatenate([y for _, _, y in subjects]).tolist()))
+    x = np.concatenate([x for _, x, _ in subjects]).astype(np.float32)
+    y = np.concatenate([y for _, _, y in subjects])
+    kept = ~np.isin(y, excluded)
+    x, y = x[kept], y[kept]
+    activities = sorted(set(y.tolist()))
     index = {a: i for i, a in enumerate(activities)}
-    clients = [standardise_per_client(split_client(name, x, np.array([index[a] for a in y], np.int64), seed))
-               for name, x, y in subjects]
-    return FederatedData("pamap2", clients, len(activities), [PAMAP2_ACTIVITIES.get(a, str(a)) for a in activities])
+    labels = np.array([index[a] for a in y], np.int64)
+    names = [PAMAP2_ACTIVITIES.get(a, str(a)) for a in activities]
+    return dirichlet_clients("pamap2", x, labels, len(activities), names, num_clients, alpha, seed,
+                             partition=partition)
 
 
 def npz_clients(path: str, seed: int = 0) -> FederatedData:
@@ -364,15 +381,16 @@ def imagefolder_clients(folder: str, num_clients: int = 20, alpha: float = 0.1, 
 
 def load_federated_data(dataset: str, num_clients: int = 20, alpha: float = 0.1, seed: int = 0,
                         data_dir: str | None = None, window: int | None = None,
-                        partition: str = "dirichlet", image_size: int = 224, color: str = "rgb") -> FederatedData:
+                        partition: str = "pairs", image_size: int = 224, color: str = "rgb") -> FederatedData:
     """watch | mnist5k | pamap2 (from `data_dir`) | npz:PATH | medmnist:PATH |
-    imagefolder:DIR (resized to `image_size`, `color` gray or rgb)."""
+    imagefolder:DIR (resized to `image_size`, `color` gray or rgb). The label-skewed sets are
+    dealt by `partition`, the reference's paired Dirichlet unless "dirichlet"."""
     if dataset == "watch":
         return watch_clients(window or 100, (window or 100) // 2, seed)
     if dataset == "mnist5k":
         return mnist5k_clients(num_clients, alpha, seed, partition)
     if dataset == "pamap2":
-        return pamap2_clients(data_dir, window or 200, (window or 200) // 2, seed)
+        return pamap2_clients(data_dir, window or 200, (window or 200) // 2, seed, num_clients, alpha, partition)
     if dataset.startswith("npz:"):
         return npz_clients(dataset[4:], seed)
     if dataset.startswith("medmnist:"):

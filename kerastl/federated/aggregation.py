@@ -6,11 +6,15 @@ algorithm). M depends on the algorithm's mixing, with rows over the clients pres
 
 | mixing | M |
 |---|---|
-| sample_share | every row the sample shares n_j / sum n (FedAvg) |
+| sample_share | every row 1/N (the reference's FedAvg), or with `sample_weighted` the sample shares n_j / sum n |
 | similarity   | FedAP's W from BN statistics; FedAvg over every variable during `pretrain_rounds` |
 
 A client absent from a round keeps its model; the rows of the others are renormalised over
-the clients present. Plain TF ops: the same functions run in the local engine and on the
+the clients present. FedAP's W covers the clients whose BN statistics the server holds: a
+client absent when W is first computed measures its statistics in the first round it takes
+part in, and W is recomputed then, its row and column filled.
+
+Plain TF ops: the same functions run in the local engine and on the
 server of the TFF process, which is what makes the two agree to float precision.
 """
 
@@ -62,9 +66,11 @@ def fedap_weights(distances: tf.Tensor, self_weight: float, present: tf.Tensor |
     return tf.cast(shared + tf.linalg.diag(diagonal), tf.float32)
 
 
-def sample_share_weights(counts: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
-    """FedAvg's matrix: every row the present clients' sample shares n_j / sum n."""
-    counts = tf.cast(counts, tf.float32) * tf.cast(present, tf.float32)
+def sample_share_weights(counts: tf.Tensor, present: tf.Tensor, sample_weighted: bool = True) -> tf.Tensor:
+    """FedAvg's matrix: every row the present clients' sample shares n_j / sum n, or with
+    `sample_weighted=False` 1 / (clients present), as the reference weighs its clients."""
+    counts = tf.cast(counts, tf.float32) if sample_weighted else tf.ones_like(tf.cast(counts, tf.float32))
+    counts = counts * tf.cast(present, tf.float32)
     share = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
     return tf.tile(share[None, :], [tf.shape(counts)[0], 1])
 
@@ -109,26 +115,49 @@ def shared_variables(model, algorithm: str, local_layers: int = 1) -> list[bool]
     return [id(variable) not in local for variable in model.weights]
 
 
-def round_update(algorithm: str, round_index, previous, trained, present, counts, matrix, means, variances,
-                 shared: list[bool], self_weight: float, pretrain_rounds: int):
+def merge_statistics(statistics, arrived):
+    """The server's BN statistics after a round: `statistics = (means, variances, measured)`
+    held so far (per layer stacks [N, channels], bool [N]) overwritten by the rows of the
+    clients that measured this round, `arrived = (means, variances, mask)`."""
+    means, variances, measured = statistics
+    new_means, new_variances, mask = arrived
+    mask = tf.cast(mask, tf.bool)
+    rows = lambda new, old: tf.where(mask[:, None], tf.cast(new, tf.float64), tf.cast(old, tf.float64))  # noqa: E731
+    return ([rows(n, o) for n, o in zip(new_means, means)], [rows(n, o) for n, o in zip(new_variances, variances)],
+            tf.cast(measured, tf.bool) | mask)
+
+
+def round_update(algorithm: str, round_index, previous, trained, present, counts, matrix, statistics, arrived,
+                 shared: list[bool], self_weight: float, pretrain_rounds: int, sample_weighted: bool = False):
     """The server's whole step of one round, shared by both engines.
 
-    Returns `(new_weights, new_matrix)`. With similarity mixing (FedAP), rounds before
-    `pretrain_rounds` are FedAvg rounds over every variable (the pre-training, so that the
-    statistics come from one shared model); at round `pretrain_rounds` W is computed from the
-    BN statistics the clients measured before that round's training, and used from then on.
+    Args:
+        statistics: `(means, variances, measured)`, the BN statistics the server held before
+            the round (see `merge_statistics`).
+        arrived: `(means, variances, mask)`, the statistics clients measured this round.
+        sample_weighted: FedAvg rows by sample share instead of 1/N.
+        The rest: see `aggregate`.
+
+    Returns `(new_weights, new_matrix, new_statistics)`. With similarity mixing (FedAP), rounds
+    before `pretrain_rounds` are FedAvg rounds over every variable (the pre-training, so that
+    the statistics come from one shared model). From round `pretrain_rounds` on, W is
+    (re)computed in every round in which statistics arrive, over the clients measured so far:
+    at `pretrain_rounds` from every client present, later when a client first takes part.
     """
     round_index = tf.convert_to_tensor(round_index)
     present = tf.cast(present, tf.bool)
-    fedavg = sample_share_weights(counts, present)
+    fedavg = sample_share_weights(counts, present, sample_weighted)
     matrix = tf.cast(matrix, tf.float32)
     if not get_algorithm(algorithm).needs_similarity:
-        return aggregate(previous, trained, fedavg, shared, present), matrix
-    new_matrix = tf.cond(tf.equal(round_index, pretrain_rounds),
-                         lambda: fedap_weights(distance_matrix(means, variances), self_weight, present),
+        return aggregate(previous, trained, fedavg, shared, present), matrix, statistics
+    statistics = merge_statistics(statistics, arrived)
+    means, variances, measured = statistics
+    recompute = (round_index >= pretrain_rounds) & tf.reduce_any(tf.cast(arrived[2], tf.bool))
+    new_matrix = tf.cond(recompute,
+                         lambda: fedap_weights(distance_matrix(means, variances), self_weight, measured),
                          lambda: matrix)
     pretraining = round_index < pretrain_rounds
     mixing = tf.where(pretraining, fedavg, new_matrix)
     everything = aggregate(previous, trained, mixing, [True] * len(shared), present)
     personal = aggregate(previous, trained, mixing, shared, present)
-    return [tf.where(pretraining, a, b) for a, b in zip(everything, personal)], new_matrix
+    return [tf.where(pretraining, a, b) for a, b in zip(everything, personal)], new_matrix, statistics

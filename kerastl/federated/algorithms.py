@@ -15,10 +15,12 @@ Properties:
   (`batch_norm`: every BatchNormalization layer's variables; `head`: the last `local_layers`
   layers that have weights; `everything`: no communication at all). The rest is aggregated.
 - `mixing`: how the aggregated variables are combined (`MIXINGS`): `sample_share`, each
-  client gets the present clients' mean weighted by their sample counts (FedAvg); `similarity`,
+  client gets the present clients' mean, uniform as the reference's (or weighted by their
+  sample counts, an option of the engines) (FedAvg); `similarity`,
   each client gets its row of FedAP's W (computed from the clients' BN statistics after the
   FedAvg pre-training rounds) times the clients' models.
-- `proximal`: local training adds FedProx's `mu / 2 * ||w - w_received||^2`.
+- `proximal`: local training adds FedProx's `mu / 2 * ||w - w_received||` (the reference's
+  unsquared norm; the squared one of FedProx's paper is an option of the engines).
 
 Plain Python: the apps read this table before TensorFlow is imported.
 """
@@ -80,7 +82,7 @@ class FederatedAlgorithm:
 ALGORITHMS: dict[str, FederatedAlgorithm] = {algorithm.name: algorithm for algorithm in (
     FederatedAlgorithm("fedap", "FedAP: each client mixes the others' models by its row of W (BN-statistics "
                        "similarity); BN layers local", local=("batch_norm",), mixing="similarity"),
-    FederatedAlgorithm("fedavg", "FedAvg: every weight averaged by sample share"),
+    FederatedAlgorithm("fedavg", "FedAvg: every weight averaged over the clients"),
     FederatedAlgorithm("fedbn", "FedBN: FedAvg with the BN layers local", local=("batch_norm",)),
     FederatedAlgorithm("fedprox", "FedProx: FedAvg plus a proximal term in local training", proximal=True),
     FederatedAlgorithm("fedper", "FedPer: FedAvg with the last --local-layers weighted layers local",

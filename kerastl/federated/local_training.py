@@ -14,20 +14,37 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_loss: bool = False):
-    """`train(dataset, epochs)`: runs `epochs` passes of SGD over `dataset` (elements
-    `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch; with
-    `with_loss`, `(seen, loss)`: loss is the mean cross-entropy over the last epoch's examples
-    (training mode, as each step saw it; FedProx's term not included).
+PROX_FORMS = ("norm", "squared")
 
-    With `prox_mu > 0` the loss adds `prox_mu / 2 * ||w - w_start||^2` over the trainable
+
+def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_loss: bool = False,
+                       prox_form: str = "norm"):
+    """`train(dataset, epochs, proximal=True)`: runs `epochs` passes of SGD over `dataset`
+    (elements `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch;
+    with `with_loss`, `(seen, loss)`: loss is the mean cross-entropy over the last epoch's
+    examples (training mode, as each step saw it; FedProx's term not included).
+
+    With `prox_mu > 0` and `proximal` true, the loss adds FedProx's term over the trainable
     variables, w_start being the weights at the start of the call (the model the client
-    received): FedProx as in its paper (the reference code uses the unsquared norm).
+    received):
+    - `prox_form="norm"` (the reference's): `prox_mu / 2 * ||w - w_start||`, from the second
+      step of each epoch on, as the reference (the norm has no gradient at w_start, where
+      the first step stands);
+    - `prox_form="squared"` (FedProx's paper): `prox_mu / 2 * ||w - w_start||^2` at every step.
     """
+    if prox_form not in PROX_FORMS:
+        raise ValueError(f"prox_form {prox_form!r}: expected one of {', '.join(PROX_FORMS)}")
     variables = model.trainable_variables
 
+    def proximal_term(anchor):
+        squared = tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
+        if prox_form == "squared":
+            return prox_mu / 2.0 * squared
+        # max(., tiny): the norm's gradient stays finite (zero) where w equals w_start.
+        return prox_mu / 2.0 * tf.sqrt(tf.maximum(squared, 1e-30))
+
     @tf.function
-    def train(dataset, epochs):
+    def train(dataset, epochs, proximal=tf.constant(True)):
         anchor = [tf.identity(v) for v in variables]
         seen = tf.constant(0, tf.int64)
         loss_sum = tf.constant(0.0, tf.float32)
@@ -42,8 +59,9 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
                         labels=tf.cast(y, tf.int32), logits=logits))
                     loss = cross_entropy
                     if prox_mu > 0:
-                        loss += prox_mu / 2.0 * tf.add_n(
-                            [tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
+                        active = tf.logical_and(tf.cast(proximal, tf.bool),
+                                                tf.logical_or(prox_form == "squared", seen > 0))
+                        loss += tf.where(active, proximal_term(anchor), 0.0)
                 for variable, gradient in zip(variables, tape.gradient(loss, variables)):
                     variable.assign_sub(learning_rate * gradient)
                 batch = tf.shape(y)[0]

@@ -3,7 +3,8 @@ needs Keras 2; the main environment has Keras 3). All output logits.
 
 | model | inputs | the reference's use |
 |---|---|---|
-| `sensor_cnn` | windows `[time, channels]` | PAMAP2 |
+| `sensor_cnn` | windows `[time, channels]`, at least 28 steps | PAMAP2 (windows of 200 x 27) |
+| `sensor_cnn_bn` | windows, at least 4 steps | none: kerastl's variant (padded, BN after the dense layer) |
 | `lenet5_bn`  | images, at least 16 pixels a side | MedMNIST (28 x 28) |
 | `alexnet_bn` | images, at least 15 pixels a side (the reference's stem from 63) | COVID-19 radiographs (224) |
 
@@ -11,6 +12,11 @@ needs Keras 2; the main environment has Keras 3). All output logits.
 reference's (PyTorch's default) settings: moving averages updated with weight 0.1 per step
 (Keras momentum 0.9, not Keras's 0.99, under which a client's few steps per round would
 barely move the statistics it evaluates with) and epsilon 1e-5.
+
+Start weights: Keras's defaults (Glorot uniform kernels, zero biases), or with
+`init="pytorch"` PyTorch's defaults for the reference's Conv and Linear layers
+(`pytorch_initialisation`), so that levels can be compared with the reference without
+copying its weights.
 
 Example:
 >>> model = model_for((28, 28, 1), num_classes=11)            # lenet5_bn
@@ -24,8 +30,11 @@ import tensorflow as tf
 
 layers = tf.keras.layers
 
-MODELS = ("auto", "sensor_cnn", "lenet5_bn", "alexnet_bn")
+MODELS = ("auto", "sensor_cnn", "sensor_cnn_bn", "lenet5_bn", "alexnet_bn")
+WINDOW_MODELS = ("sensor_cnn", "sensor_cnn_bn")
+INITIALISATIONS = ("keras", "pytorch")
 # Smallest image side each network's pooling stack survives (see the functions' docstrings).
+SENSOR_CNN_MIN_WINDOW = 28
 LENET5_MIN_SIDE = 16
 ALEXNET_MIN_SIDE = 15
 ALEXNET_REFERENCE_MIN_SIDE = 63
@@ -37,8 +46,30 @@ def batch_norm(name: str):
 
 
 def sensor_cnn(window: int, channels: int, num_classes: int, seed: int = 0):
-    """The reference's PAMAP2 network over windows `[time, channels]`: conv(16, 9) BN ReLU
-    pool(2), conv(32, 9) BN ReLU pool(2), dense 64 (BN, ReLU), dense classes."""
+    """The reference's PAMAP2 network over windows `[time, channels]`: unpadded conv(16, 9)
+    BN ReLU pool(2), unpadded conv(32, 9) BN ReLU pool(2), dense 64 ReLU, dense classes (its
+    1 x 9 convolutions over 27 channels as 1-D convolutions). A 200-step window leaves
+    44 x 32 features, as the reference's `32 * 44`."""
+    if window < SENSOR_CNN_MIN_WINDOW:
+        raise ValueError(f"sensor_cnn needs windows of at least {SENSOR_CNN_MIN_WINDOW} steps, got {window}")
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input((window, channels), name="x")
+    x = inputs
+    for filters, name in ((16, "conv1"), (32, "conv2")):
+        x = layers.Conv1D(filters, 9, name=name)(x)
+        x = batch_norm(f"{name}_bn")(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+        x = layers.MaxPooling1D(2, name=f"{name}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu", name="fc1")(x)
+    return tf.keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="sensor_cnn")
+
+
+def sensor_cnn_bn(window: int, channels: int, num_classes: int, seed: int = 0):
+    """A variant of `sensor_cnn` that is not the reference's: padded convolutions (any window
+    of 4 steps or more) and batch norm after the first dense layer too, which FedAP keeps
+    local as well: conv(16, 9) BN ReLU pool(2), conv(32, 9) BN ReLU pool(2), dense 64 BN
+    ReLU, dense classes."""
     tf.keras.utils.set_random_seed(seed)
     inputs = tf.keras.Input((window, channels), name="x")
     x = inputs
@@ -51,7 +82,30 @@ def sensor_cnn(window: int, channels: int, num_classes: int, seed: int = 0):
     x = layers.Dense(64, name="fc1")(x)
     x = batch_norm("fc1_bn")(x)
     x = layers.ReLU(name="fc1_relu")(x)
-    return tf.keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="sensor_cnn")
+    return tf.keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="sensor_cnn_bn")
+
+
+def pytorch_initialisation(model, seed: int = 0):
+    """Re-draws the kernels and biases of `model`'s convolutions and dense layers as PyTorch
+    initialises Conv and Linear modules by default: kaiming_uniform with a = sqrt(5) for the
+    weights and uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the biases, which are the same
+    bound, 1/sqrt(fan_in) (fan_in: inputs per output unit, kernel size times input channels).
+    Batch norm keeps gamma 1 and beta 0, as in both libraries. Returns the model.
+
+    Example:
+    >>> model = pytorch_initialisation(lenet5_bn((28, 28, 1), 11), seed=0)
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or "BatchNormalization" in type(layer).__name__:
+            continue
+        bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))
+        for variable in (kernel, getattr(layer, "bias", None)):
+            if variable is not None:
+                dtype = np.asarray(variable.numpy()).dtype
+                variable.assign(rng.uniform(-bound, bound, tuple(variable.shape)).astype(dtype))
+    return model
 
 
 def lenet5_bn(input_shape, num_classes: int, seed: int = 0):
@@ -167,20 +221,28 @@ def resolve_model(name: str, input_shape) -> str:
         if len(shape) == 2:
             return "sensor_cnn"
         return "alexnet_bn" if min(shape[:2]) >= ALEXNET_REFERENCE_MIN_SIDE else "lenet5_bn"
-    if (name == "sensor_cnn") != (len(shape) == 2):
-        expected = "windows [time, channels]" if name == "sensor_cnn" else "images [H, W, C]"
+    if (name in WINDOW_MODELS) != (len(shape) == 2):
+        expected = "windows [time, channels]" if name in WINDOW_MODELS else "images [H, W, C]"
         raise ValueError(f"{name} takes {expected}, the data has inputs of shape {shape}")
-    smallest = {"sensor_cnn": 4, "lenet5_bn": LENET5_MIN_SIDE, "alexnet_bn": ALEXNET_MIN_SIDE}[name]
+    smallest = {"sensor_cnn": SENSOR_CNN_MIN_WINDOW, "sensor_cnn_bn": 4, "lenet5_bn": LENET5_MIN_SIDE,
+                "alexnet_bn": ALEXNET_MIN_SIDE}[name]
     if min(shape[:-1]) < smallest:
         raise ValueError(f"{name} needs inputs of at least {smallest} a side (its pooling), the data has {shape}")
     return name
 
 
-def model_for(input_shape, num_classes: int, seed: int = 0, name: str = "auto", width: float = 1.0):
-    """Builds `name` (see `resolve_model`) for `input_shape`; `width` scales alexnet_bn."""
+def model_for(input_shape, num_classes: int, seed: int = 0, name: str = "auto", width: float = 1.0,
+              init: str = "keras"):
+    """Builds `name` (see `resolve_model`) for `input_shape`; `width` scales alexnet_bn;
+    `init` "keras" (Keras's default start weights) or "pytorch" (`pytorch_initialisation`)."""
+    if init not in INITIALISATIONS:
+        raise ValueError(f"init {init!r}: expected one of {', '.join(INITIALISATIONS)}")
     name = resolve_model(name, input_shape)
-    if name == "sensor_cnn":
-        return sensor_cnn(input_shape[0], input_shape[1], num_classes, seed)
-    if name == "lenet5_bn":
-        return lenet5_bn(input_shape, num_classes, seed)
-    return alexnet_bn(input_shape, num_classes, seed, width)
+    if name in WINDOW_MODELS:
+        build = sensor_cnn if name == "sensor_cnn" else sensor_cnn_bn
+        model = build(input_shape[0], input_shape[1], num_classes, seed)
+    elif name == "lenet5_bn":
+        model = lenet5_bn(input_shape, num_classes, seed)
+    else:
+        model = alexnet_bn(input_shape, num_classes, seed, width)
+    return pytorch_initialisation(model, seed) if init == "pytorch" else model

@@ -21,7 +21,7 @@ def write_npz(path, clients=3, per_client=30, **overrides):
     rng = np.random.default_rng(0)
     n = clients * per_client
     y = rng.integers(0, 3, n)
-    arrays = {"x": (np.eye(3, 4)[y][:, None, :] * 2 + rng.normal(size=(n, 16, 4))).astype(np.float32), "y": y,
+    arrays = {"x": (np.eye(3, 4)[y][:, None, :] * 2 + rng.normal(size=(n, 32, 4))).astype(np.float32), "y": y,
               "client": np.repeat(np.arange(clients), per_client)}
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
@@ -226,10 +226,70 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, monk
                                            [row[k] for row in history[clients]], rtol=1e-6)
 
 
+def test_reference_settings_w_from_a_pretrained_model_and_pytorch_start_weights(tmp_path, monkeypatch):
+    from kerastl.federated import simulation
+
+    seen = {}
+    pretrain = simulation.pretrain_statistics_model
+
+    def spy(model_fn, data, share, epochs, *args):
+        seen.update(share=share, epochs=epochs, start=[w.copy() for w in model_fn().get_weights()])
+        seen["weights"] = pretrain(model_fn, data, share, epochs, *args)
+        return seen["weights"]
+
+    monkeypatch.setattr(simulation, "pretrain_statistics_model", spy)
+    data = write_npz(tmp_path / "d.npz")
+    args = ["--preset", "smoke", "--dataset", f"npz:{data}", "--algorithm", "fedap,fedprox", "--lr", "0.05",
+            "--statistics-model", "pretrained", "--pretrain-epochs", "3", "--init", "pytorch", "--self-weight", "0.3",
+            "--output", str(tmp_path / "run"), "--no-export"]
+    assert run_app(args) == 0
+    with open(tmp_path / "run" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert seen["share"] == 0.3 and seen["epochs"] == 3
+    # PyTorch's start: every kernel within 1/sqrt(fan_in) (Keras's Glorot bound is wider for these layers)
+    kernel = seen["start"][0]                                  # conv1: 9 steps x 4 channels in
+    assert np.abs(kernel).max() <= 1 / np.sqrt(36) and np.abs(seen["start"][1]).max() > 0   # biases drawn too
+    fedap = metrics["results"]["fedap"]
+    w = np.array(fedap["weight_matrix"])
+    np.testing.assert_allclose(np.diag(w), 0.3)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+    # W from the first round on (no FedAvg pre-training rounds): the clients' first models differ already.
+    with np.load(tmp_path / "run" / "checkpoints" / "fedap.npz") as saved:
+        assert saved["measured"].all()
+    assert fedap["failed_client_rounds"] == 0 and metrics["results"]["fedprox"]["failed_client_rounds"] == 0
+    assert not np.allclose(seen["weights"][0], seen["start"][0])   # the statistics model was trained
+
+
+def test_a_failing_client_is_counted_in_metrics_json(tmp_path, monkeypatch):
+    from kerastl.federated import simulation
+
+    make_clients = simulation.make_clients
+
+    def with_a_broken_client(*args, **kwargs):
+        clients = make_clients(*args, **kwargs)
+
+        def fail(x, y):
+            tf.debugging.assert_less(tf.reduce_max(x), -1e9, message="broken record")
+            return x, y
+
+        clients[1].train_in_round = lambda round_index: clients[1].train.map(fail)
+        return clients
+
+    monkeypatch.setattr(simulation, "make_clients", with_a_broken_client)
+    data = write_npz(tmp_path / "d.npz")
+    args = ["--preset", "smoke", "--dataset", f"npz:{data}", "--algorithm", "fedavg", "--lr", "0.05",
+            "--output", str(tmp_path / "run"), "--no-export"]
+    with pytest.warns(RuntimeWarning, match=r"client 1 \(client 1\) dropped from the round: InvalidArgumentError"):
+        assert run_app(args) == 0
+    with open(tmp_path / "run" / "metrics.json") as f:
+        result = json.load(f)["results"]["fedavg"]
+    assert result["failed_client_rounds"] == 2 and result["history"]["failed_clients"] == [[1], [1]]
+
+
 def test_fedap_beats_fedavg_on_the_real_watch_clients(tmp_path):
     # Ten subjects of seglearn's smartwatch recordings, one client each (real non-IID data).
     args = ["--preset", "cpu", "--dataset", "watch", "--algorithm", "fedap,fedavg", "--rounds", "8", "--lr", "0.05",
-            "--no-export", "--output", str(tmp_path / "run")]
+            "--model", "sensor_cnn_bn", "--no-export", "--output", str(tmp_path / "run")]
     assert run_app(args) == 0
     with open(tmp_path / "run" / "metrics.json") as f:
         results = json.load(f)["results"]
@@ -266,7 +326,7 @@ def test_an_algorithm_added_to_the_registry_alone_runs_through_the_app(tmp_path,
     local = {id(v) for layer in local_layers + [model.get_layer("logits")] for v in layer.weights}
     with np.load(tmp_path / "run" / "checkpoints" / "fedbn_head.npz") as saved:
         stacks, rounds = [saved[f"weights_{k}"] for k in range(len(model.weights))], int(saved["round"])
-    assert len(local_layers) == 3 and rounds == 2
+    assert len(local_layers) == 2 and rounds == 2
     for variable, stack in zip(model.weights, stacks):
         assert stack.shape == (3, *variable.shape)
         if id(variable) in local:

@@ -89,8 +89,11 @@ def test_pamap2_files_become_one_client_per_subject(tmp_path):
     assert x[0, 10, 0] == pytest.approx(v9 + (v12 - v9) / 3, rel=1e-4)   # the gap, linearly interpolated
     assert x[0, 11, 0] == pytest.approx(v9 + 2 * (v12 - v9) / 3, rel=1e-4)
     assert np.isfinite(x).all()
-    data = pamap2_clients(str(tmp_path), window=100, stride=50)
+    data = pamap2_clients(str(tmp_path), window=100, stride=50, num_clients=2, alpha=1.0)   # pooled, dealt
     assert len(data.clients) == 2 and data.num_classes == 2 and data.class_names == ["lying", "walking"]
+    assert sum(len(c.y_train) + len(c.y_val) + len(c.y_test) for c in data.clients) == 18   # every window once
+    raw = np.concatenate([x for _, x, _ in subjects])
+    assert any(np.array_equal(data.clients[0].x_train[0], w) for w in raw)             # not standardised
 
 
 def test_pamap2_bad_files(tmp_path):

@@ -101,7 +101,9 @@ def test_the_process_state_is_what_the_docs_say():
     assert list(data.element_spec) == ["client", "x", "y"]
     process = build_fedap_process(model_fn, NUM_CLIENTS, data.element_spec, "fedap")
     state = process.initialize()
-    assert int(state["round"]) == 0 and list(state) == ["round", "weights", "matrix", "train_loss"]
+    assert int(state["round"]) == 0 and list(state) == ["round", "weights", "matrix", "train_loss", "means",
+                                                        "variances", "measured"]
+    assert [tuple(m.shape) for m in state["means"]] == [(NUM_CLIENTS, 8)] and not np.any(state["measured"])
     np.testing.assert_array_equal(state["matrix"], np.eye(NUM_CLIENTS))
     template = model_fn().get_weights()
     assert [tuple(w.shape) for w in state["weights"]] == [(NUM_CLIENTS, *t.shape) for t in template]
@@ -125,6 +127,30 @@ def test_a_dropped_client_keeps_its_model_in_the_tff_process(how):
         np.testing.assert_array_equal(old, new[2])
     assert max_difference(process.weights, local.weights) < 1e-5
     assert process.matrix[2, 2] == pytest.approx(1.0) and np.allclose(process.matrix[:, 2][[0, 1, 3]], 0.0)
+    if how == "missing":
+        # Round 2: client 2 is back and sends its statistics; its row and column of W are filled.
+        process.run_round()
+        local.run_round()
+        assert process.measured.all() and local.measured.all()
+        np.testing.assert_allclose(process.matrix, local.matrix, atol=1e-6)
+        assert (process.matrix[2, [0, 1, 3]] > 0).all() and (process.matrix[[0, 1, 3], 2] > 0).all()
+        assert max_difference(process.weights, local.weights) < 1e-5
+
+
+def test_a_client_whose_pipeline_raises_is_dropped_with_a_warning_in_the_tff_process():
+    def fail(x, y):
+        tf.debugging.assert_less(tf.reduce_max(x), -1e9, message="client failure")
+        return x, y
+
+    override = {1: batches(1).map(fail)}
+    process = TFFSimulation(model_fn, make_clients(override), "fedbn", learning_rate=0.05)
+    local = FederatedSimulation(model_fn, make_clients(override), "fedbn", learning_rate=0.05)
+    with pytest.warns(RuntimeWarning, match=r"round 1: client 1 \(c1\) dropped from the round: InvalidArgumentError"):
+        present = process.run_round()
+    with pytest.warns(RuntimeWarning, match="client 1"):
+        local.run_round()
+    assert present.tolist() == [True, False, True, True] and process.failed == local.failed == [1]
+    assert max_difference(process.weights, local.weights) < 1e-5
 
 
 def test_rounds_run_on_tff_worker_services_at_127_0_0_1_ports():
@@ -154,7 +180,7 @@ def test_adafed_app_with_the_tff_engine_equals_the_local_engine(tmp_path):
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 90)
-    x = (np.eye(3, 6)[y][:, None, :] * 2 + rng.normal(size=(90, 12, 6))).astype(np.float32)
+    x = (np.eye(3, 6)[y][:, None, :] * 2 + rng.normal(size=(90, 32, 6))).astype(np.float32)
     client = np.repeat(np.arange(3), 30)
     np.savez(tmp_path / "data.npz", x=x, y=y, client=client)
     outputs = {}
@@ -184,7 +210,7 @@ def test_the_tff_app_exits_through_a_pipe_and_leaves_no_worker(tmp_path):
     data = tmp_path / "data.npz"
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 60)
-    np.savez(data, x=rng.normal(size=(60, 12, 6)).astype(np.float32), y=y, client=np.repeat(np.arange(2), 30))
+    np.savez(data, x=rng.normal(size=(60, 32, 6)).astype(np.float32), y=y, client=np.repeat(np.arange(2), 30))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     child = subprocess.Popen([sys.executable, "-m", "apps.adafed", "--engine", "tff", "--preset", "smoke",
                               "--dataset", f"npz:{data}", "--output", str(tmp_path / "run"), "--no-export"],
@@ -205,7 +231,7 @@ def test_adafed_app_runs_on_worker_services_given_by_tff_workers(tmp_path):
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 60)
-    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 12, 6)).astype(np.float32), y=y,
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 32, 6)).astype(np.float32), y=y,
              client=np.repeat(np.arange(2), 30))
     port = portpicker.pick_unused_port()
     worker = remote.start_worker(port)

@@ -76,6 +76,7 @@ def test_registry_properties_switch_the_proximal_term_and_the_similarity_matrix(
     after = {}
     for name in ("fedbn", "fedbn_prox"):
         sim = FederatedSimulation(small_bn_model, clients(), name, learning_rate=0.05, prox_mu=50.0)
+        sim.run_round()      # round 0 trains without the term, as the reference
         sim.run_round()      # three steps a client: from the second on, the term pulls back
         after[name] = sim.weights
     assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(after["fedbn"], after["fedbn_prox"]))

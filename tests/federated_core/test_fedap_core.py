@@ -113,14 +113,21 @@ def client_stacks(model, n=3, seed=0):
     return [tf.constant(rng.normal(size=(n, *w.shape)).astype(np.float32)) for w in model.get_weights()]
 
 
-def test_fedavg_is_the_sample_weighted_mean_of_everything():
+def no_statistics(n=3):
+    """`round_update`'s statistics arguments when none are held and none arrive."""
+    return ([tf.zeros([n, 1], tf.float64)], [tf.zeros([n, 1], tf.float64)], tf.zeros([n], tf.bool))
+
+
+@pytest.mark.parametrize("sample_weighted", [False, True])
+def test_fedavg_is_the_uniform_mean_of_everything_or_sample_weighted_as_an_option(sample_weighted):
     model = small_bn_model()
     before, trained = client_stacks(model, seed=0), client_stacks(model, seed=1)
     counts = np.array([10.0, 30.0, 60.0], np.float32)
-    new, _ = round_update("fedavg", 3, before, trained, [True] * 3, counts, np.eye(3), [tf.zeros([3, 1])],
-                          [tf.zeros([3, 1])], shared_variables(model, "fedavg"), 0.5, 1)
+    new, _, _ = round_update("fedavg", 3, before, trained, [True] * 3, counts, np.eye(3), no_statistics(),
+                             no_statistics(), shared_variables(model, "fedavg"), 0.5, 1, sample_weighted)
+    shares = counts / counts.sum() if sample_weighted else np.full(3, 1 / 3)   # the reference: 1/N
     for after, stack in zip(new, trained):
-        expected = np.tensordot(counts / counts.sum(), stack.numpy(), axes=1)
+        expected = np.tensordot(shares, stack.numpy(), axes=1)
         for row in after.numpy():
             np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
 
@@ -159,12 +166,13 @@ def test_absent_client_keeps_its_model_and_the_others_renormalise():
     before, trained = client_stacks(model, seed=0), client_stacks(model, seed=1)
     counts = np.array([10.0, 30.0, 60.0], np.float32)
     present = [True, True, False]
-    new, _ = round_update("fedavg", 3, before, trained, present, counts, np.eye(3), [tf.zeros([3, 1])],
-                          [tf.zeros([3, 1])], shared_variables(model, "fedavg"), 0.5, 1)
-    for after, old, stack in zip(new, before, trained):
-        np.testing.assert_array_equal(after.numpy()[2], old.numpy()[2])
-        expected = 0.25 * stack.numpy()[0] + 0.75 * stack.numpy()[1]
-        np.testing.assert_allclose(after.numpy()[0], expected, rtol=1e-5, atol=1e-6)
+    for sample_weighted, shares in ((True, (0.25, 0.75)), (False, (0.5, 0.5))):
+        new, _, _ = round_update("fedavg", 3, before, trained, present, counts, np.eye(3), no_statistics(),
+                                 no_statistics(), shared_variables(model, "fedavg"), 0.5, 1, sample_weighted)
+        for after, old, stack in zip(new, before, trained):
+            np.testing.assert_array_equal(after.numpy()[2], old.numpy()[2])
+            expected = shares[0] * stack.numpy()[0] + shares[1] * stack.numpy()[1]
+            np.testing.assert_allclose(after.numpy()[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fedap_pretraining_rounds_are_fedavg_and_w_comes_from_statistics():
@@ -173,18 +181,42 @@ def test_fedap_pretraining_rounds_are_fedavg_and_w_comes_from_statistics():
     counts = np.array([1.0, 1.0, 2.0], np.float32)
     means = [tf.constant([[0.0], [1.0], [2.0]], tf.float64)]
     variances = [tf.constant([[1.0], [1.0], [1.0]], tf.float64)]
+    arrived = (means, variances, tf.constant([True] * 3))
     shared = shared_variables(model, "fedap")
-    pre, matrix = round_update("fedap", 0, before, trained, [True] * 3, counts, np.eye(3), means, variances,
-                               shared, 0.5, 1)
+    pre, matrix, _ = round_update("fedap", 0, before, trained, [True] * 3, counts, np.eye(3), no_statistics(),
+                                  no_statistics(), shared, 0.5, 1)
     np.testing.assert_array_equal(matrix.numpy(), np.eye(3))          # W not yet taken
-    for after, stack in zip(pre, trained):                              # everything averaged, BN included
-        np.testing.assert_allclose(after.numpy()[1], np.tensordot(counts / 4, stack.numpy(), 1), rtol=1e-5,
-                                   atol=1e-6)
-    new, matrix = round_update("fedap", 1, before, trained, [True] * 3, counts, np.eye(3), means, variances,
-                               shared, 0.5, 1)
+    for after, stack in zip(pre, trained):                              # everything averaged (1/N), BN included
+        np.testing.assert_allclose(after.numpy()[1], stack.numpy().mean(0), rtol=1e-5, atol=1e-6)
+    new, matrix, (held_means, _, measured) = round_update("fedap", 1, before, trained, [True] * 3, counts, np.eye(3),
+                                                          no_statistics(), arrived, shared, 0.5, 1)
     np.testing.assert_allclose(matrix.numpy(), fedap_weights(tf.constant([[0., 1, 2], [1, 0, 1], [2, 1, 0]]),
                                                              0.5).numpy(), rtol=1e-6)
     np.testing.assert_allclose(matrix.numpy()[0], [0.5, 1 / 3, 1 / 6], rtol=1e-6)
+    assert measured.numpy().all() and np.array_equal(held_means[0].numpy(), means[0].numpy())
+
+
+def test_a_client_absent_when_w_is_taken_gets_its_row_and_column_when_its_statistics_arrive():
+    model = small_bn_model()
+    before, trained = client_stacks(model, seed=0), client_stacks(model, seed=1)
+    counts = np.ones(3, np.float32)
+    means = [tf.constant([[0.0], [1.0], [2.0]], tf.float64)]
+    variances = [tf.constant([[1.0], [1.0], [1.0]], tf.float64)]
+    shared = shared_variables(model, "fedap")
+    # Round 1 (W is taken) without client 2: W covers clients 0 and 1 only.
+    _, matrix, held = round_update("fedap", 1, before, trained, [True, True, False], counts, np.eye(3),
+                                   no_statistics(), (means, variances, tf.constant([True, True, False])), shared,
+                                   0.5, 1)
+    np.testing.assert_allclose(matrix.numpy(), [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1]], atol=1e-6)
+    # Round 2: client 2 takes part and sends its statistics; W is the full one from then on.
+    _, matrix, held = round_update("fedap", 2, before, trained, [True] * 3, counts, matrix, held,
+                                   (means, variances, tf.constant([False, False, True])), shared, 0.5, 1)
+    full = fedap_weights(tf.constant([[0., 1, 2], [1, 0, 1], [2, 1, 0]]), 0.5).numpy()
+    np.testing.assert_allclose(matrix.numpy(), full, rtol=1e-6)
+    # Round 3: nothing arrives, W stays.
+    _, again, _ = round_update("fedap", 3, before, trained, [True] * 3, counts, matrix, held, no_statistics(),
+                               shared, 0.5, 1)
+    np.testing.assert_array_equal(again.numpy(), matrix.numpy())
 
 
 # --------------------------------------------------------------------------- local training
@@ -196,22 +228,49 @@ def batches(seed, n=24, features=5, batch=8):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
-def test_fedprox_term_is_zero_at_the_received_weights():
+@pytest.mark.parametrize("form", ["norm", "squared"])
+def test_fedprox_term_is_zero_at_the_received_weights(form):
     data = batches(0)
     results = {}
     for mu in (0.0, 50.0):
         model = small_bn_model(seed=3)
-        train = make_local_trainer(model, 0.1, prox_mu=mu)
+        train = make_local_trainer(model, 0.1, prox_mu=mu, prox_form=form)
         train(data.take(1), tf.constant(1))
         one_step = [w.copy() for w in model.get_weights()]
         train(data.take(2), tf.constant(1))     # starts from the new weights: the first step is again free
         results[mu] = one_step
         model2 = small_bn_model(seed=3)
-        make_local_trainer(model2, 0.1, prox_mu=mu)(data, tf.constant(1))
+        make_local_trainer(model2, 0.1, prox_mu=mu, prox_form=form)(data, tf.constant(1))
         results[(mu, "three")] = model2.get_weights()
     for a, b in zip(results[0.0], results[50.0]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)           # step 1: gradient of the term is 0
     assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(results[(0.0, "three")], results[(50.0, "three")]))
+
+
+@pytest.mark.parametrize("form", ["norm", "squared"])
+def test_fedprox_second_step_by_hand_and_no_term_when_switched_off(form):
+    # Step 1 is the same with and without the term (no gradient at the received weights), so
+    # step 2 differs exactly by lr times the term's gradient at w1:
+    # norm (the reference): mu / 2 * (w1 - w0) / ||w1 - w0||; squared: mu * (w1 - w0).
+    lr, mu = 0.1, 0.5
+    data = batches(0).take(2)
+    plain, with_term, switched_off = small_bn_model(seed=3), small_bn_model(seed=3), small_bn_model(seed=3)
+    start = [v.numpy() for v in plain.trainable_variables]
+    make_local_trainer(plain, lr)(data.take(1), tf.constant(1))
+    w1 = [v.numpy() for v in plain.trainable_variables]
+    plain2 = small_bn_model(seed=3)
+    make_local_trainer(plain2, lr)(data, tf.constant(1))
+    make_local_trainer(with_term, lr, prox_mu=mu, prox_form=form)(data, tf.constant(1))
+    make_local_trainer(switched_off, lr, prox_mu=mu, prox_form=form)(data, tf.constant(1), tf.constant(False))
+    delta = [a - b for a, b in zip(w1, start)]
+    norm = np.sqrt(sum(float(np.sum(d.astype(np.float64) ** 2)) for d in delta))
+    for d, p, t, off in zip(delta, plain2.trainable_variables, with_term.trainable_variables,
+                            switched_off.trainable_variables):
+        gradient = mu / 2 * d / norm if form == "norm" else mu * d
+        np.testing.assert_allclose(t.numpy(), p.numpy() - lr * gradient, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(off.numpy(), p.numpy())   # round 0 of the reference: no term
+    with pytest.raises(ValueError, match="prox_form 'cubed'"):
+        make_local_trainer(plain, lr, prox_mu=mu, prox_form="cubed")
 
 
 def test_local_training_learns_and_counts_examples():
@@ -230,19 +289,30 @@ def make_sim(algorithm, clients=None, **kwargs):
     return FederatedSimulation(lambda: small_bn_model(seed=5), clients, algorithm, learning_rate=0.05, **kwargs)
 
 
-def test_dropped_clients_keep_their_model_in_the_local_engine():
+def failing_pipeline(dataset):
     def fail(x, y):   # a client whose data pipeline errors out mid-round
         tf.debugging.assert_less(tf.reduce_max(x), -1e9, message="client failure")
         return x, y
 
-    failing = batches(1).map(fail)
+    return dataset.map(fail)
+
+
+def test_dropped_clients_keep_their_model_in_the_local_engine():
+    failing = failing_pipeline(batches(1))
     empty = batches(1).take(0)
     for bad in (failing, empty):
-        clients = [Client(batches(0), batches(10), batches(20)), Client(bad, batches(11), batches(21)),
+        clients = [Client(batches(0), batches(10), batches(20)), Client(bad, batches(11), batches(21), "c1"),
                    Client(batches(2), batches(12), batches(22))]
         sim = make_sim("fedavg", clients)
         before = [w.copy() for w in sim.client_weights(1)]
-        present = sim.run_round()
+        if bad is failing:
+            with pytest.warns(RuntimeWarning, match=r"round 1: client 1 \(c1\) dropped from the round: "
+                                                    r"InvalidArgumentError: .*assertion failed: \[client failure\]"):
+                present = sim.run_round()
+            assert sim.failed == [1]
+        else:
+            present = sim.run_round()
+            assert sim.failed == []
         assert present.tolist() == [True, False, True]
         for a, b in zip(before, sim.client_weights(1)):
             np.testing.assert_array_equal(a, b)
@@ -254,6 +324,38 @@ def test_dropped_clients_keep_their_model_in_the_local_engine():
     sim.run_round()   # W is taken at round 1 from every client's statistics
     np.testing.assert_allclose(np.diag(sim.matrix), 0.5)
     np.testing.assert_allclose(sim.matrix.sum(1), 1.0, rtol=1e-5)
+
+
+def test_a_bug_outside_the_client_errors_stops_the_run():
+    clients = [Client(batches(0).map(lambda x, y: (x, y)), batches(10), batches(20)) for _ in range(2)]
+    sim = make_sim("fedavg", clients)
+    sim._train = lambda *args: (_ for _ in ()).throw(TypeError("a kerastl bug"))
+    with pytest.raises(TypeError, match="a kerastl bug"):
+        sim.run_round()
+
+
+def test_failures_are_counted_in_the_result_history_and_tensorboard(tmp_path, tensorboard_scalars):
+    clients = [Client(batches(0), batches(10), batches(20), "c0"),
+               Client(failing_pipeline(batches(1)), batches(11), batches(21), "c1")]
+    sim = make_sim("fedbn", clients)
+    with pytest.warns(RuntimeWarning, match="client 1"):
+        result = sim.fit(2, tensorboard=str(tmp_path / "tb"))
+    assert result["failed_client_rounds"] == 2 and result["history"]["failed_clients"] == [[1], [1]]
+    assert tensorboard_scalars(str(tmp_path / "tb"))["failed_clients"] == {1: 1.0, 2: 1.0}
+
+
+def test_late_client_statistics_fill_its_row_and_column_of_w_in_the_local_engine():
+    sim = make_sim("fedap")
+    sim.run_round()                  # round 0: FedAvg pre-training
+    sim.run_round(absent={2})        # round 1: W from clients 0 and 1
+    np.testing.assert_allclose(sim.matrix, [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1]], atol=1e-6)
+    assert sim.measured.tolist() == [True, True, False]
+    sim.run_round()                  # round 2: client 2 measures its statistics on its own model
+    assert sim.measured.all()
+    expected = fedap_weights(distance_matrix([tf.constant(m) for m in sim.means],
+                                             [tf.constant(v) for v in sim.variances]), 0.5).numpy()
+    np.testing.assert_allclose(sim.matrix, expected, rtol=1e-6)
+    assert (sim.matrix[2, :2] > 0).all() and (sim.matrix[:2, 2] > 0).all()
 
 
 def test_fit_reports_the_best_validation_round():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerastl.federated.models import AdaptiveAveragePooling2D, alexnet_bn, lenet5_bn, model_for, resolve_model
+from kerastl.federated.models import (AdaptiveAveragePooling2D, alexnet_bn, lenet5_bn, model_for,
+                                     pytorch_initialisation, resolve_model, sensor_cnn)
 from kerastl.federated.statistics import bn_layers
 
 
@@ -23,6 +24,45 @@ def test_lenet5_bn_is_the_reference_network():
     assert model.count_params() - trainable_count(model) == 2 * (6 + 16)             # BN running statistics
     bn = model.get_layer("conv1_bn")
     assert bn.momentum == pytest.approx(0.9) and bn.epsilon == pytest.approx(1e-5)  # PyTorch's 0.1 and 1e-5
+
+
+def test_sensor_cnn_is_the_reference_pamap_network():
+    model = sensor_cnn(200, 27, num_classes=10)
+    # The reference's PamapModel: unpadded 1x9 convolutions, 32 * 44 features, no BN after fc1.
+    assert tuple(model.get_layer("flatten").output.shape) == (None, 32 * 44)
+    assert [layer.name for layer in bn_layers(model)] == ["conv1_bn", "conv2_bn"]
+    # conv1 27*16*9+16, bn 2*16, conv2 16*32*9+32, bn 2*32, fc1 1408*64+64, fc2 64*10+10
+    assert trainable_count(model) == 3904 + 32 + 4640 + 64 + 90176 + 650
+    assert tuple(sensor_cnn(28, 3, 2).get_layer("flatten").output.shape) == (None, 32)   # the smallest window
+    with pytest.raises(ValueError, match="at least 28 steps"):
+        sensor_cnn(27, 3, 2)
+    variant = model_for((12, 6), 3, name="sensor_cnn_bn")           # kerastl's variant: padded, BN after fc1
+    assert [layer.name for layer in bn_layers(variant)] == ["conv1_bn", "conv2_bn", "fc1_bn"]
+    assert tuple(variant.get_layer("flatten").output.shape) == (None, 3 * 32)
+
+
+@pytest.mark.parametrize("name, shape", [("lenet5_bn", (28, 28, 1)), ("sensor_cnn", (200, 27))])
+def test_pytorch_initialisation_draws_weights_and_biases_within_one_over_sqrt_fan_in(name, shape):
+    model = model_for(shape, 10, seed=3, name=name, init="pytorch")
+    keras_start = model_for(shape, 10, seed=3, name=name)
+    layers_with_kernels = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    assert len(layers_with_kernels) == (5 if name == "lenet5_bn" else 4)
+    for layer in layers_with_kernels:
+        kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+        bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+        for values in (kernel, bias):
+            assert np.abs(values).max() <= bound
+        # uniform on [-bound, bound]: standard deviation bound / sqrt(3)
+        assert abs(kernel.std() - bound / np.sqrt(3)) < 0.1 * bound, layer.name
+    for layer in bn_layers(model):
+        np.testing.assert_array_equal(layer.gamma.numpy(), 1.0)
+        np.testing.assert_array_equal(layer.beta.numpy(), 0.0)
+    assert not np.allclose(model.get_layer("conv1").kernel.numpy(), keras_start.get_layer("conv1").kernel.numpy())
+    again = pytorch_initialisation(model_for(shape, 10, seed=3, name=name), seed=3)
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)                                 # seeded
+    with pytest.raises(ValueError, match="init 'xavier'"):
+        model_for(shape, 10, name=name, init="xavier")
 
 
 def test_alexnet_bn_at_224_pixels_has_the_reference_parameters():
@@ -80,6 +120,7 @@ def test_model_choice_by_name_and_auto():
     assert resolve_model("alexnet_bn", (28, 28, 1)) == "alexnet_bn"
     assert model_for((28, 28, 3), 5, name="lenet5_bn").name == "lenet5_bn"
     for name, shape, message in (("lenet5_bn", (100, 6), "takes images"), ("sensor_cnn", (28, 28, 1), "takes windows"),
-                                 ("lenet5_bn", (12, 12, 1), "at least 16"), ("resnet", (28, 28, 1), "unknown model")):
+                                 ("lenet5_bn", (12, 12, 1), "at least 16"), ("resnet", (28, 28, 1), "unknown model"),
+                                 ("sensor_cnn", (20, 6), "at least 28")):
         with pytest.raises(ValueError, match=message):
             resolve_model(name, shape)
