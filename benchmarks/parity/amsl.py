@@ -149,9 +149,11 @@ def _module_entries(entries: dict):
                 sys.modules[name] = module
 
 
-def reference_model(reference: str, steps: int, channels: int, epochs: int, batch: int, workdir: str):
+def reference_model(reference: str, steps: int, channels: int, epochs: int, batch: int, workdir: str,
+                    sizes: dict | None = None):
     """The reference's `conlstm_auto()` model from its train.py, loaded with the shims of the
-    module docstring. Returns (model, the loaded train module)."""
+    module docstring; `sizes` sets its size options (`filter_size1`, `global_mem_dim`, ...).
+    Returns (model, the loaded train module)."""
     import argparse as argparse_module
 
     import keras
@@ -164,6 +166,8 @@ def reference_model(reference: str, steps: int, channels: int, epochs: int, batc
     argv = ["train.py", "--epochs", str(epochs), "--transformation", str(VIEWS), "--input_dim_x", str(steps),
             "--input_dim_y", str(channels), "--batch", str(batch), "--data_path", workdir + os.sep,
             "--model_path", workdir + os.sep]
+    for option, value in (sizes or {}).items():
+        argv += [f"--{option}", str(value)]
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
     with contextlib.ExitStack() as stack:
         stack.enter_context(common.stub_modules(["pyimagesearch"]))
@@ -237,6 +241,117 @@ def run_reference(args):
         json.dump(result, f)
 
 
+# The small network of the copied-weights comparison (the reference's layout at a test's size).
+SMALL = {"steps": 16, "channels": 6, "batch": 4, "filter_size1": 4, "filter_size2": 8, "filter_size3": 16,
+         "global_mem_dim": 10, "local_mem_dim": 10}
+
+
+def dump_reference(args):
+    """`--side dump`: builds the reference network at `SMALL` sizes (seeded), feeds it random
+    views, and writes to `--result` (npz) its weights by part, the views, and its outputs: the
+    per-view MSE of each window, the summed MSE and entropy outputs, the view-class
+    probabilities, and `evaluate`'s loss terms."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(args.seed)
+    sizes = {k: v for k, v in SMALL.items() if k not in ("steps", "channels", "batch")}
+    with tempfile.TemporaryDirectory() as workdir:
+        model, _ = reference_model(args.reference, SMALL["steps"], SMALL["channels"], 1, SMALL["batch"], workdir,
+                                   sizes)
+    rng = np.random.default_rng(args.seed)
+    n = SMALL["batch"]
+    views = rng.uniform(0.0, 1.0, (n, VIEWS, SMALL["steps"], SMALL["channels"], 1)).astype(np.float32)
+    inputs = [views, np.zeros((n, 1), np.float32)]
+    out = {"views": views[..., 0]}
+    for name, layer in (("conv1", "T1"), ("conv2", "T3")):
+        out[f"{name}_kernel"], out[f"{name}_bias"] = model.get_layer(layer).get_weights()
+    for i, w in enumerate(model.get_layer("model_class").get_weights()):
+        out[f"classifier_{i}"] = w
+    out["global_memory"] = model.get_layer("global_memory").get_weights()[0]
+    out["local_memories"] = np.stack([model.get_layer(f"memory_local_{r}").get_weights()[0]
+                                      for r in range(1, VIEWS + 1)])
+    dense = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
+    norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    gamma, beta, mean, variance = norm.get_weights()
+    # The fusion's input is 0: its Dense gives its bias; BN in inference mode, then a sigmoid.
+    out["fusion_logits"] = gamma * (dense.get_weights()[1] - mean) / np.sqrt(variance + norm.epsilon) + beta
+    for r in range(1, VIEWS + 1):
+        for j in range(1, 5):
+            out[f"decoder{r}_{j}_kernel"], out[f"decoder{r}_{j}_bias"] = model.get_layer(f"transpose{r}_{j}").get_weights()
+    per_view = keras.Model(model.inputs, [model.get_layer(f"mse{r}").output for r in range(1, VIEWS + 1)])
+    out["mse_per_view"] = np.stack(per_view.predict(inputs, verbose=0), axis=1)          # [batch, views]
+    predicted = model.predict(inputs, batch_size=n, verbose=0)
+    out["mse_sum"], out["entropy_sum"] = predicted[0], predicted[1]
+    out["probabilities"] = np.stack(predicted[2:], axis=1)                                 # [batch, views, 7]
+    labels = [tf.keras.utils.to_categorical(np.full(n, r), VIEWS) for r in range(VIEWS)]
+    zeros = np.zeros((n, 1), np.float32)
+    out["evaluate"] = np.asarray(model.evaluate(inputs, [zeros, zeros, *labels], batch_size=n, verbose=0))
+    np.savez(args.result, **out)
+
+
+def copied_weights_comparison(dump: str) -> dict:
+    """kerastl's AMSL with the reference network's weights (from `dump_reference`'s file) on
+    the same views: relative errors of the per-window MSE of each view, the view-class
+    probabilities, the memory-entropy, cross-entropy and reconstruction loss terms and the
+    total loss against the reference's `evaluate`. The reference decodes views 6 and 7 from
+    the memory reads of view 1 (its fusion reuses view 1's reads): their MSE is compared with
+    kerastl's parts wired that way (`views_6_7_reference_wiring`) and, as kerastl wires them, reported."""
+    import tensorflow as tf
+
+    from kerastl.anomaly.model import AMSL
+
+    ref = dict(np.load(dump))
+    model = AMSL(transformations=REFERENCE_VIEWS, num_slots=SMALL["global_mem_dim"],
+                 filters=(SMALL["filter_size1"], SMALL["filter_size2"]))
+    model.build((None, SMALL["steps"], SMALL["channels"]))
+    model.encoder.layers[1].set_weights([ref["conv1_kernel"], ref["conv1_bias"]])
+    model.encoder.layers[3].set_weights([ref["conv2_kernel"], ref["conv2_bias"]])
+    model.view_classifier.set_weights([ref[f"classifier_{i}"] for i in range(6)])
+    model.global_memory.memory.assign(ref["global_memory"][None])
+    model.local_memory.memory.assign(ref["local_memories"])
+    model.fusion.logits.assign(ref["fusion_logits"].reshape(VIEWS, 2))
+    for r in range(VIEWS):
+        for j in range(4):
+            model.decoders[r].layers[j].set_weights([ref[f"decoder{r + 1}_{j + 1}_kernel"],
+                                                     ref[f"decoder{r + 1}_{j + 1}_bias"]])
+    views = tf.constant(ref["views"])
+    outputs = model.forward_views(views)
+    terms = {k: float(v) for k, v in model.loss_terms(outputs).items()}
+    mse = np.mean(np.square(outputs["views"].numpy() - outputs["reconstructions"].numpy()), axis=(2, 3))
+    n = len(views)
+    probabilities = tf.nn.softmax(outputs["view_logits"]).numpy().reshape(n, VIEWS, VIEWS)
+
+    # Views 6 and 7 as the reference wires them: z_r with the fused reads of view 1's features.
+    features = model.encoder(tf.reshape(views, [-1, SMALL["steps"], SMALL["channels"], 1]))
+    per_view = tf.reshape(features, [n, VIEWS, *features.shape[1:]])
+    local_first = model.local_memory(tf.repeat(per_view[:, :1], VIEWS, axis=1))   # memory 1 for view 1 only
+    global_first = model.global_memory(per_view[:, :1])[:, 0]
+    mix = model.fusion.weights_per_view.numpy()
+    wired = []
+    for r in (5, 6):
+        fused = mix[r, 0] * local_first[:, 0] + mix[r, 1] * global_first
+        recon = model.decoders[r](tf.concat([per_view[:, r], fused], axis=-1))[..., 0]
+        wired.append(np.mean(np.square(views[:, r].numpy() - recon.numpy()), axis=(1, 2)))
+    ce_sum = terms["view_loss"]
+    reference_total, reference_mse, reference_entropy = (float(v) for v in ref["evaluate"][:3])
+    reference_ce = float(np.sum(ref["evaluate"][3:10]))
+    errors = {
+        "mse_views_1_5": common.relative_error(mse[:, :5], ref["mse_per_view"][:, :5]),
+        "mse_views_6_7_reference_wiring": common.relative_error(np.stack(wired, axis=1), ref["mse_per_view"][:, 5:]),
+        "mse_views_6_7_kerastl_wiring": common.relative_error(mse[:, 5:], ref["mse_per_view"][:, 5:]),
+        "view_probabilities": common.relative_error(probabilities, ref["probabilities"]),
+        "memory_entropy_term": common.relative_error(terms["memory_loss"], 2e-4 * reference_entropy),
+        "cross_entropy_term": common.relative_error(ce_sum, reference_ce),
+    }
+    # The total with kerastl's wiring of views 6, 7 replaced by the reference's (their MSE terms).
+    rewired_total = terms["loss"] - float(np.sum(mse[:, 5:].mean(0))) + float(np.sum(np.mean(wired, axis=1)))
+    errors["total_loss_reference_wiring"] = common.relative_error(rewired_total, reference_total)
+    errors["reconstruction_term_views_1_5"] = common.relative_error(
+        float(np.sum(mse[:, :5].mean(0))), reference_mse - float(np.sum(ref["mse_per_view"][:, 5:].mean(0))))
+    return errors
+
+
 # ---------------------------------------------------------------- kerastl side (Keras 3)
 
 
@@ -251,20 +366,35 @@ def run_kerastl(data, args, seed: int) -> dict:
             "fit_seconds": detector.fit_seconds_}
 
 
-def reference_side(args, data, seed: int, workdir: str) -> dict:
-    data_path, result_path = os.path.join(workdir, f"data-{seed}.npz"), os.path.join(workdir, f"ref-{seed}.json")
-    np.savez(data_path, x_train=data.x_train, x_test=data.x_test)
+def reference_subprocess(reference: str, side: str, workdir: str, python: str = FEDERATED_PYTHON,
+                         options: tuple = ()) -> None:
+    """Runs this script's `--side reference|dump` in the Keras 2 environment (`python`)."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": ""}
-    command = [args.reference_python, os.path.abspath(__file__), "--side", "reference", "--reference",
-               args.reference, "--data", data_path, "--result", result_path, "--seed", str(seed), "--epochs",
-               str(args.epochs), "--batch-size", str(args.batch_size), "--reference-scaling", args.reference_scaling,
-               "--reference-validation-split", str(args.reference_validation_split)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    command = [python, os.path.abspath(__file__), "--side", side, "--reference", reference, *map(str, options)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir)
     if run.returncode != 0:
-        raise RuntimeError(f"the reference side failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
+        raise RuntimeError(f"the reference side ({side}) failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
+
+
+def reference_scores(reference: str, x_train, x_test, seed: int, epochs: int, batch_size: int, workdir: str,
+                     scaling: str = "train", validation_split: float = 0.0, python: str = FEDERATED_PYTHON) -> dict:
+    """The reference trained on `x_train` in the Keras 2 environment: {"train_scores",
+    "test_scores", "fit_seconds", "final_loss", "versions"}."""
+    data_path, result_path = os.path.join(workdir, f"data-{seed}.npz"), os.path.join(workdir, f"ref-{seed}.json")
+    np.savez(data_path, x_train=x_train, x_test=x_test)
+    reference_subprocess(reference, "reference", workdir, python, (
+        "--data", data_path, "--result", result_path, "--seed", seed, "--epochs", epochs, "--batch-size", batch_size,
+        "--reference-scaling", scaling, "--reference-validation-split", validation_split))
     with open(result_path) as f:
         return json.load(f)
+
+
+def copied_weights_parity(reference: str, workdir: str, seed: int = 0, python: str = FEDERATED_PYTHON) -> dict:
+    """`copied_weights_comparison` on a network the reference builds in the Keras 2 environment."""
+    dump = os.path.join(workdir, f"dump-{seed}.npz")
+    reference_subprocess(reference, "dump", workdir, python, ("--result", dump, "--seed", seed))
+    return copied_weights_comparison(dump)
 
 
 def side_metrics(side: dict, is_abnormal, epochs: int) -> dict:
@@ -277,7 +407,7 @@ def side_metrics(side: dict, is_abnormal, epochs: int) -> dict:
             "distinct_test_scores": int(len(np.unique(test)))}
 
 
-def report(runs: list, settings: dict, info: dict) -> str:
+def report(runs: list, settings: dict, info: dict, copied: dict) -> str:
     import stats
 
     columns = (("auroc", "AUROC"), ("mf1", "mF1"), ("macro_f1", "mean F1"), ("accuracy", "Acc"),
@@ -302,6 +432,12 @@ def report(runs: list, settings: dict, info: dict) -> str:
              "mF1 = 2 mPre mRec / (mPre + mRec) (the reference's evaluate.py); mean F1 = mean of the normal and "
              "abnormal F1; s / epoch: training time per epoch, the two sides run one after the other per seed.", "",
              common.markdown_table(["side", "seed", *(label for _, label in columns)], rows), "",
+             "## Copied weights", "",
+             "The reference's network at a small size (16 x 6 windows, conv 4 / 8, 10 slots; seed 0) and kerastl's "
+             "AMSL with its weights, on the same random views: relative error of each quantity (max |ours - ref| / "
+             "max |ref|). The reference decodes views 6 and 7 from view 1's memory reads; kerastl's parts wired that "
+             "way match it, kerastl's own wiring (each view its own reads) differs there by design.", "",
+             common.markdown_table(["quantity", "relative error"], [[k, f"{v:.1e}"] for k, v in copied.items()]), "",
              f"Command: `{settings['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -323,7 +459,7 @@ def main(argv=None):
     parser.add_argument("--reference-python", default=FEDERATED_PYTHON,
                         help="python of the Keras 2 environment (default: .tox/federated/bin/python)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write benchmarks/results")
-    parser.add_argument("--side", choices=("reference",), help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=("reference", "dump"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -331,6 +467,8 @@ def main(argv=None):
     args.reference = common.reference_dir("AMSL", args.reference)
     if args.side == "reference":
         return run_reference(args)
+    if args.side == "dump":
+        return dump_reference(args)
 
     import keras
     import tensorflow as tf
@@ -346,11 +484,15 @@ def main(argv=None):
                 "command": "nice -n 10 " + record.get("command", "python benchmarks/parity/amsl.py")}
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
+        copied = copied_weights_parity(args.reference, workdir, python=args.reference_python)
+        print("copied weights, relative errors: " + ", ".join(f"{k} {v:.1e}" for k, v in copied.items()), flush=True)
         for seed in args.seeds:
             data = load_anomaly_data("watch", args.split, WINDOW, WINDOW, seed)
             if not runs:
                 settings.update(train_windows=len(data.x_train), test_windows=len(data.x_test))
-            reference = reference_side(args, data, seed, workdir)
+            reference = reference_scores(args.reference, data.x_train, data.x_test, seed, args.epochs,
+                                         args.batch_size, workdir, args.reference_scaling,
+                                         args.reference_validation_split, args.reference_python)
             settings["reference_versions"] = " / ".join(reference["versions"].values())
             ours = run_kerastl(data, args, seed)
             runs.append({"seed": seed, "reference": side_metrics(reference, data.is_abnormal, args.epochs),
@@ -359,10 +501,10 @@ def main(argv=None):
             print(f"seed {seed}: reference AUROC {runs[-1]['reference']['auroc']:.3f} mF1 "
                   f"{runs[-1]['reference']['mf1']:.3f}; kerastl AUROC {runs[-1]['kerastl']['auroc']:.3f} mF1 "
                   f"{runs[-1]['kerastl']['mf1']:.3f}", flush=True)
-            markdown = report(runs, settings, info)
+            markdown = report(runs, settings, info, copied)
             if not args.no_write:
-                common.write_results("amsl", {"reference": info, "settings": settings, "runs": runs}, markdown,
-                                     record)
+                common.write_results("amsl", {"reference": info, "settings": settings, "copied_weights": copied,
+                                              "runs": runs}, markdown, record)
     print(markdown)
     return runs
 

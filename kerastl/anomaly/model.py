@@ -218,7 +218,11 @@ class AMSL(keras.Model):
     def call(self, windows, training=False, seed=None):
         """Returns {"views", "reconstructions"} ([batch, views, time, channels]) and
         "view_logits" ([batch * views, views], or None without self-supervision)."""
-        views = self.scaled_views(windows, seed)
+        return self.forward_views(self.scaled_views(windows, seed), training=training)
+
+    def forward_views(self, views, training=False):
+        """The network on given scaled views [batch, views, time, channels] (the same outputs as
+        `call`): for views made elsewhere, e.g. the reference code's in the parity harness."""
         steps, channels = self.window_shape
         images = tf.reshape(views, [-1, steps, channels, 1])
         features = self.encoder(images, training=training)
@@ -249,13 +253,18 @@ class AMSL(keras.Model):
 
     # -- training ------------------------------------------------------------------------
     def _step_losses(self, windows, seed, training):
-        outputs = self(windows, training=training, seed=seed)
+        return self.loss_terms(self(windows, training=training, seed=seed))
+
+    def loss_terms(self, outputs):
+        """{"loss", "reconstruction_loss", "view_loss", "memory_loss", "view_accuracy"} of the
+        outputs of the last forward pass (`call` or `forward_views`; the memories' entropy
+        losses are those of that pass)."""
         per_view_mse = tf.reduce_mean(tf.square(outputs["views"] - outputs["reconstructions"]), axis=[0, 2, 3])
         reconstruction = tf.reduce_sum(per_view_mse)
         memory = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
         view_loss, view_accuracy = tf.constant(0.0), tf.constant(0.0)
         if outputs["view_logits"] is not None:
-            labels = tf.tile(tf.range(self.num_views), [tf.shape(windows)[0]])
+            labels = tf.tile(tf.range(self.num_views), [tf.shape(outputs["views"])[0]])
             logits = outputs["view_logits"]
             view_loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
             if self.ssl_reduction == "sum":  # every view has a batch of rows: the mean times V sums over views
