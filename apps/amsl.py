@@ -43,6 +43,15 @@ AMSL scorer to <export-dir>/amsl/<version>/: input windows (float32 [batch, wind
 channels], raw sensor units: the scaling is inside), outputs score (float32 [batch]) and
 is_anomaly (bool [batch], score > the fitted threshold).
 
+Presets and what they cost (AMSL on the watch data's default split, about 1,240 training
+windows of 64 steps; 2 CPU cores shared with other work; benchmarks/results/amsl_capacity_*):
+  cpu (the default)  the paper's capacity (500 slots, conv 32 / 64, batch 16) for 10 epochs:
+                     roughly 5 to 7 minutes of training per run. A model cut to conv 8 / 16,
+                     50 slots, batch 32, 8 epochs (the first port's cpu preset) trains in 1 to
+                     1.5 minutes; docs/apps/amsl.md compares what each gives.
+  paper              the paper's settings: 125-step windows, 100 epochs: over an hour here.
+  smoke              seconds: a check that everything runs.
+
 Examples:
   python -m apps.amsl --dataset watch --preset cpu
   python -m apps.amsl --dataset watch --normal-classes PEN,TRAP,ROW --baselines ocsvm,conv_ae
