@@ -64,30 +64,40 @@ MODELS = ("adarnn", "gru", "mmd_rnn", "dann_rnn", "transformer", "adatransformer
 PRESETS = {
     "smoke": {"epochs": 2, "pre_epoch": 1, "num_domains": 2, "len_seq": 24, "batch_size": 36, "lr": 2e-3,
               "hidden_size": 16, "num_layers": 2, "bottleneck": 0, "forecast": "change", "patience": 0,
-              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 5,
-              "window": 32, "stride": 32, "gbt_rounds": 20},
+              "distance": "adversarial", "tdm_lambda": 0.5, "matching_scale": "task", "head_dropout": 0.0,
+              "steps_per_epoch": 5, "window": 32, "stride": 32, "gbt_rounds": 20},
     # cpu: 30 epochs at lr 2e-3 instead of 200 at 5e-4; no BatchNorm bottleneck and forecasting
     # the change (in short runs, BN's moving statistics lag the matched features and the
     # validation error jumps; matching hidden states of segments with different levels fights
-    # forecasting the level); lambda 0.1 (0.5 made the 30-epoch pvlib runs unstable).
+    # forecasting the level); the matching term held on the task loss's scale and lambda and
+    # the distance chosen on the validation period among AUTO_LAMBDAS (0 included): with the
+    # reference's unscaled term an adversarial distance grew to 15-30 times the task loss and
+    # made the forecasts worse than the GRU's.
     # Classification (watch): windows of 64 samples (1.3 s) every 16, so that the smallest TDC
     # segment still fills enough batches per epoch.
     "cpu": {"epochs": 30, "pre_epoch": 15, "num_domains": 3, "len_seq": 24, "batch_size": 36, "lr": 2e-3,
             "hidden_size": 64, "num_layers": 2, "bottleneck": 0, "forecast": "change", "patience": 0,
-            "distance": "adversarial", "tdm_lambda": 0.1, "steps_per_epoch": 0,
-            "window": 64, "stride": 16, "gbt_rounds": 300},
-    # The reference (train_weather.py): lr 5e-4, batch 36, 200 epochs, early stop 40, hidden 64
-    # x 2 layers, bottleneck head 64, len_seq 24, pre_epoch 40, dw 0.5, adversarial loss,
-    # 2 domains, forecasting the value itself. Classification: UCI HAR's windows (128 samples,
-    # half overlapping).
+            "distance": "adversarial", "tdm_lambda": "auto", "matching_scale": "task", "head_dropout": 0.0,
+            "steps_per_epoch": 0, "window": 64, "stride": 16, "gbt_rounds": 300},
+    # The reference's model and training (train_weather.py): lr 5e-4, batch 36, 200 epochs,
+    # early stop 40, GRU 64 x 2 layers without dropout, its bottleneck head (width 64, dropout
+    # 0.5, its initialisation), len_seq 24, pre_epoch 40, dw 0.5 on the unscaled matching
+    # term, 2 domains, forecasting the value itself. The distance is kerastl's trained
+    # adversarial one (the reference's untrained one: --distance adversarial_untrained).
+    # Classification: UCI HAR's windows (128 samples, half overlapping).
     "paper": {"epochs": 200, "pre_epoch": 40, "num_domains": 2, "len_seq": 24, "batch_size": 36, "lr": 5e-4,
               "hidden_size": 64, "num_layers": 2, "bottleneck": 64, "forecast": "value", "patience": 40,
-              "distance": "adversarial", "tdm_lambda": 0.5, "steps_per_epoch": 0,
-              "window": 128, "stride": 64, "gbt_rounds": 300},
+              "distance": "adversarial", "tdm_lambda": 0.5, "matching_scale": "none", "head_dropout": 0.5,
+              "steps_per_epoch": 0, "window": 128, "stride": 64, "gbt_rounds": 300},
 }
+#: The grid of `--lambda auto` (besides 0, which trains the model without matching); the
+#: distances tried are --distance and coral (mmd_rnn / dann_rnn: their own).
+AUTO_LAMBDAS = (0.1, 1.0)
+AUTO_DISTANCES = ("coral",)
 RESUME_KEYS = ("dataset", "station", "target", "features", "model", "distance", "num_domains", "split", "len_seq",
                "horizon", "batch_size", "hidden_size", "num_layers", "bottleneck", "forecast", "seed", "train_end",
-               "valid_end", "epochs", "pre_epoch", "steps_per_epoch")
+               "valid_end", "epochs", "pre_epoch", "steps_per_epoch", "tdm_lambda", "matching_scale", "head_dropout",
+               "tdc_max_rows")
 CLASSIFICATION_RESUME_KEYS = ("task", "test_split", "train_fraction", "valid_fraction", "window", "stride", "scaling",
                               "tdc_distance")
 
@@ -156,14 +166,25 @@ def build_parser():
                                f"{described}")
     method.add_argument("--tdc-distance", default="coral", choices=stateless_names(),
                         help="the distance TDC maximises between segments of the raw features (default coral, as "
-                             "the reference); any --distance without trainable parts")
+                             "the reference); any --distance without trainable or random parts")
+    method.add_argument("--tdc-max-rows", type=int, default=0,
+                        help="TDC computes its distances on every row of each candidate segment (default 0); a "
+                             "positive number thins longer segments evenly to that many rows (for the kernel "
+                             "distances mmd_rbf and pairwise on long series, which cost rows^2 memory)")
     app.add_preset_option(method, "--num-domains", type=int, help="K: segments of the training period (2..10)")
     method.add_argument("--split", default="tdc", choices=("tdc", "random", "reverse"),
                         help="how the K segments are chosen: tdc (most diverse), random (seeded), reverse (least "
                              "diverse). Default tdc")
     app.add_preset_option(method, "--pre-epoch", type=int,
                           help="epochs of gate-weighted pre-training before the boosting of the importance weights")
-    app.add_preset_option(method, "--lambda", dest="tdm_lambda", type=float, help="weight of the matching loss")
+    app.add_preset_option(method, "--lambda", dest="tdm_lambda", type=_lambda_value,
+                          help="weight of the matching loss, or auto: train with lambda 0 (no matching) and with "
+                               f"lambda in {', '.join(map(str, AUTO_LAMBDAS))} for --distance and "
+                               f"{', '.join(AUTO_DISTANCES)}, and keep the candidate with the lowest validation loss "
+                               "(metrics.json: lambda_search)")
+    app.add_preset_option(method, "--matching-scale", choices=("none", "task"),
+                          help="none: the loss adds lambda x the matching term (the reference); task: the term is "
+                               "scaled down to at most the step's task loss, min(1, task / term)")
     app.add_preset_option(method, "--hidden-size", type=int, help="GRU units per layer (transformer: model width)")
     app.add_preset_option(method, "--num-layers", type=int, help="GRU layers (transformer: encoder blocks)")
     app.add_preset_option(method, "--bottleneck", type=int,
@@ -172,7 +193,11 @@ def build_parser():
                           help="value: the head predicts the target (the reference); change: it predicts the change "
                                "from the window's last target value")
     method.add_argument("--dropout", type=float, default=0.0,
-                        help="dropout of the GRU outputs and the head (default 0)")
+                        help="dropout of the GRU inputs (transformer: attention and feed-forward outputs) and, unless "
+                             "--head-dropout is given, of the bottleneck head (default 0; the reference has none on "
+                             "the GRU)")
+    app.add_preset_option(method, "--head-dropout", type=float,
+                          help="dropout of the bottleneck head's features (the reference's head: 0.5)")
     training = app.preset_group(parser, "training")
     app.add_preset_option(training, "--epochs", type=int, help="training epochs")
     app.add_preset_option(training, "--steps-per-epoch", type=int,
@@ -185,6 +210,18 @@ def build_parser():
                           help="stop after this many epochs without a better validation loss (0: never); the best "
                                "validation epoch's weights are evaluated and exported either way")
     return parser
+
+
+def _lambda_value(text: str):
+    """--lambda: a number >= 0 or "auto"."""
+    import argparse
+
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
 
 
 def run_config(args) -> dict:
@@ -209,9 +246,12 @@ def check_args(args):
             raise app.InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected 0 or more")
     if not 2 <= args.num_domains <= 10:
         raise app.InputError(f"--num-domains {args.num_domains}: expected 2..10 (TDC picks among 10 even parts)")
-    if args.lr <= 0 or args.tdm_lambda < 0 or not 0 <= args.dropout < 1:
-        raise app.InputError(f"--lr {args.lr} / --lambda {args.tdm_lambda} / --dropout {args.dropout}: expected "
-                             "lr > 0, lambda >= 0, 0 <= dropout < 1")
+    if (args.lr <= 0 or (args.tdm_lambda != "auto" and args.tdm_lambda < 0) or not 0 <= args.dropout < 1
+            or not 0 <= args.head_dropout < 1):
+        raise app.InputError(f"--lr {args.lr} / --lambda {args.tdm_lambda} / --dropout {args.dropout} / --head-dropout "
+                             f"{args.head_dropout}: expected lr > 0, lambda >= 0 or auto, 0 <= dropouts < 1")
+    if args.tdc_max_rows < 0:
+        raise app.InputError(f"--tdc-max-rows {args.tdc_max_rows}: expected 0 (every row) or a positive number")
     if args.model in ("transformer", "adatransformer") and args.hidden_size % 4:
         raise app.InputError(f"--hidden-size {args.hidden_size}: the transformer's width must be a multiple of its "
                              "4 attention heads")
@@ -237,7 +277,7 @@ def prepare_data(args):
     scaled = scaler.transform(series.values)
     train_time = series.time[:split.train_end] if series.time is not None else None
     segmentation = tdc.segment(scaled[:split.train_end], args.num_domains, args.split, args.tdc_distance,
-                               time=train_time, seed=args.seed)
+                               time=train_time, seed=args.seed, max_samples=args.tdc_max_rows or None)
     segment_starts = [ts.window_starts(a, b, args.len_seq, args.horizon) for a, b in segmentation.segments]
     for k, ((a, b), starts) in enumerate(zip(segmentation.segments, segment_starts)):
         if len(starts) == 0:
@@ -273,9 +313,61 @@ def run(args):
         classify_and_report(args, folder, exports, *data)
 
 
-def fit_matching_model(args, folder, model, make_stream, steps: int, validation):
+def lambda_candidates(args) -> list[tuple[str, str, float]]:
+    """`(model, distance, lambda)` to train: one, or for --lambda auto the grid (lambda 0 is
+    the same family's model without matching: gru or transformer)."""
+    from kerastl.timeseries.forecasters import FIXED_DISTANCE
+
+    if args.tdm_lambda != "auto":
+        return [(args.model, args.distance, args.tdm_lambda)]
+    if args.model in ("gru", "transformer"):
+        return [(args.model, args.distance, 0.0)]
+    distances = [FIXED_DISTANCE.get(args.model, args.distance)]
+    if args.model in ("adarnn", "adatransformer"):
+        distances += [d for d in AUTO_DISTANCES if d not in distances]
+    plain = "transformer" if args.model == "adatransformer" else "gru"
+    return [(plain, distances[0], 0.0)] + [(args.model, d, lam) for d in distances for lam in AUTO_LAMBDAS]
+
+
+def fit_candidates(args, folder, build, make_stream, steps: int, validation):
+    """Trains `build(model, distance, lambda)` for every `lambda_candidates(args)` and keeps
+    the one with the lowest validation loss (its best epoch). A search trains each candidate
+    in <output>/candidates/<model>-<distance>-lambda<value>/ (lambda 0: <model>-lambda0/; own checkpoints, history,
+    TensorBoard). Returns the model, its early-stopping callback, its history and the search
+    record for metrics.json (None without a search)."""
+    import keras
+
+    candidates = lambda_candidates(args)
+    if len(candidates) == 1:
+        model = build(*candidates[0])
+        best = fit_matching_model(args, folder, model, make_stream, steps, validation, args.resume)
+        return model, best, folder.read_metrics().get("history", {}), None
+    rows, chosen = [], None
+    for name, distance, lam in candidates:
+        label = f"{name}-{distance}-lambda{lam:g}" if lam else f"{name}-lambda0"
+        path = os.path.join(folder.path, "candidates", label)
+        resume = args.resume and os.path.isdir(os.path.join(path, "checkpoints"))
+        sub = app.RunFolder(path, resume=resume, overwrite=True).create()
+        keras.utils.set_random_seed(args.seed)  # the same start for every candidate (lambda 0 = the plain model)
+        model = build(name, distance, lam)
+        best = fit_matching_model(args, sub, model, make_stream, steps, validation, resume)
+        row = {"model": name, "distance": distance if lam else None, "lambda": lam, "valid_loss": float(best.best),
+               "best_epoch": int(best.best_epoch) + 1 if best.best_weights is not None else None,
+               "folder": os.path.relpath(path, folder.path)}
+        rows.append(row)
+        if chosen is None or row["valid_loss"] < chosen[0]["valid_loss"]:
+            chosen = (row, model, best, sub.read_metrics().get("history", {}))
+        print(f"lambda search: {label}: validation loss {row['valid_loss']:.6g}")
+    row, model, best, history = chosen
+    search = {"grid": rows, "chosen": {key: row[key] for key in ("model", "distance", "lambda")},
+              "criterion": "lowest validation loss of the candidate's best epoch (forecasting: MSE on the [0, 1] "
+                           "training scale; classification: cross-entropy)"}
+    return model, best, history, search
+
+
+def fit_matching_model(args, folder, model, make_stream, steps: int, validation, resume: bool = False):
     """Trains a TDC + TDM model (or a baseline under the same loop) with `model.fit`: TDM phases,
-    history in metrics.json, TensorBoard, checkpoints (resumed on --resume), and the best
+    history in metrics.json, TensorBoard, checkpoints (continued when `resume`), and the best
     validation epoch's weights restored at the end. `make_stream(start_step)` gives the
     training batches. Returns the early-stopping callback (its best epoch)."""
     import keras
@@ -285,7 +377,7 @@ def fit_matching_model(args, folder, model, make_stream, steps: int, validation)
 
     model.compile(optimizer=keras.optimizers.Adam(args.lr, clipvalue=3.0))
     checkpoint = TrainingCheckpoint(folder.checkpoints, model)
-    step = checkpoint.restore() if args.resume else 0
+    step = checkpoint.restore() if resume else 0
     timer = _epoch_timer()
 
     def weights_log():
@@ -301,7 +393,8 @@ def fit_matching_model(args, folder, model, make_stream, steps: int, validation)
 
 
 def _training_facts(model, best, steps: int) -> dict:
-    return {"distance": model.distance_name, "importance_weights": model.tdm_weights.numpy().tolist(),
+    return {"distance": model.distance_name if model.matching != "none" else None, "tdm_lambda": float(model.tdm_lambda),
+            "matching_scale": model.matching_scale, "importance_weights": model.tdm_weights.numpy().tolist(),
             "gate_weights": model.gate_weights.numpy().tolist() if model.use_gate else None,
             "best_epoch": int(best.best_epoch) + 1 if best.best_weights is not None else None,
             "epochs_done": int(model.optimizer.iterations.numpy()) // steps, "steps_per_epoch": steps}
@@ -316,13 +409,17 @@ def train_and_report(args, folder, series, split, scaler, scaled, segmentation, 
 
     keras.utils.set_random_seed(args.seed)
     target = series.target_index
-    model = build_forecaster(args.model, args.len_seq, len(series.feature_names), args.num_domains, args.distance,
-                             args.tdm_lambda, args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
-                             residual_index=target if args.forecast == "change" else None)
+
+    def build(name, distance, tdm_lambda):
+        return build_forecaster(name, args.len_seq, len(series.feature_names), args.num_domains, distance, tdm_lambda,
+                                args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
+                                residual_index=target if args.forecast == "change" else None,
+                                head_dropout=args.head_dropout, matching_scale=args.matching_scale)
+
     steps = args.steps_per_epoch or ts.steps_per_epoch(segment_starts, args.batch_size)
     _, x_valid, y_valid = periods["valid"]
-    best = fit_matching_model(
-        args, folder, model, lambda step: ts.segment_batches(scaled, target, segment_starts, args.len_seq,
+    model, best, history, search = fit_candidates(
+        args, folder, build, lambda step: ts.segment_batches(scaled, target, segment_starts, args.len_seq,
                                                              args.batch_size, args.horizon, seed=args.seed,
                                                              start_step=step),
         steps, (x_valid, y_valid))
@@ -339,13 +436,13 @@ def train_and_report(args, folder, series, split, scaler, scaled, segmentation, 
     test = scores(y_test, forecast)
     valid = scores(y_valid, model.predict(x_valid, batch_size=256, verbose=0))
     persistence = scores(y_test, persistence_forecast(x_test, target))
-    history = folder.read_metrics().get("history", {})
     metrics = {"dataset": args.dataset, "series": series.name, "model": args.model, "preset": args.preset,
                "target": series.target, "features": series.feature_names, **test,
                "valid_rmse": valid["rmse"], "valid_rmse_scaled": valid["rmse_scaled"], "persistence": persistence,
                "rmse_change_vs_persistence_percent": 100.0 * (test["rmse"] / persistence["rmse"] - 1.0),
                "test_windows": int(len(y_test)), "segments": segmentation.to_dict(), "split": split.to_dict(),
-               **_training_facts(model, best, steps), "scaler": scaler.to_dict(), "history": history,
+               **_training_facts(model, best, steps), "lambda_search": search, "scaler": scaler.to_dict(),
+               "history": history,
                "metric_note": "rmse/mae: over every test window at once (not the reference's mean of per-batch "
                               "RMSEs); *_scaled: on the training period's min-max [0, 1] scale"}
     time = series.time
@@ -380,7 +477,8 @@ def prepare_windows(args):
     scaler = ChannelScaler(args.scaling).fit(windows.x[split.train])
     scaled = scaler.transform(windows.x)
     segmentation, parts, starts = tdc.segment_windows(scaled[split.train], split.relative_time[split.train],
-                                                      args.num_domains, args.split, args.tdc_distance, seed=args.seed)
+                                                      args.num_domains, args.split, args.tdc_distance, seed=args.seed,
+                                                      max_samples=args.tdc_max_rows or None)
     return windows, split, scaler, scaled, segmentation, [split.train[p] for p in parts], starts
 
 
@@ -402,17 +500,19 @@ def classify_and_report(args, folder, exports, windows, split, scaler, scaled, s
         predict = model.predict_proba
         facts = {"gbt_rounds": model.best_rounds, "history": {"valid_log_loss": model.valid_log_loss}}
     else:
-        model = build_forecaster(args.model, length, channels, args.num_domains, args.distance, args.tdm_lambda,
-                                 args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
-                                 num_classes=len(classes))
+        def build(name, distance, tdm_lambda):
+            return build_forecaster(name, length, channels, args.num_domains, distance, tdm_lambda, args.hidden_size,
+                                    args.num_layers, args.bottleneck or None, args.dropout, num_classes=len(classes),
+                                    head_dropout=args.head_dropout, matching_scale=args.matching_scale)
+
         steps = args.steps_per_epoch or ts.steps_per_epoch(segments, args.batch_size)
-        best = fit_matching_model(args, folder, model, lambda step: har.window_batches(
+        model, best, history, search = fit_candidates(args, folder, build, lambda step: har.window_batches(
             scaled, windows.y, segments, args.batch_size, seed=args.seed, start_step=step), steps, (x_valid, y_valid))
 
         def predict(x):
             return model.predict(x, batch_size=256, verbose=0)
 
-        facts = {**_training_facts(model, best, steps), "history": folder.read_metrics().get("history", {})}
+        facts = {**_training_facts(model, best, steps), "lambda_search": search, "history": history}
     test = classification_scores(windows.y[split.test], predict(scaled[split.test]), classes)
     valid = classification_scores(y_valid, predict(x_valid), classes)
     metrics = {"task": "classification", "dataset": args.dataset, "model": args.model, "preset": args.preset,

@@ -6,8 +6,9 @@ The leading dimensions are how AdaRNN evaluates all time steps and all segment p
 call instead of a Python loop.
 
 `DISTANCES` is the registry by name (the apps derive their choices from it): a stateless
-distance is a function; one with trainable parts (the adversarial discriminator) is a Keras
-layer class, made once per use with its own weights, and cannot characterise segments in TDC.
+distance is a function; one with trainable or random parts (the adversarial discriminator,
+MINE's statistics network, the reference's untrained discriminator) is a Keras layer class,
+made once per use with its own weights, and cannot characterise segments in TDC.
 Adding a distance is its function or layer plus one `Distance` entry.
 
 | name | measures | sees |
@@ -17,7 +18,10 @@ Adding a distance is its function or layer plus one `Distance` entry.
 | `coral` | ||C_s - C_t||_F^2 / (4 D^2) of the covariances | covariance shifts |
 | `cosine` | 1 - cos(mean_s, mean_t) | changes of the mean's direction |
 | `kl`, `js` | KL / Jensen-Shannon of the batch-averaged softmax over features | mean and spread shifts |
+| `pairwise` | Frobenius norm of the matrix of squared distances between every source and target sample | any difference, and the spread of each batch (not 0 for identical batches) |
 | `adversarial` | max(0, 2 log 2 - BCE) of a trained discriminator | what the discriminator learns |
+| `adversarial_untrained` | BCE of a fresh, untrained discriminator at every call, features through gradient reversal (the reference's `adv`) | nothing: its value stays near 2 log 2 whatever the batches, its gradient is noise |
+| `mine` | minus the MINE lower bound of the mutual information between source and target rows paired by position, with a statistics network trained with the model | dependence between paired rows |
 
 Example:
 >>> import numpy as np
@@ -201,10 +205,136 @@ class AdversarialDistance(keras.layers.Layer):
         return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
+def pairwise(source, target):
+    """sqrt(sum_ij ||s_i - t_j||^4): the Frobenius norm of the matrix of squared Euclidean
+    distances between every source and every target sample (the reference's `pairwise`).
+    Not 0 for identical batches: it also measures each batch's spread."""
+    source, target = _as_float(source, target)
+    squared = tf.reduce_sum(tf.square(source[..., :, None, :] - target[..., None, :, :]), axis=-1)
+    total = tf.reduce_sum(tf.square(squared), axis=[-2, -1])
+    # sqrt has no finite gradient at 0 (both batches one and the same point).
+    positive = total > 0.0
+    return tf.where(positive, tf.sqrt(tf.where(positive, total, 1.0)), 0.0)
+
+
+def _torch_linear_init(generator, shape, fan_in):
+    # PyTorch's nn.Linear default: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.random.uniform(shape, -bound, bound, seed=generator)
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class UntrainedAdversarialDistance(keras.layers.Layer):
+    """The reference's adversarial distance: at every call a new discriminator (Linear(D, 32),
+    ReLU, Linear(32, 1), sigmoid; PyTorch's default initialisation) that is never trained,
+    its binary cross-entropy (source 1, target 0, mean per domain, summed) as the distance,
+    and the features passed through gradient reversal.
+
+    Its value is close to 2 log 2 whatever the batches are (a random discriminator answers
+    near 1/2), so as a loss it is a constant plus gradient noise; kept to reproduce the
+    reference (`--distance adversarial_untrained`). `AdversarialDistance` is the trained one.
+    Every leading index (segment pair, time step) gets its own discriminator, as the
+    reference builds one per call. `weights=(w1, b1, w2, b2)` (leading dimensions included)
+    fixes the draws, for comparing with the reference step by step.
+
+    Example:
+    >>> layer = UntrainedAdversarialDistance(seed=0)
+    >>> value = float(layer(np.zeros((8, 4), "float32"), np.ones((8, 4), "float32")))
+    >>> 1.0 < value < 1.8
+    True
+    """
+
+    def __init__(self, hidden_units: int = 32, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = hidden_units
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def draw(self, leading_shape, dims):
+        """Fresh discriminator weights `(w1, b1, w2, b2)` for every leading index."""
+        leading = tuple(leading_shape)
+        units = self.hidden_units
+        return (_torch_linear_init(self.generator, leading + (dims, units), dims),
+                _torch_linear_init(self.generator, leading + (units,), dims),
+                _torch_linear_init(self.generator, leading + (units, 1), units),
+                _torch_linear_init(self.generator, leading + (1,), units))
+
+    def call(self, source, target, weights=None):
+        source, target = _as_float(source, target)
+        if weights is None:
+            weights = self.draw(source.shape[:-2], source.shape[-1])
+        w1, b1, w2, b2 = (tf.convert_to_tensor(w, tf.float32) for w in weights)
+
+        def logits(features):
+            reversed_features = 2.0 * tf.stop_gradient(features) - features  # value x, gradient -1
+            hidden = tf.nn.relu(tf.matmul(reversed_features, w1) + b1[..., None, :])
+            return (tf.matmul(hidden, w2) + b2[..., None, :])[..., 0]
+
+        return AdversarialDistance._bce(logits(source), logits(target))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable("kerastl")
+class MutualInformationDistance(keras.layers.Layer):
+    """MINE (Belghazi et al., 2018) as the reference's `mine` transfer loss: minus the
+    Donsker-Varadhan lower bound of the mutual information between source and target rows
+    paired by position,
+
+        -( mean_i T(s_i, t_i) - log mean_i exp T(s_i, t_pi(i)) ),
+
+    with pi a random permutation of the rows (samples of the product of the marginals) and
+    the statistics network T(x, y) = Dense_1(leaky_relu(Dense_x(x) + Dense_y(y), 0.01)),
+    `hidden_units` 60 as the reference. Source and target need the same number of rows.
+    Unlike the reference, which builds an untrained T at every call, T is created once per
+    AdaRNN layer and trained with the model: minimising this loss trains T to tighten the
+    bound and the features to raise it. The value can be negative.
+
+    Example:
+    >>> layer = MutualInformationDistance(hidden_units=8, seed=0)
+    >>> x = np.ones((16, 4), "float32")
+    >>> float(layer(x, np.random.default_rng(0).normal(size=(16, 4)).astype("float32"))) >= 0.0
+    True
+    """
+
+    def __init__(self, hidden_units: int = 60, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = hidden_units
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+        self.dense_x = keras.layers.Dense(hidden_units, name="dense_x")
+        self.dense_y = keras.layers.Dense(hidden_units, name="dense_y")
+        self.dense_out = keras.layers.Dense(1, name="dense_out")
+
+    def build(self, source_shape, target_shape=None):
+        self.dense_x.build(source_shape)
+        self.dense_y.build(target_shape or source_shape)
+        self.dense_out.build((*source_shape[:-1], self.hidden_units))
+        self.built = True
+
+    def statistics(self, x, y):
+        """T(x, y) per row: `[..., N]`."""
+        return self.dense_out(tf.nn.leaky_relu(self.dense_x(x) + self.dense_y(y), alpha=0.01))[..., 0]
+
+    def call(self, source, target):
+        source, target = _as_float(source, target)
+        rows = tf.shape(target)[-2]
+        permutation = tf.argsort(keras.random.uniform([rows], seed=self.generator))
+        joint = self.statistics(source, target)
+        marginal = self.statistics(source, tf.gather(target, permutation, axis=-2))
+        log_mean_exp = tf.reduce_logsumexp(marginal, axis=-1) - tf.math.log(tf.cast(rows, tf.float32))
+        return -(tf.reduce_mean(joint, axis=-1) - log_mean_exp)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units, "seed": self.seed}
+
+
 @dataclasses.dataclass(frozen=True)
 class Distance:
     """A registered distance: `build` is the function itself or, when `trainable`, the Keras
-    layer class whose instances hold the trainable parts (called `layer(source, target)`)."""
+    layer class whose instances hold the trainable (or random) parts (called
+    `layer(source, target)`)."""
 
     name: str
     build: Callable
@@ -219,8 +349,15 @@ DISTANCES: dict[str, Distance] = {distance.name: distance for distance in (
     Distance("cosine", cosine, "1 - cosine similarity of the batch means"),
     Distance("kl", kl, "KL divergence of the batch-averaged softmax over features"),
     Distance("js", js, "Jensen-Shannon divergence of the batch-averaged softmax over features"),
+    Distance("pairwise", pairwise, "Frobenius norm of all source-target squared distances (the reference's "
+             "pairwise; not 0 for identical batches)"),
     Distance("adversarial", AdversarialDistance, "how well a domain discriminator, trained with the model, "
              "tells the batches apart", trainable=True),
+    Distance("adversarial_untrained", UntrainedAdversarialDistance, "the reference's adv: cross-entropy of a new, "
+             "untrained discriminator at every call, through gradient reversal (about 2 log 2 whatever the "
+             "batches)", trainable=True),
+    Distance("mine", MutualInformationDistance, "minus the MINE bound of the mutual information of source and "
+             "target rows paired by position, statistics network trained with the model", trainable=True),
 )}
 
 

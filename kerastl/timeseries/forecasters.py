@@ -35,12 +35,14 @@ FIXED_DISTANCE = {"mmd_rnn": "mmd_rbf", "dann_rnn": "adversarial"}
 def build_forecaster(name: str, len_seq: int, num_features: int, num_domains: int = 2, distance: str = "adversarial",
                      tdm_lambda: float = 0.5, hidden_size: int = 64, num_layers: int = 2,
                      bottleneck_width: int | None = 64, dropout: float = 0.0, use_gate: bool = True,
-                     residual_index: int | None = None, num_classes: int | None = None):
+                     residual_index: int | None = None, num_classes: int | None = None,
+                     head_dropout: float | None = None, matching_scale: str = "none"):
     """The model called `name` (one of `MODELS`), built for windows `[batch, len_seq, num_features]`;
     a classifier into `num_classes` classes when that is given."""
     common = dict(len_seq=len_seq, num_features=num_features, num_domains=num_domains, tdm_lambda=tdm_lambda,
                   bottleneck_width=bottleneck_width, dropout=dropout, use_gate=use_gate,
-                  residual_index=residual_index, num_classes=num_classes)
+                  residual_index=residual_index, num_classes=num_classes, head_dropout=head_dropout,
+                  matching_scale=matching_scale)
     if name in ("adarnn", "gru", "mmd_rnn", "dann_rnn"):
         matching = {"adarnn": "tdm", "gru": "none"}.get(name, "final")
         model = AdaRNN(hidden_sizes=[hidden_size] * num_layers, matching=matching,

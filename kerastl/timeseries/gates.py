@@ -13,7 +13,8 @@ class TemporalGate(keras.layers.Layer):
     Used during AdaRNN's pre-training phase to weight the per-time-step distances. Called
     with `source`, `target` of shape `[..., batch, len_seq, hidden]` (any leading dimensions,
     e.g. segment pairs), it returns `[..., len_seq]`: a softmax over time for each leading
-    index. Initialisation as in the reference: kernel N(0, 0.05), bias 0.
+    index. Initialisation as in the reference: kernel N(0, 0.05), bias 0; its batch norm has
+    PyTorch's epsilon 1e-5.
 
     Example:
     >>> gate = TemporalGate(len_seq=24)
@@ -27,7 +28,8 @@ class TemporalGate(keras.layers.Layer):
         self.len_seq = len_seq
         self.dense = keras.layers.Dense(len_seq, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.05),
                                         bias_initializer="zeros", name="dense")
-        self.norm = keras.layers.BatchNormalization(momentum=0.9, name="norm")  # PyTorch momentum 0.1
+        # PyTorch's BatchNorm1d defaults, as the reference: momentum 0.1 (Keras 0.9), eps 1e-5.
+        self.norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="norm")
 
     def build(self, source_shape, target_shape=None):
         flat = source_shape[-2] * source_shape[-1] * 2

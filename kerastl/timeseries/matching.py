@@ -11,6 +11,12 @@ per-time-step Python loop). For every pair, as in the reference:
 and the step minimises the sum over pairs. `w` is the gate's softmax over time during
 pre-training and the boosted `tdm_weights` afterwards (see `TDMCallback`).
 
+`matching_scale="task"` keeps the matching term on the forecasting loss's scale: the summed
+distance L_tdm is multiplied by min(1, task / |L_tdm|) (both held constant for the gradient),
+so lambda * term never exceeds lambda * the task loss of the step (with "none", the
+reference's form, an adversarial term grew to 15-30 times the task loss and made forecasts
+worse).
+
 With `num_classes` the models classify windows: the head has one logit per class, the
 targets are class indices `[K, B]` and a segment's task loss is its mean cross-entropy
 instead of its MSE (the matching is unchanged).
@@ -32,15 +38,19 @@ from kerastl.timeseries.distances import get_distance, lookup
 from kerastl.timeseries.gates import TemporalGate
 
 MATCHINGS = ("tdm", "final", "none")
+MATCHING_SCALES = ("none", "task")
 
 
 @keras.saving.register_keras_serializable("kerastl")
 class ForecastHead(keras.layers.Layer):
     """The prediction from the last time step's hidden state.
 
-    With `bottleneck_width`: Dense(w) -> Dense(w) -> BatchNorm -> ReLU -> Dropout ->
-    Dense(units) (the reference's bottleneck head); otherwise Dense(units). Returns `[batch]`
-    for `units=1` (a forecast), else `[batch, units]` (e.g. one logit per class).
+    With `bottleneck_width`: the reference's bottleneck head, Dense(w) -> Dense(w) ->
+    BatchNorm -> ReLU -> Dropout -> Dense(units), with its initialisation (both bottleneck
+    Dense N(0, 0.005) kernels and bias 0.1; the output Dense Xavier-normal kernel and
+    PyTorch's default bias U(+-1/sqrt(w))) and PyTorch's batch norm (momentum 0.1, eps 1e-5);
+    the reference's dropout is 0.5. Otherwise Dense(units). Returns `[batch]` for `units=1`
+    (a forecast), else `[batch, units]` (e.g. one logit per class).
 
     Example:
     >>> tuple(ForecastHead(64)(np.zeros((8, 32), "float32")).shape)
@@ -56,13 +66,22 @@ class ForecastHead(keras.layers.Layer):
         self.units = int(units)
         self.blocks = []
         if bottleneck_width:
-            self.blocks = [keras.layers.Dense(bottleneck_width, name="bottleneck_1"),
-                           keras.layers.Dense(bottleneck_width, name="bottleneck_2"),
-                           # momentum 0.9 = PyTorch's BatchNorm momentum 0.1 (the reference's)
-                           keras.layers.BatchNormalization(momentum=0.9, name="bottleneck_norm"),
+            def bottleneck(name):
+                return keras.layers.Dense(bottleneck_width, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.005),
+                                          bias_initializer=keras.initializers.Constant(0.1), name=name)
+
+            bound = 1.0 / bottleneck_width ** 0.5
+            self.blocks = [bottleneck("bottleneck_1"), bottleneck("bottleneck_2"),
+                           # momentum 0.9 = PyTorch's BatchNorm momentum 0.1
+                           keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bottleneck_norm"),
                            keras.layers.ReLU(name="bottleneck_relu"),
                            keras.layers.Dropout(dropout, name="bottleneck_dropout")]
-        self.output_dense = keras.layers.Dense(self.units, name="output")
+            self.output_dense = keras.layers.Dense(
+                self.units, name="output",
+                kernel_initializer=keras.initializers.RandomNormal(0.0, (2.0 / (bottleneck_width + self.units)) ** 0.5),
+                bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+        else:
+            self.output_dense = keras.layers.Dense(self.units, name="output")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -100,13 +119,21 @@ class TemporalMatchingModel(keras.Model):
     class indices, training minimises each segment's cross-entropy (from the logits) plus
     the matching loss, and the logs report `cross_entropy` and `accuracy` instead of `mse`.
     (`kerastl.data.har.window_batches` streams such batches.)
+
+    `dropout` drops the encoder's inputs (GRU) or attention / feed-forward outputs
+    (Transformer) and, unless `head_dropout` is given, the bottleneck head's features;
+    `matching_scale` is "none" (lambda * L_tdm, the reference) or "task" (the term held on
+    the task loss's scale, see the module's docstring).
     """
 
     def __init__(self, len_seq: int, num_features: int, num_domains: int = 2, matching: str = "tdm",
                  distance: str = "adversarial", tdm_lambda: float = 0.5, use_gate: bool = True,
                  bottleneck_width: int | None = 64, dropout: float = 0.0, residual_index: int | None = None,
-                 num_classes: int | None = None, **kwargs):
+                 num_classes: int | None = None, head_dropout: float | None = None, matching_scale: str = "none",
+                 **kwargs):
         super().__init__(**kwargs)
+        if matching_scale not in MATCHING_SCALES:
+            raise ValueError(f"matching_scale {matching_scale!r}: expected one of {', '.join(MATCHING_SCALES)}")
         if num_classes is not None and (num_classes < 2 or residual_index is not None):
             raise ValueError(f"num_classes {num_classes}: expected at least 2 classes and no residual_index "
                              "(a classifier has no last value to forecast the change from)")
@@ -124,9 +151,12 @@ class TemporalMatchingModel(keras.Model):
         self.use_gate = bool(use_gate and matching == "tdm")
         self.bottleneck_width = bottleneck_width
         self.dropout_rate = dropout
+        self.head_dropout = head_dropout
+        self.matching_scale = matching_scale
         self.residual_index = residual_index
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.head = ForecastHead(bottleneck_width, dropout, units=self.num_classes or 1, name="head")
+        self.head = ForecastHead(bottleneck_width, dropout if head_dropout is None else head_dropout,
+                                 units=self.num_classes or 1, name="head")
         pairs = list(itertools.combinations(range(num_domains), 2))
         self._pair_i = tf.constant([i for i, _ in pairs], tf.int32)
         self._pair_j = tf.constant([j for _, j in pairs], tf.int32)
@@ -242,7 +272,12 @@ class TemporalMatchingModel(keras.Model):
                 gate_means.append(tf.reduce_mean(tf.stop_gradient(alpha), axis=0))
                 weights = tf.where(tf.convert_to_tensor(self.boosting) > 0.5, weights, alpha)
             transfer += tf.reduce_sum(weights * per_step)
-        loss = task + self.tdm_lambda * transfer
+        if self.matching_scale == "task":
+            # Never more than the task loss: min(1, task / |transfer|), held constant.
+            scale = tf.minimum(1.0, tf.stop_gradient(task) / (tf.abs(tf.stop_gradient(transfer)) + 1e-12))
+            loss = task + self.tdm_lambda * scale * transfer
+        else:
+            loss = task + self.tdm_lambda * transfer
         metric_terms = (outputs, flat_targets, tf.reduce_mean(per_segment))
         return loss, transfer, tf.stack(layer_distances), gate_means, metric_terms
 
@@ -284,4 +319,5 @@ class TemporalMatchingModel(keras.Model):
                 "num_domains": self.num_domains, "matching": self.matching, "distance": self.distance_name,
                 "tdm_lambda": self.tdm_lambda, "use_gate": self.use_gate,
                 "bottleneck_width": self.bottleneck_width, "dropout": self.dropout_rate,
-                "residual_index": self.residual_index, "num_classes": self.num_classes}
+                "residual_index": self.residual_index, "num_classes": self.num_classes,
+                "head_dropout": self.head_dropout, "matching_scale": self.matching_scale}

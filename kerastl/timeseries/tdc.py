@@ -56,16 +56,18 @@ class Segmentation:
                 "dates": self.dates}
 
 
-def _segment_sample(features: np.ndarray, start: int, end: int, max_samples: int) -> np.ndarray:
-    # The kernel distances cost O(n^2): long segments are thinned evenly (deterministically).
+def _segment_sample(features: np.ndarray, start: int, end: int, max_samples: int | None) -> np.ndarray:
+    # Every row by default; the kernel distances cost O(n^2), so long segments may be thinned
+    # evenly (deterministically) to `max_samples` rows.
     rows = np.arange(start, end)
-    if len(rows) > max_samples:
+    if max_samples and len(rows) > max_samples:
         rows = rows[np.linspace(0, len(rows) - 1, max_samples).round().astype(int)]
     return features[rows]
 
 
-def diversity(features: np.ndarray, boundaries, distance: str = "coral", max_samples: int = 2000) -> float:
-    """Sum over segment pairs (i < j) of distance(segment_i, segment_j)."""
+def diversity(features: np.ndarray, boundaries, distance: str = "coral", max_samples: int | None = None) -> float:
+    """Sum over segment pairs (i < j) of distance(segment_i, segment_j), on every row (or at
+    most `max_samples` evenly spaced rows per segment)."""
     from kerastl.timeseries.distances import get_distance
 
     function = get_distance(distance)
@@ -83,7 +85,7 @@ def _check(features, k, split_n, distance):
     from kerastl.timeseries.distances import lookup, stateless_names
 
     if lookup(distance).trainable:
-        raise InputError(f"--tdc-distance {distance} cannot characterise segments (it has trainable parts); TDC "
+        raise InputError(f"--tdc-distance {distance} cannot characterise segments (it has trainable or random parts); TDC "
                          f"takes {', '.join(stateless_names())}")
     if not 2 <= k <= split_n:
         raise InputError(f"--num-domains {k}: expected 2..{split_n} (TDC chooses among {split_n} even parts)")
@@ -115,7 +117,7 @@ def _dates(time, boundaries):
 
 
 def split(features, k: int, distance: str = "coral", split_n: int = 10, time=None,
-          max_samples: int = 2000) -> Segmentation:
+          max_samples: int | None = None) -> Segmentation:
     """The greedy TDC split of `features` `[N, F]` (the training period) into `k` segments.
 
     Args:
@@ -125,7 +127,9 @@ def split(features, k: int, distance: str = "coral", split_n: int = 10, time=Non
             the reference always uses).
         split_n: the candidate grid: boundaries at multiples of N / split_n.
         time: optional time stamps `[N]` to report each segment's dates.
-        max_samples: longer segments are thinned evenly to this many rows for the distance.
+        max_samples: None (default) computes the distances on every row; a number thins longer
+            segments evenly to that many rows (for kernel distances on long series: `mmd_rbf`
+            and `pairwise` cost O(rows^2) memory and time).
     """
     features = _check(features, k, split_n, distance)
     boundaries, score = _greedy(features, k, distance, split_n, max_samples, max)
@@ -133,7 +137,7 @@ def split(features, k: int, distance: str = "coral", split_n: int = 10, time=Non
 
 
 def reverse_split(features, k: int, distance: str = "coral", split_n: int = 10, time=None,
-                  max_samples: int = 2000) -> Segmentation:
+                  max_samples: int | None = None) -> Segmentation:
     """The greedy split that *minimises* the segments' diversity (the paper's counter-example)."""
     features = _check(features, k, split_n, distance)
     boundaries, score = _greedy(features, k, distance, split_n, max_samples, min)
@@ -141,7 +145,7 @@ def reverse_split(features, k: int, distance: str = "coral", split_n: int = 10, 
 
 
 def random_split(features, k: int, distance: str = "coral", split_n: int = 10, time=None, seed: int = 0,
-                 max_samples: int = 2000) -> Segmentation:
+                 max_samples: int | None = None) -> Segmentation:
     """K - 1 boundaries drawn at random (seeded) from the same candidate grid."""
     features = _check(features, k, split_n, distance)
     n = len(features)
@@ -153,19 +157,19 @@ def random_split(features, k: int, distance: str = "coral", split_n: int = 10, t
 
 
 def segment(features, k: int, method: str = "tdc", distance: str = "coral", split_n: int = 10, time=None,
-            seed: int = 0) -> Segmentation:
+            seed: int = 0, max_samples: int | None = None) -> Segmentation:
     """`split`, `random_split` or `reverse_split` by name (`method` in tdc, random, reverse)."""
     if method == "tdc":
-        return split(features, k, distance, split_n, time)
+        return split(features, k, distance, split_n, time, max_samples)
     if method == "reverse":
-        return reverse_split(features, k, distance, split_n, time)
+        return reverse_split(features, k, distance, split_n, time, max_samples)
     if method == "random":
-        return random_split(features, k, distance, split_n, time, seed)
+        return random_split(features, k, distance, split_n, time, seed, max_samples)
     raise InputError(f"--split {method!r}: expected one of {', '.join(SPLITS)}")
 
 
 def segment_windows(windows, relative_time, k: int, method: str = "tdc", distance: str = "coral",
-                    split_n: int = 10, seed: int = 0):
+                    split_n: int = 10, seed: int = 0, max_samples: int | None = None):
     """TDC over labelled windows from many recordings (the classification setting).
 
     The training period is the training windows ordered by their relative time in their own
@@ -186,7 +190,7 @@ def segment_windows(windows, relative_time, k: int, method: str = "tdc", distanc
     windows = np.asarray(windows, np.float32)
     order = np.argsort(np.asarray(relative_time), kind="stable")
     summary = np.concatenate([windows.mean(axis=1), windows.std(axis=1)], axis=1)[order]
-    segmentation = segment(summary, k, method, distance, split_n, seed=seed)
+    segmentation = segment(summary, k, method, distance, split_n, seed=seed, max_samples=max_samples)
     times = np.asarray(relative_time, np.float64)[order]
     starts = [float(times[b]) for b in segmentation.boundaries[:-1]] + [float(times[-1])]
     return segmentation, [order[a:b] for a, b in segmentation.segments], starts

@@ -108,12 +108,30 @@ def test_resume_after_interruption_continues_the_tdm_state_exactly(finished_run,
 
 def test_adarnn_beats_persistence_on_real_weather(tmp_path):
     args = ["--preset", "cpu", "--dataset", "pvlib", "--station", "greensboro", "--epochs", "8", "--pre-epoch", "4",
-            "--hidden-size", "32", "--output", str(tmp_path / "run"), "--no-export"]
+            "--hidden-size", "32", "--lambda", "0.1", "--output", str(tmp_path / "run"), "--no-export"]
     assert run_app(args) == 0
     metrics = read_metrics(tmp_path / "run")
     # Measured on this machine: AdaRNN 1.13 degC vs persistence 1.43 (30 epochs, cpu preset).
     assert metrics["rmse"] < 0.93 * metrics["persistence"]["rmse"], (metrics["rmse"], metrics["persistence"])
     assert metrics["mae"] < metrics["persistence"]["mae"]
+
+
+def test_lambda_auto_keeps_the_candidate_with_the_best_validation_loss_and_lambda_0_is_the_gru(tmp_path):
+    quick = ["--preset", "smoke", "--dataset", "pvlib", "--station", "greensboro", "--epochs", "2", "--pre-epoch", "1",
+             "--steps-per-epoch", "3", "--hidden-size", "8", "--no-export", "--seed", "3"]
+    assert run_app(quick + ["--lambda", "auto", "--output", str(tmp_path / "auto")]) == 0
+    metrics = read_metrics(tmp_path / "auto")
+    grid = metrics["lambda_search"]["grid"]
+    assert [(row["model"], row["distance"], row["lambda"]) for row in grid] == [
+        ("gru", None, 0.0), ("adarnn", "adversarial", 0.1), ("adarnn", "adversarial", 1.0), ("adarnn", "coral", 0.1),
+        ("adarnn", "coral", 1.0)]
+    best = min(grid, key=lambda row: row["valid_loss"])
+    assert metrics["lambda_search"]["chosen"] == {key: best[key] for key in ("model", "distance", "lambda")}
+    assert metrics["tdm_lambda"] == best["lambda"] and metrics["distance"] == best["distance"]
+    assert min(metrics["history"]["val_loss"]) == pytest.approx(best["valid_loss"], rel=1e-6)  # its history
+    # The lambda-0 candidate starts like --model gru and trains on the same batches: the same model.
+    assert run_app(quick + ["--model", "gru", "--output", str(tmp_path / "gru")]) == 0
+    assert min(read_metrics(tmp_path / "gru")["history"]["val_loss"]) == pytest.approx(grid[0]["valid_loss"], rel=1e-4)
 
 
 def test_help_explains_every_option(capsys):

@@ -13,10 +13,10 @@ OTHER = RNG.normal(size=(128, 6)).astype("float32")  # same distribution, other 
 MEAN_SHIFT = np.array([1.5, -1.5, 1.5, 0.0, 0.0, 0.0], "float32")
 SEES_MEAN = ("mmd_linear", "mmd_rbf", "cosine", "kl", "js")
 SEES_COVARIANCE = ("mmd_rbf", "coral", "kl", "js")
-STATELESS = ("mmd_linear", "mmd_rbf", "coral", "cosine", "kl", "js")
+STATELESS = ("mmd_linear", "mmd_rbf", "coral", "cosine", "kl", "js", "pairwise")
 
 
-@pytest.mark.parametrize("name", STATELESS)
+@pytest.mark.parametrize("name", [name for name in STATELESS if name != "pairwise"])  # pairwise sees the spread
 def test_zero_for_identical_batches(name):
     assert abs(float(distances.get_distance(name)(BASE, BASE))) < 1e-6
 
@@ -101,12 +101,14 @@ def test_adversarial_distance_is_zero_untrained_and_grows_as_its_discriminator_l
 
 
 def test_the_registry_names_every_distance_and_which_have_trainable_parts():
-    assert list(distances.DISTANCES) == [*STATELESS, "adversarial"]
+    assert list(distances.DISTANCES) == [*STATELESS, "adversarial", "adversarial_untrained", "mine"]
     assert distances.stateless_names() == list(STATELESS)
     assert all(entry.description for entry in distances.DISTANCES.values())
     layer = distances.get_distance("adversarial", hidden_units=4, name="discriminator_0")
     assert isinstance(layer, distances.AdversarialDistance) and layer.name == "discriminator_0"
     assert layer is not distances.get_distance("adversarial")                 # a new one, with its own weights
+    assert isinstance(distances.get_distance("mine"), distances.MutualInformationDistance)
+    assert isinstance(distances.get_distance("adversarial_untrained"), distances.UntrainedAdversarialDistance)
     with pytest.raises(ValueError, match="distance 'adversarial': has trainable parts; expected one of mmd_linear"):
         distances.DistributionDistance("adversarial")
 
@@ -134,3 +136,57 @@ def test_distance_loss_is_the_distance():
     assert float(loss(BASE, BASE * 2.0)) == pytest.approx(float(distances.coral(BASE, BASE * 2.0)), rel=1e-5)
     with pytest.raises(ValueError, match="expected one of"):
         distances.get_distance("wasserstein")
+
+
+def test_pairwise_is_the_frobenius_norm_of_the_squared_distance_matrix():
+    source = np.array([[0.0, 0.0], [2.0, 2.0]], "float32")
+    target = np.array([[1.0, 0.0], [3.0, 0.0]], "float32")
+    # Squared distances: s0-t0 1, s0-t1 9, s1-t0 1 + 4 = 5, s1-t1 1 + 4 = 5.
+    assert float(distances.pairwise(source, target)) == pytest.approx(np.sqrt(1 + 81 + 25 + 25), rel=1e-6)
+    # One point against itself: 0, with a finite (zero) gradient.
+    point = tf.Variable(np.ones((1, 2), "float32"))
+    with tf.GradientTape() as tape:
+        value = distances.pairwise(point, tf.ones((1, 2)))
+    assert float(value) == 0.0 and np.isfinite(tape.gradient(value, point).numpy()).all()
+
+
+def test_mine_is_minus_the_donsker_varadhan_bound_of_its_statistics_network():
+    layer = distances.MutualInformationDistance(hidden_units=2, seed=0)
+    layer.build((4, 2), (4, 2))
+    # T(x, y) = [1, -1] . leaky_relu(x @ I + y @ I): with every source row the same, the
+    # permutation of the target rows cannot change the marginal term.
+    layer.dense_x.set_weights([np.eye(2, dtype="float32"), np.zeros(2, "float32")])
+    layer.dense_y.set_weights([np.eye(2, dtype="float32"), np.zeros(2, "float32")])
+    layer.dense_out.set_weights([np.array([[1.0], [-1.0]], "float32"), np.zeros(1, "float32")])
+    source = np.zeros((4, 2), "float32")
+    target = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, -1.0]], "float32")
+    statistics = np.array([1.0, -1.0, 2.0, 0.01])  # leaky_relu(-1) = -0.01, times -1
+    expected = -(statistics.mean() - np.log(np.exp(statistics).mean()))
+    assert float(layer(source, target)) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0  # Jensen: the bound is <= 0 when the marginal term sees the same values
+
+
+def test_the_reference_adversarial_distance_is_a_fresh_discriminators_cross_entropy_through_gradient_reversal():
+    layer = distances.UntrainedAdversarialDistance(hidden_units=2, seed=0)
+    w1 = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    b1 = np.zeros(2, "float32")
+    w2 = np.array([[1.0], [-1.0]], "float32")
+    b2 = np.zeros(1, "float32")
+    source = tf.Variable(np.array([[2.0, 0.0], [0.0, 1.0]], "float32"))
+    target = np.array([[0.0, 0.0], [1.0, 3.0]], "float32")
+    with tf.GradientTape() as tape:
+        value = layer(source, target, weights=(w1, b1, w2, b2))
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    # logits: source 2, -1; target 0, 1 - 3 = -2.
+    expected = -np.mean(np.log(sigmoid(np.array([2.0, -1.0])))) - np.mean(np.log(1 - sigmoid(np.array([0.0, -2.0]))))
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    # Gradient reversal: the features get minus the cross-entropy's gradient. Source row 0's
+    # logit is 2 = x0: d BCE / d x0 = -(1 - sigmoid(2)) / 2, reversed: +.
+    gradient = tape.gradient(value, source).numpy()
+    assert gradient[0, 0] == pytest.approx((1 - sigmoid(2.0)) / 2, rel=1e-5)
+    # Untrained: about 2 log 2 for any batches, and new weights at every call.
+    rng = np.random.default_rng(0)
+    values = [float(layer(rng.normal(size=(32, 8)), rng.normal(size=(32, 8)) + shift)) for shift in (0.0, 3.0)]
+    assert all(abs(v - 2 * np.log(2)) < 0.5 for v in values), values
+    assert layer(np.zeros((3, 5, 8, 4)), np.ones((3, 5, 8, 4))).shape == (3, 5)
+

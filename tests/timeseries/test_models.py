@@ -93,3 +93,42 @@ def test_a_checkpoint_carries_the_importance_weights(tmp_path):
     tf.train.Checkpoint(model=other).restore(path).assert_existing_objects_matched()
     np.testing.assert_allclose(other.tdm_weights.numpy(), 0.5)
     np.testing.assert_allclose(other.distance_previous.numpy(), 3.0)
+
+
+def test_task_scale_keeps_the_matching_term_at_most_the_task_loss():
+    x, _ = pair_batch(2)
+    losses = {}
+    for scale in ("none", "task"):
+        keras.utils.set_random_seed(0)
+        # Hidden states of segments 0..2 with means 0..2 apart: a large linear MMD.
+        model = AdaRNN(len_seq=T, num_features=F, num_domains=K, hidden_sizes=[8], distance="mmd_linear",
+                       tdm_lambda=1.0, use_gate=False, bottleneck_width=None, matching_scale=scale)
+        model.build((None, T, F))
+        # Targets 0.1 off the forecasts: a small task loss (3 pairs x 2 segments x 0.01).
+        targets = model(x.reshape(K * B, T, F) * 10).numpy().reshape(K, B) + 0.1
+        loss, transfer, _, _, _ = model._forecast_and_matching_losses(tf.constant(x * 10), tf.constant(targets),
+                                                                     training=False)
+        task = float(loss) - float(transfer) if scale == "none" else None
+        losses[scale] = (float(loss), float(transfer), task)
+    loss_none, transfer, task = losses["none"]
+    assert task == pytest.approx(0.06, rel=1e-3) and transfer > 10 * task  # the case the scale is for
+    # task: the term is lambda x min(1, task / transfer) x transfer = the task loss itself.
+    assert losses["task"][0] == pytest.approx(2 * task, rel=1e-5)
+    assert loss_none == pytest.approx(task + transfer, rel=1e-5)
+
+
+def test_the_bottleneck_head_is_the_references():
+    keras.utils.set_random_seed(0)
+    model = AdaRNN(len_seq=T, num_features=F, num_domains=2, hidden_sizes=[64], bottleneck_width=64,
+                   head_dropout=0.5)
+    model.build((None, T, F))
+    first, second, norm, _, dropout = model.head.blocks
+    for dense in (first, second):
+        kernel, bias = dense.get_weights()
+        assert abs(kernel.std() - 0.005) < 0.0005 and np.all(bias == 0.1)
+    assert norm.epsilon == 1e-5 and norm.momentum == 0.9 and dropout.rate == 0.5
+    kernel, bias = model.head.output_dense.get_weights()
+    assert abs(kernel.std() - np.sqrt(2 / 65)) < 0.06 and np.abs(bias).max() <= 1 / 8
+    assert all(layer.dropout == 0.0 for layer in model.encoder_layers)  # no dropout on the GRU inputs
+    assert model.gates[0].norm.epsilon == 1e-5
+    assert AdaRNN.from_config(model.get_config()).head.blocks[-1].rate == 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerastl import InputError
-from kerastl.timeseries import tdc
+from kerastl.timeseries import distances, tdc
 
 
 def regimes(lengths, scales, seed=0):
@@ -63,3 +63,14 @@ def test_bad_requests():
         tdc.split(series, 2, distance="adversarial")
     with pytest.raises(InputError, match="--split 'best'"):
         tdc.segment(series, 2, "best")
+
+
+def test_tdc_uses_every_row_unless_asked_to_thin():
+    series = regimes([300, 400, 300], [0.5, 2.0, 0.9])
+    boundaries = [0, 300, 700, 1000]
+    every_row = sum(float(distances.coral(series[a:b], series[c:d]))
+                    for (a, b), (c, d) in [((0, 300), (300, 700)), ((0, 300), (700, 1000)), ((300, 700), (700, 1000))])
+    assert tdc.diversity(series, boundaries) == pytest.approx(every_row, rel=1e-5)
+    thinned = tdc.diversity(series, boundaries, max_samples=50)
+    assert thinned != pytest.approx(every_row, rel=1e-5)
+    assert tdc.split(series, k=3, max_samples=200).boundaries == boundaries
