@@ -14,11 +14,16 @@ class SemiSupervisedModel(keras.Model):
 
     Training batches are `((x_lb, y_lb), (index, x_weak, x_strong))` (the views the algorithm
     names, see `kerastl.data.pipeline.ssl_stream`), or `(x_lb, y_lb)` for the supervised
-    baseline. Each step minimises what `algorithm.compute_losses` returns; by default that
-    is ONE forward pass over the concatenation of the labeled batch and the unlabeled views
-    (batch norm sees every image of the step, as in TorchSSL) and
-    `CE(labeled) + weight(step) * algorithm.unsupervised_loss(...)`. The algorithm's own
-    trainable weights (e.g. ReMixMatch's rotation head) are trained with the network's.
+    baseline. Each step minimises what `algorithm.compute_losses` returns (by default
+    `CE(labeled) + weight(step) * algorithm.unsupervised_loss(...)`). Which forward passes
+    a step runs, and so which images batch norm normalises together and which pass moves
+    its statistics, is the algorithm's and follows TorchSSL: FixMatch, FlexMatch and UDA run
+    ONE pass over the concatenation of the labeled batch and the unlabeled views;
+    Pseudo-Label, Pi-Model, Mean Teacher's student and VAT run the labeled batch alone (the
+    only pass that moves the statistics) and each unlabeled view alone with the statistics
+    frozen; MixMatch and ReMixMatch run the mixed batch in interleaved chunks of the labeled
+    batch size, of which only the first moves them. The algorithm's own trainable weights
+    (e.g. ReMixMatch's rotation head) are trained with the network's.
 
     An exponential moving average of the weights (`ema_network`, decay 0.999; BN statistics
     copied) is what `evaluate`, `predict` and `model(x)` use, and what apps export. With

@@ -241,7 +241,8 @@ def test_build_algorithm_names_and_errors():
 def test_registry_entries_hold_the_class_defaults_and_views(name):
     spec = algorithm_spec(name)
     cls, _, tau, _ = EXPECTED[name]
-    assert spec.name == name and spec.cls is cls and spec.tau == tau and spec.uratio == 7
+    uratio = 1 if cls is PseudoLabel else 7   # TorchSSL's configs
+    assert spec.name == name and spec.cls is cls and spec.tau == tau and spec.uratio == uratio
     assert spec.views == cls.views and spec.summary
     assert type(spec.build(SSLSetting(50, 7, 200))) is cls
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from kerastl.checkpoint import TrainingCheckpoint
 from kerastl.ssl import (CosineSchedule, FixedThreshold, SemiSupervisedModel, SGDWithL2,
                          build_algorithm, torchssl_optimizer)
-from kerastl.ssl.algorithms import FixMatch, PseudoLabel, Supervised, flexmatch
+from kerastl.ssl.algorithms import FixMatch, PiModel, PseudoLabel, Supervised, flexmatch
 
 B, MU, D, C = 2, 3, 4, 2   # labeled batch, unlabeled ratio, input features, classes
 EAGER_CALLS = []           # (id(layer), batch size, training) of every eager call of a CallCounter
@@ -58,7 +58,6 @@ def log_softmax(z):
 # --------------------------------------------------------------------------- one forward per step
 
 @pytest.mark.parametrize("algorithm, views", [(FixMatch(FixedThreshold(0.0)), 2),
-                                              (PseudoLabel(FixedThreshold(0.0)), 1),
                                               (Supervised(), 0)])
 def test_one_forward_pass_over_the_concatenation(algorithm, views):
     network = tiny_net(counter=True)
@@ -71,6 +70,25 @@ def test_one_forward_pass_over_the_concatenation(algorithm, views):
     assert calls == [(B + views * MU * B, True)] * 3          # one call per step, everything in it
     assert all(layer == counter for layer, _, _ in EAGER_CALLS)  # the EMA copy is not run in training
     assert ("mask_ratio" in history.history) == (views > 0)
+
+
+@pytest.mark.parametrize("algorithm", [PseudoLabel(FixedThreshold(0.0)), PiModel()])
+def test_labeled_pass_alone_moves_batch_norm_and_each_view_runs_alone(algorithm):
+    """TorchSSL's Pseudo-Label and Pi-Model: the labeled batch, then each unlabeled view
+    with the BN moving statistics frozen."""
+    network = tiny_net(counter=True)
+    model = SemiSupervisedModel(network, algorithm)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)   # lr 0: only BN moves
+    counter = id(network.get_layer("counter"))
+    EAGER_CALLS.clear()
+    model.fit(stream(num_unlabeled=B), steps_per_epoch=1, epochs=1, verbose=0)
+    calls = [(size, training) for layer, size, training in EAGER_CALLS if layer == counter]
+    assert calls == [(B, True)] + [(B, True)] * len(algorithm.views)
+    labeled_only = tiny_net()
+    labeled_only(batch(num_unlabeled=B)[0][0], training=True)
+    bn, expected_bn = network.get_layer("bn"), labeled_only.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), expected_bn.moving_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), expected_bn.moving_variance.numpy(), rtol=1e-6)
 
 
 def test_loss_is_sup_plus_lambda_unsup_on_one_joint_forward():

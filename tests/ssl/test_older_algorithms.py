@@ -11,7 +11,7 @@ import tensorflow as tf
 from kerastl.ssl import SemiSupervisedModel, torchssl_optimizer
 from kerastl.ssl.algorithms import (VAT, MeanTeacher, MixMatch, ReMixMatch, StepNetworks,
                                     algorithm_spec, build_algorithm)
-from kerastl.ssl.algorithms.base import mixup, sharpen, softmax_mse, step_seed
+from kerastl.ssl.algorithms.base import chunked_forward, interleave_order, mixup, sharpen, softmax_mse, step_seed
 from kerastl.ssl.algorithms.remixmatch import rotate_randomly
 from kerastl.ssl.algorithms.vat import kl_divergence, l2_normalize
 
@@ -127,9 +127,14 @@ def test_meanteacher_consistency_uses_the_ema_teacher_without_gradient():
     nets = StepNetworks(student, teacher)
     with tf.GradientTape(persistent=True) as tape:
         losses = algorithm.compute_losses(nets, x_lb, y_lb, None, [view1, view2], tf.constant(20))
-    student_logits = student(tf.concat([x_lb, view2], 0), training=True).numpy()
+    # The labeled batch alone moves the student's BN statistics (TorchSSL's freeze_bn).
+    labeled_only = dense_net(seed=0)
+    labeled_only(x_lb, training=True)
+    for ours, expected_stat in zip(student.non_trainable_variables, labeled_only.non_trainable_variables):
+        np.testing.assert_allclose(ours.numpy(), expected_stat.numpy(), rtol=1e-6)
+    student_logits = student(view2, training=True).numpy()       # the student's view alone
     target = softmax(teacher(view1, training=True).numpy())
-    expected = np.mean((softmax(student_logits[2:]) - target) ** 2)
+    expected = np.mean((softmax(student_logits) - target) ** 2)
     assert float(losses["unsup_loss"]) == pytest.approx(expected, rel=1e-4)
     assert float(losses["loss"]) == pytest.approx(float(losses["sup_loss"]) + 50 * 20 / 40 * expected, rel=1e-4)
     assert all(g is None for g in tape.gradient(losses["loss"], teacher.trainable_variables))
@@ -210,7 +215,7 @@ def test_kl_divergence_by_hand():
 
 def test_mixmatch_guess_is_the_sharpened_mean_of_both_views():
     algorithm = MixMatch()
-    assert (algorithm.lambda_u, algorithm.temperature, algorithm.alpha) == (100.0, 0.5, 0.75)
+    assert (algorithm.lambda_u, algorithm.temperature, algorithm.alpha) == (100.0, 0.5, 0.5)  # TorchSSL's configs
     net = dense_net(bn=False)
     v1, v2 = tf.random.stateless_normal([3, 4], [1, 1]), tf.random.stateless_normal([3, 4], [1, 2])
     guess = algorithm.guess_labels(StepNetworks(net), [v1, v2]).numpy()
@@ -230,7 +235,8 @@ def test_mixmatch_losses_on_the_mixed_batch():
     losses = algorithm.compute_losses(nets, x_lb, y_lb, None, [v1, v2], step)
     guess = algorithm.guess_labels(nets, [v1, v2])
     targets = tf.concat([tf.one_hot(y_lb, 3), guess, guess], 0)
-    mixed_x, mixed_t, lam = mixup(tf.concat([x_lb, v1, v2], 0), targets, 0.75, step_seed(4 * 3 + 13, step))
+    assert algorithm.alpha == 0.5
+    mixed_x, mixed_t, lam = mixup(tf.concat([x_lb, v1, v2], 0), targets, 0.5, step_seed(4 * 3 + 13, step))
     logits, t = net(mixed_x).numpy(), mixed_t.numpy()
     sup = -(t[:2] * np.log(softmax(logits[:2]))).sum(-1).mean()
     unsup = np.mean((softmax(logits[2:]) - t[2:]) ** 2)
@@ -238,6 +244,61 @@ def test_mixmatch_losses_on_the_mixed_batch():
     assert float(losses["unsup_loss"]) == pytest.approx(unsup, rel=1e-4)
     assert float(losses["loss"]) == pytest.approx(sup + 100 * 10 / 40 * unsup, rel=1e-4)
     np.testing.assert_allclose(t.sum(-1), 1.0, rtol=1e-5)  # mixed targets stay distributions
+
+
+def test_interleave_order_by_hand():
+    # 3 chunks of 4 rows: groups of 1, 1, 2 rows; chunk 1 swaps its group 1 (row 5) with chunk
+    # 0's (row 1), chunk 2 its group 2 (rows 10, 11) with chunk 0's (rows 2, 3).
+    order = interleave_order(3, 4)
+    np.testing.assert_array_equal(order, [0, 5, 10, 11, 4, 1, 6, 7, 8, 9, 2, 3])
+    np.testing.assert_array_equal(order[order], np.arange(12))      # a swap: its own inverse
+    np.testing.assert_array_equal(interleave_order(1, 5), np.arange(5))
+
+
+@pytest.mark.parametrize("interleave", [True, False])
+def test_chunked_forward_first_chunk_alone_moves_batch_norm(interleave):
+    net, reference = dense_net(seed=2), dense_net(seed=2)
+    x = tf.random.stateless_normal([9, 4], [7, 1])
+    logits = chunked_forward(StepNetworks(net), x, 3, interleave).numpy()
+    order = interleave_order(3, 3) if interleave else np.arange(9)
+    chunks = [tf.gather(x, order[k * 3:(k + 1) * 3]) for k in range(3)]
+    # Each chunk normalised with its own batch statistics, logits back in the input order.
+    expected = np.concatenate([reference(chunk, training=True).numpy() for chunk in chunks])
+    np.testing.assert_allclose(logits[order], expected, rtol=1e-5, atol=1e-6)
+    only_first = dense_net(seed=2)
+    only_first(chunks[0], training=True)
+    for ours, first in zip(net.non_trainable_variables, only_first.non_trainable_variables):
+        np.testing.assert_allclose(ours.numpy(), first.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="whole chunks"):
+        chunked_forward(StepNetworks(net), x, 4)
+
+
+def test_replayed_draws_replace_mixup_and_rotation_draws():
+    net = dense_net(bn=False)
+    algorithm = MixMatch(rampup_steps=0)
+    x_lb, y_lb = tf.random.stateless_normal([2, 4], [3, 1]), tf.constant([0, 1])
+    v1, v2 = tf.random.stateless_normal([2, 4], [3, 2]), tf.random.stateless_normal([2, 4], [3, 3])
+    order = np.array([5, 4, 3, 2, 1, 0])
+    calls = []
+
+    def replay(name, step):
+        calls.append((name, step))
+        return {"mixup_lambda": 0.3, "mixup_order": order}[name]
+
+    algorithm.replay_draws = replay
+    losses = algorithm.compute_losses(StepNetworks(net), x_lb, y_lb, None, [v1, v2], tf.constant(7))
+    assert calls == [("mixup_lambda", 7), ("mixup_order", 7)]
+    guess = algorithm.guess_labels(StepNetworks(net), [v1, v2]).numpy()
+    x = np.concatenate([x_lb, v1, v2])
+    t = np.concatenate([np.eye(3)[[0, 1]], guess, guess])
+    mixed_x, mixed_t = 0.7 * x + 0.3 * x[order], 0.7 * t + 0.3 * t[order]   # lam = max(0.3, 0.7)
+    logits = net(mixed_x).numpy()
+    sup = -(mixed_t[:2] * np.log(softmax(logits[:2]))).sum(-1).mean()
+    assert float(losses["sup_loss"]) == pytest.approx(sup, rel=1e-5)
+    images = tf.reshape(tf.range(2 * 3 * 3, dtype=tf.float32), [2, 3, 3, 1])
+    rotated, turns = rotate_randomly(images, step_seed(0, tf.constant(0)), [3, 1])
+    np.testing.assert_array_equal(turns.numpy(), [3, 1])
+    np.testing.assert_array_equal(rotated[0].numpy(), np.rot90(images[0].numpy(), 3))
 
 
 # --------------------------------------------------------------------------------- ReMixMatch
@@ -261,6 +322,15 @@ def test_remixmatch_distribution_alignment_by_hand():
     skewed = ReMixMatch(num_classes=2, p_target=[0.8, 0.2])
     out = skewed.align(tf.constant([[0.5, 0.5]]), tf.constant(0)).numpy()
     np.testing.assert_allclose(out, [[0.8, 0.2]], rtol=1e-5)
+
+
+def test_remixmatch_alignment_epsilon():
+    algorithm = ReMixMatch(num_classes=2, alignment_epsilon=0.1)
+    aligned = algorithm.align(tf.constant([[0.5, 0.5], [0.5, 0.5]]), tf.constant(0)).numpy()
+    np.testing.assert_allclose(aligned, [[0.5, 0.5]] * 2, rtol=1e-6)
+    aligned = algorithm.align(tf.constant([[0.9, 0.1], [0.9, 0.1]]), tf.constant(0)).numpy()
+    row = np.array([0.9 * 0.6 / 1.0, 0.1 * 0.6 / 0.2])       # (p_target + eps) / (p_model + eps)
+    np.testing.assert_allclose(aligned[0], row / row.sum(), rtol=1e-5)
 
 
 def test_remixmatch_rotations():

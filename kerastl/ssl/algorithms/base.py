@@ -27,6 +27,7 @@ Algorithms that need more (a teacher network, extra passes, mixed inputs) overri
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerastl.ssl.thresholds import FixedThreshold
@@ -43,12 +44,24 @@ class SSLAlgorithm(keras.layers.Layer):
         lambda_u: weight of the unsupervised loss.
         needs_square_images: what in the algorithm needs square images (e.g. "its rotation
             task"), or None when images of any shape will do.
+        joint_forward: how the default `compute_losses` runs the step. True: ONE forward
+            pass over labeled + unlabeled views, so batch norm normalises with (and its
+            moving statistics follow) the whole step's batch (TorchSSL's FixMatch, FlexMatch,
+            UDA). False: the labeled batch alone updates batch norm, each unlabeled view
+            runs alone with the moving statistics frozen (TorchSSL's Pseudo-Label, Pi-Model).
+        replay_draws: None, or a callable `(name, step) -> array` that replaces the random
+            draws made inside a training step (`name`: "mixup_lambda", "mixup_order",
+            "vat_direction", "rotation"; `step`: the step index), to replay another
+            implementation's draws (benchmarks/parity/ssl.py feeds USB's). Called eagerly;
+            not saved with the algorithm.
     """
 
     views: tuple[str, ...] = ("weak", "strong")
     default_tau: float | None = 0.95
     default_uratio: int = 7  # unlabeled batch = uratio * labeled batch, TorchSSL's value for the algorithm
     needs_square_images: str | None = None
+    joint_forward: bool = True
+    replay_draws = None
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision
@@ -75,16 +88,20 @@ class SSLAlgorithm(keras.layers.Layer):
         """Losses of one training step: a dict with `loss` (what is minimised), `sup_loss`,
         `unsup_loss` and `mask` (float mask of unlabeled examples that counted, or None).
 
-        Default: one forward pass over `[x_lb, *views]`, cross-entropy on the labeled part,
-        `unsupervised_loss` on the unlabeled logits (a dict by view name), weighted by
-        `loss_weight(step)`.
+        Default: the forward passes `joint_forward` names, cross-entropy on the labeled
+        logits, `unsupervised_loss` on the unlabeled logits (a dict by view name), weighted
+        by `loss_weight(step)`.
         """
-        num_lb = tf.shape(x_lb)[0]
-        logits = nets(tf.concat([x_lb, *views], axis=0) if views else x_lb)
-        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), logits[:num_lb]))
         if not views:
+            sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
             return {"loss": sup_loss, "sup_loss": sup_loss, "unsup_loss": tf.constant(0.0), "mask": None}
-        parts = tf.split(logits[num_lb:], len(views), axis=0)
+        if self.joint_forward:
+            num_lb = tf.shape(x_lb)[0]
+            logits = nets(tf.concat([x_lb, *views], axis=0))
+            logits_lb, parts = logits[:num_lb], tf.split(logits[num_lb:], len(views), axis=0)
+        else:
+            logits_lb, parts = nets(x_lb), [nets.frozen_bn(view) for view in views]
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), logits_lb))
         unsup_loss, mask = self.unsupervised_loss(dict(zip(self.views, parts)), index, step)
         return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
                 "unsup_loss": unsup_loss, "mask": mask}
@@ -97,6 +114,13 @@ class SSLAlgorithm(keras.layers.Layer):
     def loss_weight(self, step: tf.Tensor) -> tf.Tensor:
         """Weight of the unsupervised loss at `step` (a ramp-up overrides this)."""
         return tf.constant(self.lambda_u, tf.float32)
+
+    def replayed(self, name: str, step: tf.Tensor):
+        """What `replay_draws` gives for the draw `name` at `step`, or None when it is not
+        set (the algorithm then draws itself)."""
+        if self.replay_draws is None:
+            return None
+        return tf.convert_to_tensor(self.replay_draws(name, int(step)))
 
     def get_config(self):
         config = {**super().get_config(), "lambda_u": self.lambda_u}
@@ -173,8 +197,9 @@ def masked_mean(per_example: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(per_example * mask)
 
 
-def linear_rampup(step: tf.Tensor, rampup_steps: int) -> tf.Tensor:
-    """min(1, step / rampup_steps); 1 when rampup_steps is 0."""
+def linear_rampup(step: tf.Tensor, rampup_steps: float) -> tf.Tensor:
+    """min(1, step / rampup_steps); 1 when rampup_steps is 0. `rampup_steps` may be
+    fractional (a share of a short run: TorchSSL's `it / (ratio * num_train_iter)`)."""
     if rampup_steps <= 0:
         return tf.constant(1.0)
     return tf.clip_by_value(tf.cast(step, tf.float32) / float(rampup_steps), 0.0, 1.0)
@@ -192,20 +217,25 @@ def step_seed(salt: int, step: tf.Tensor) -> tf.Tensor:
     return tf.stack([tf.constant(salt, tf.int64), tf.cast(step, tf.int64)])
 
 
-def mixup(x: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor):
+def mixup(x: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor, draws=None):
     """MixUp as MixMatch uses it: `lam ~ Beta(alpha, alpha)`, `lam = max(lam, 1 - lam)` (so
     each mixed example stays closer to its own input), partners by a random permutation.
+    `draws`: None, or `(lam, order)` to use instead of drawing them from `seed` (`lam` before
+    `max(lam, 1 - lam)`).
 
     Returns `(mixed_x, mixed_targets, lam)`.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    if alpha > 0:
-        gammas = tf.random.stateless_gamma([2], seeds[0], alpha=alpha)
-        lam = gammas[0] / (gammas[0] + gammas[1])
+    if draws is not None:
+        lam, order = tf.cast(draws[0], x.dtype), tf.cast(draws[1], tf.int32)
     else:
-        lam = tf.constant(1.0)
+        seeds = tf.random.experimental.stateless_split(seed, 3)
+        if alpha > 0:
+            gammas = tf.random.stateless_gamma([2], seeds[0], alpha=alpha)
+            lam = gammas[0] / (gammas[0] + gammas[1])
+        else:
+            lam = tf.constant(1.0)
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(x)[0]), seeds[1])
     lam = tf.maximum(lam, 1.0 - lam)
-    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(x)[0]), seeds[1])
     mixed_x = lam * x + (1.0 - lam) * tf.gather(x, order)
     mixed_targets = lam * targets + (1.0 - lam) * tf.gather(targets, order)
     return mixed_x, mixed_targets, lam
@@ -215,3 +245,40 @@ def softmax_mse(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """Mean over examples AND classes of `(softmax(logits) - targets)^2` (PyTorch's
     `mse_loss(reduction='mean')`, MixMatch's L2 loss divided by the number of classes)."""
     return tf.reduce_mean(tf.square(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1) - targets))
+
+
+def interleave_order(chunks: int, chunk_size: int):
+    """Row order that makes each of `chunks` chunks of `chunk_size` rows hold a share of
+    every chunk (TorchSSL's MixMatch `interleave`: chunk i's i-th group of rows is swapped
+    with chunk 0's i-th group; groups of `chunk_size // chunks` rows, the last ones one
+    larger when it does not divide). A swap: the order is its own inverse."""
+    groups = [chunk_size // chunks] * chunks
+    for g in range(chunk_size - sum(groups)):
+        groups[-g - 1] += 1
+    offsets = np.cumsum([0] + groups)
+    order = np.arange(chunks * chunk_size)
+    for i in range(1, chunks):
+        own = np.arange(offsets[i], offsets[i + 1])
+        order[own], order[i * chunk_size + own] = i * chunk_size + own, own
+    return order
+
+
+def chunked_forward(nets: StepNetworks, x: tf.Tensor, chunk_size: int, interleave: bool = True) -> tf.Tensor:
+    """Logits of `x` in chunks of `chunk_size` rows, as TorchSSL's MixMatch and ReMixMatch
+    run their mixed batch: the first chunk is a training pass (it alone moves the batch-norm
+    statistics), every other chunk runs alone with them frozen, each normalised with its
+    own batch statistics. With `interleave`, the chunks first exchange rows
+    (`interleave_order`), so the first one holds labeled and unlabeled rows; the logits come
+    back in the order of `x`. Needs a static batch size (Keras' `drop_remainder` batches)."""
+    total, size = x.shape[0], chunk_size
+    if total is None or size is None:
+        raise ValueError("chunked_forward needs batches of a static size (batch with drop_remainder=True)")
+    if total % size:
+        raise ValueError(f"chunked_forward: {total} rows are not whole chunks of {size}")
+    chunks = total // size
+    order = interleave_order(chunks, size) if interleave else None
+    if order is not None:
+        x = tf.gather(x, order)
+    parts = [nets(x[:size])] + [nets.frozen_bn(x[k * size:(k + 1) * size]) for k in range(1, chunks)]
+    logits = tf.concat(parts, axis=0)
+    return tf.gather(logits, order) if order is not None else logits

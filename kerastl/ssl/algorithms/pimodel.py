@@ -4,6 +4,8 @@ Two weak augmentations of each unlabeled image go through the network; the consi
 loss is the mean squared difference of their softmax outputs (the second view is the
 target, without gradient). TorchSSL's defaults: lambda_u 10, the weight ramped up linearly
 over the first 40 % of training, unlabeled batch = labeled batch (uratio 1), no threshold.
+As there, the labeled batch alone updates the batch-norm statistics; each weak view runs
+alone with them frozen.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ class PiModel(SSLAlgorithm):
     views = ("weak", "weak2")
     default_tau = None
     default_uratio = 1
+    joint_forward = False
 
-    def __init__(self, lambda_u: float = 10.0, rampup_steps: int = 0, **kwargs):
+    def __init__(self, lambda_u: float = 10.0, rampup_steps: float = 0, **kwargs):
         super().__init__(None, lambda_u, **kwargs)
-        self.rampup_steps = int(rampup_steps)
+        self.rampup_steps = float(rampup_steps)
 
     def unsupervised_loss(self, logits, index, step):
         target = tf.nn.softmax(tf.stop_gradient(logits["weak2"]), axis=-1)
@@ -43,7 +46,7 @@ class PiModel(SSLAlgorithm):
 
 
 def pimodel(total_steps: int, lambda_u: float = 10.0, rampup: float = 0.4) -> PiModel:
-    return PiModel(lambda_u, int(rampup * total_steps))
+    return PiModel(lambda_u, rampup * total_steps)
 
 
 register_algorithm("pimodel", PiModel, lambda s: pimodel(s.total_steps),

@@ -13,7 +13,11 @@
 
 TorchSSL's defaults: w_match 1.5, w_kl 0.5, w_rot 0.5, w_match and w_kl ramped up over the
 first 1/64 of training, T 0.5, alpha 0.75, uratio 1. As there, the guess, the pre-mixup and
-the rotation passes leave the batch-norm statistics unchanged. Rotations need square images.
+the rotation passes leave the batch-norm statistics unchanged, and the mixed batch runs in
+interleaved chunks of the labeled batch size of which only the first moves them
+(`chunked_forward`; `interleave=False` as USB 0.3.2). `alignment_epsilon` is added to
+p_target and p_model in the alignment (TorchSSL: 0; USB 0.3.2: 1e-6). Rotations need
+square images.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup, mixup, sharpen,
-                                         step_seed)
+from kerastl.ssl.algorithms.base import (SSLAlgorithm, chunked_forward, cross_entropy, linear_rampup, mixup,
+                                         sharpen, step_seed)
+from kerastl.ssl.algorithms.mixmatch import mixup_draws
 from kerastl.ssl.algorithms.registry import register_algorithm
 
 
@@ -40,8 +45,8 @@ class ReMixMatch(SSLAlgorithm):
     needs_square_images = "its rotation task"
 
     def __init__(self, num_classes: int, p_target=None, w_match: float = 1.5, w_kl: float = 0.5,
-                 w_rot: float = 0.5, temperature: float = 0.5, alpha: float = 0.75, rampup_steps: int = 0,
-                 seed: int = 0, **kwargs):
+                 w_rot: float = 0.5, temperature: float = 0.5, alpha: float = 0.75, rampup_steps: float = 0,
+                 seed: int = 0, interleave: bool = True, alignment_epsilon: float = 0.0, **kwargs):
         kwargs.pop("lambda_u", None)  # w_match is ReMixMatch's unsupervised weight
         super().__init__(None, w_match, **kwargs)
         self.num_classes = int(num_classes)
@@ -52,8 +57,10 @@ class ReMixMatch(SSLAlgorithm):
             raise ValueError(f"p_target: expected {self.num_classes} positive class shares, got {p_target}")
         self.w_kl, self.w_rot = float(w_kl), float(w_rot)
         self.temperature, self.alpha = float(temperature), float(alpha)
-        self.rampup_steps = int(rampup_steps)
+        self.rampup_steps = float(rampup_steps)
         self.seed = int(seed)
+        self.interleave = bool(interleave)
+        self.alignment_epsilon = float(alignment_epsilon)
         self.p_model = self.add_weight(shape=(self.num_classes,), initializer="zeros", trainable=False,
                                        name="p_model", aggregation="only_first_replica")
         self.rotation_head = keras.layers.Dense(4, name="rotation_head", dtype="float32")
@@ -75,7 +82,8 @@ class ReMixMatch(SSLAlgorithm):
             mean = context.all_reduce("MEAN", mean)
         p_model = tf.where(tf.equal(step, 0), mean, 0.999 * self.p_model + 0.001 * mean)
         self.p_model.assign(p_model)
-        aligned = probs * tf.constant(self.p_target) / p_model
+        epsilon = self.alignment_epsilon
+        aligned = probs * (tf.constant(self.p_target, probs.dtype) + epsilon) / (p_model + epsilon)
         return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
 
     def compute_losses(self, nets, x_lb, y_lb, index, views, step):
@@ -86,12 +94,12 @@ class ReMixMatch(SSLAlgorithm):
         seeds = tf.random.experimental.stateless_split(step_seed(self.seed * 3 + 17, step), 2)
         targets = tf.concat([tf.one_hot(tf.cast(y_lb, tf.int32), self.num_classes), guess, guess, guess], axis=0)
         mixed_x, mixed_targets, _ = mixup(tf.concat([x_lb, strong, strong2, weak], axis=0), targets,
-                                          self.alpha, seeds[0])
-        logits = nets(mixed_x)
+                                          self.alpha, seeds[0], mixup_draws(self, step))
+        logits = chunked_forward(nets, mixed_x, x_lb.shape[0], self.interleave)
         sup_loss = tf.reduce_mean(cross_entropy(mixed_targets[:num_lb], logits[:num_lb]))
         match_loss = tf.reduce_mean(cross_entropy(mixed_targets[num_lb:], logits[num_lb:]))
         premix_loss = tf.reduce_mean(cross_entropy(guess, nets.frozen_bn(strong)))
-        rotated, quarter_turns = rotate_randomly(strong, seeds[1])
+        rotated, quarter_turns = rotate_randomly(strong, seeds[1], self.replayed("rotation", step))
         features, _ = nets.features(rotated)
         rotation_loss = tf.reduce_mean(cross_entropy(quarter_turns, self.rotation_head(features)))
         ramp = linear_rampup(step, self.rampup_steps)
@@ -107,20 +115,23 @@ class ReMixMatch(SSLAlgorithm):
         config.pop("lambda_u")
         return {**config, "num_classes": self.num_classes, "p_target": self.p_target, "w_match": self.lambda_u,
                 "w_kl": self.w_kl, "w_rot": self.w_rot, "temperature": self.temperature, "alpha": self.alpha,
-                "rampup_steps": self.rampup_steps, "seed": self.seed}
+                "rampup_steps": self.rampup_steps, "seed": self.seed, "interleave": self.interleave,
+                "alignment_epsilon": self.alignment_epsilon}
 
 
-def rotate_randomly(images: tf.Tensor, seed: tf.Tensor):
-    """Each square image rotated by k * 90 degrees, k uniform in {0, 1, 2, 3}; returns
-    `(rotated, k)`."""
-    quarter_turns = tf.random.stateless_uniform([tf.shape(images)[0]], seed, 0, 4, dtype=tf.int32)
+def rotate_randomly(images: tf.Tensor, seed: tf.Tensor, quarter_turns=None):
+    """Each square image rotated counter-clockwise by k * 90 degrees, k uniform in
+    {0, 1, 2, 3} (or the given `quarter_turns`); returns `(rotated, k)`."""
+    if quarter_turns is None:
+        quarter_turns = tf.random.stateless_uniform([tf.shape(images)[0]], seed, 0, 4, dtype=tf.int32)
+    quarter_turns = tf.cast(quarter_turns, tf.int32)
     rotations = tf.stack([tf.image.rot90(images, k) for k in range(4)], axis=1)  # [batch, 4, H, W, C]
     return tf.gather(rotations, quarter_turns, axis=1, batch_dims=1), quarter_turns
 
 
 def remixmatch(num_classes: int, total_steps: int, p_target=None, warmup: float = 1 / 64,
                seed: int = 0) -> ReMixMatch:
-    return ReMixMatch(num_classes, p_target, rampup_steps=int(warmup * total_steps), seed=seed)
+    return ReMixMatch(num_classes, p_target, rampup_steps=warmup * total_steps, seed=seed)
 
 
 register_algorithm("remixmatch", ReMixMatch,

@@ -39,19 +39,21 @@ class VAT(SSLAlgorithm):
     default_uratio = 1
 
     def __init__(self, lambda_u: float = 0.3, eps: float = 6.0, xi: float = 1e-6, power_iterations: int = 1,
-                 entmin_weight: float = 0.06, input_scale: float = 1.0, rampup_steps: int = 0, seed: int = 0,
+                 entmin_weight: float = 0.06, input_scale: float = 1.0, rampup_steps: float = 0, seed: int = 0,
                  **kwargs):
         super().__init__(None, lambda_u, **kwargs)
         self.eps, self.xi, self.input_scale = float(eps), float(xi), float(input_scale)
         self.power_iterations = int(power_iterations)
         self.entmin_weight = float(entmin_weight)
-        self.rampup_steps = int(rampup_steps)
+        self.rampup_steps = float(rampup_steps)
         self.seed = int(seed)
 
-    def adversarial_perturbation(self, nets, x, logits, seed):
+    def adversarial_perturbation(self, nets, x, logits, seed, start=None):
         """r_adv for images `x` whose clean logits are `logits`: L2 norm `eps * input_scale`
-        per image, along the power-iteration estimate of the most KL-sensitive direction."""
-        d = l2_normalize(tf.random.stateless_normal(tf.shape(x), seed))
+        per image, along the power-iteration estimate of the most KL-sensitive direction
+        (power iteration from `start`, default a standard normal draw from `seed`)."""
+        start = tf.random.stateless_normal(tf.shape(x), seed) if start is None else tf.cast(start, x.dtype)
+        d = l2_normalize(start)
         for _ in range(self.power_iterations):
             probe = self.xi * d
             with tf.GradientTape() as tape:
@@ -71,7 +73,8 @@ class VAT(SSLAlgorithm):
         # unlabeled one), so their difference is the perturbation's effect alone.
         logits_ulb = nets.frozen_bn(x_ulb)
         clean = tf.stop_gradient(logits_ulb)
-        r_adv = self.adversarial_perturbation(nets, x_ulb, clean, step_seed(self.seed * 3 + 11, step))
+        seed = step_seed(self.seed * 3 + 11, step)
+        r_adv = self.adversarial_perturbation(nets, x_ulb, clean, seed, self.replayed("vat_direction", step))
         vat_loss = kl_divergence(clean, nets.frozen_bn(x_ulb + r_adv))
         entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
         loss = sup_loss + self.loss_weight(step) * vat_loss + self.entmin_weight * entropy
@@ -101,7 +104,7 @@ def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
 
 def vat(total_steps: int, input_scale: float = 1.0, lambda_u: float = 0.3, rampup: float = 0.4,
         seed: int = 0) -> VAT:
-    return VAT(lambda_u, input_scale=input_scale, rampup_steps=int(rampup * total_steps), seed=seed)
+    return VAT(lambda_u, input_scale=input_scale, rampup_steps=rampup * total_steps, seed=seed)
 
 
 register_algorithm("vat", VAT, lambda s: vat(s.total_steps, s.input_scale, seed=s.seed),
