@@ -23,7 +23,8 @@ Usage (parity tox environment):
 Writes benchmarks/results/parity_ssl.{json,md}.
 
 Run names: `<algorithm>/<network>[/<variants>]`, algorithm in fixmatch, flexmatch,
-flexmatch_nowarmup; variants (joined by "+") are diagnostics that each remove one known cause
+flexmatch_nowarmup, freematch, softmatch (these two also compare their moving averages:
+FreeMatch's tau_t, p_t and histogram, SoftMatch's mean, variance and class prior); variants (joined by "+") are diagnostics that each remove one known cause
 of difference: `lr-constant` (cosine horizon 2^20 steps, so the learning rate does not change
 over the run: the optimizer's lr convention no longer matters) and `float64` (both sides
 compute in float64, so float32 rounding in TensorFlow's and oneDNN's large reductions no
@@ -61,7 +62,19 @@ from parity import common  # noqa: E402
 USB_STUBS = ("torchvision", "torchaudio", "transformers", "timm", "skimage", "wandb", "aim", "accimage")
 # run algorithm -> (kerastl / USB algorithm name, CPL warm-up)
 ALGORITHMS = {"fixmatch": ("fixmatch", None), "flexmatch": ("flexmatch", True),
-              "flexmatch_nowarmup": ("flexmatch", False)}
+              "flexmatch_nowarmup": ("flexmatch", False), "freematch": ("freematch", None),
+              "softmatch": ("softmatch", None)}
+# USB's arguments of an algorithm, set to kerastl's defaults (USB's classic-CV configs).
+USB_ARGUMENTS = {"freematch": dict(ema_p=0.999, ent_loss_ratio=0.001, use_quantile=False, clip_thresh=False),
+                 "softmatch": dict(ema_p=0.999, n_sigma=2, dist_align=True, dist_uniform=True, per_class=False)}
+# An algorithm's moving averages: kerastl variable -> (USB hook, attribute), compared after every step.
+ALGORITHM_STATE = {
+    "freematch": {"global_threshold": ("MaskingHook", "time_p"), "class_confidence": ("MaskingHook", "p_model"),
+                  "label_histogram": ("MaskingHook", "label_hist")},
+    "softmatch": {"confidence_mean": ("MaskingHook", "prob_max_mu_t"),
+                  "confidence_variance": ("MaskingHook", "prob_max_var_t"),
+                  "class_prior": ("DistAlignHook", "p_model")}}
+SOFT_MASKS = ("softmatch",)  # sample weights, compared as floats
 NETWORKS = ("small_cnn", "wrn_28_2")
 # Diagnostic variants, combinable with "+" (see the module doc).
 VARIANTS = ("lr-constant", "float64")
@@ -318,6 +331,7 @@ class KerastlSide:
         from kerastl.ssl import SemiSupervisedModel, build_algorithm, torchssl_optimizer
 
         name, warmup = ALGORITHMS[setting.algorithm]
+        self.setting = setting
         self.algorithm = build_algorithm(name, setting.num_unlabeled, NUM_CLASSES, setting.horizon,
                                          warmup=bool(warmup))
         self.model = SemiSupervisedModel(network, self.algorithm, ema_decay=setting.ema_decay, ema_warmup=False)
@@ -353,6 +367,8 @@ class KerastlSide:
                "unsup_loss": float(self.record["unsup_loss"]), "total_loss": float(self.record["loss"]),
                "mask": self.record["mask"].numpy(), "pseudo_label": np.argmax(probs, axis=-1),
                "max_prob": probs.max(axis=-1)}
+        out["state"] = {name: getattr(self.algorithm, name).numpy().copy()
+                        for name in ALGORITHM_STATE.get(ALGORITHMS[self.setting.algorithm][0], ())}
         if hasattr(self.threshold, "selected_label"):
             out["classwise_acc"] = self.threshold.classwise_acc.numpy().copy()  # what this step's mask used
             out["selected_label"] = self.threshold.selected_label.numpy().copy()
@@ -379,7 +395,7 @@ class UsbSide:
             num_labels=setting.num_labeled, data_dir="", include_lb_to_ulb=False, ulb_dest_len=setting.num_unlabeled,
             optim="SGD", lr=setting.lr, momentum=setting.momentum, weight_decay=setting.weight_decay, layer_decay=1.0,
             use_pretrain=False, pretrain_path="", use_wandb=False, use_aim=False,
-            T=0.5, p_cutoff=setting.tau, hard_label=True, thresh_warmup=bool(warmup))
+            T=0.5, p_cutoff=setting.tau, hard_label=True, thresh_warmup=bool(warmup), **USB_ARGUMENTS.get(name, {}))
         logger = logging.getLogger("usb-parity")
         logger.setLevel(logging.WARNING)
         self.names = names
@@ -445,6 +461,8 @@ class UsbSide:
                "unsup_loss": logs["train/unsup_loss"], "total_loss": logs["train/total_loss"],
                "mask": self.record["mask"].numpy(), "pseudo_label": self.record["pseudo_label"].numpy(),
                "max_prob": probs.max(axis=-1)}
+        out["state"] = {ours: getattr(self.alg.hooks_dict[hook], attribute).detach().numpy().copy()
+                        for ours, (hook, attribute) in ALGORITHM_STATE.get(self.alg.args.algorithm, {}).items()}
         if flex:
             out["classwise_acc"] = classwise
             out["selected_label"] = self.hook.selected_label.numpy().copy()
@@ -483,13 +501,18 @@ def _run(setting, data):
         for quantity in ("lr", "logits", "sup_loss", "unsup_loss", "total_loss"):
             comparison.close(k, quantity, ours[quantity], ref[quantity])
         comparison.exact(k, "pseudo_label", ours["pseudo_label"], ref["pseudo_label"])
-        mask_row = comparison.exact(k, "mask", ours["mask"], ref["mask"])
+        if setting.algorithm in SOFT_MASKS:
+            mask_row = comparison.close(k, "mask", ours["mask"], ref["mask"])
+        else:
+            mask_row = comparison.exact(k, "mask", ours["mask"], ref["mask"])
         if not mask_row["ok"]:
             flipped = np.flatnonzero(ours["mask"] != ref["mask"])
             extras["mask_flips"].append({"step": k, "entries": flipped.tolist(),
                                          "max_prob_kerastl": ours["max_prob"][flipped].tolist(),
                                          "max_prob_usb": ref["max_prob"][flipped].tolist()})
         extras["mask_ratio"].append(float(np.mean(ref["mask"])))
+        for quantity, value in ref["state"].items():
+            comparison.close(k, quantity, ours["state"][quantity], value)
         if "classwise_acc" in ref:
             comparison.exact(k, "classwise_acc", ours["classwise_acc"], ref["classwise_acc"])
             comparison.exact(k, "selected_label", ours["selected_label"], ref["selected_label"])
