@@ -10,10 +10,12 @@ A run under --runs is reused (or an interrupted one resumed) only when its prove
 shows the same command and today's code for the paths this script depends on (--no-reuse:
 never), so the script can be stopped and started again. Cells are mean +- sample std over
 seeds; "Flex-X beats X" is stated only when it is better on every seed or by a paired t-test
-at p < 0.05. A full grid (12 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU
-cores; use --algorithms / --labels / --seeds for a part (the tables then hold only that part).
-Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch run with TorchSSL's uratio 1, the others
-with 7 (the app's per-algorithm default).
+at p < 0.05; FreeMatch and SoftMatch are compared with FlexMatch the same way. The
+algorithms are the registry's (`kerastl.ssl.algorithms.algorithm_names()`: 14 today), the
+supervised baseline first. A full grid (14 algorithms x 2 label counts x 3 seeds) takes hours
+on 2 CPU cores; use --algorithms / --labels / --seeds for a part (the tables then hold only
+that part). Each algorithm runs with the app's default uratio for it (the registry's: 1 for
+Pseudo-Label, Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch, 7 for the others).
 
 Usage:
   python benchmarks/flexmatch_accuracy.py
@@ -27,16 +29,24 @@ import argparse
 import json
 import os
 
+import sys
+
 import provenance
 import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)  # this tree's kerastl, as the app runs it
+
+from kerastl.ssl.algorithms import algorithm_names  # noqa: E402
+
 DEPENDS_ON = ("apps.flexmatch",)  # run in a subprocess: invisible to provenance's import scan
 DEPENDENCIES = provenance.dependency_paths(__file__)
-# TorchSSL's table order, then the Flex-* variants beside their fixed-threshold versions.
-ALGORITHMS = ("supervised", "pimodel", "meanteacher", "vat", "mixmatch", "remixmatch", "pseudolabel",
-              "flex_pseudolabel", "uda", "flex_uda", "fixmatch", "flexmatch")
+# Every registered algorithm, the supervised baseline first.
+ALGORITHMS = tuple(sorted(algorithm_names(), key=lambda name: name != "supervised"))
+# Compared by final error, without an expected verdict: the successors against FlexMatch.
+SUCCESSORS = (("flexmatch", "freematch"), ("flexmatch", "softmatch"))
 
 
 def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True):
@@ -110,6 +120,12 @@ def main():
                     plain, [rows[(plain, labels, s)]["test_error_final"] for s in seeds], higher_is_better=False)
                 comparisons[f"{flex} vs {plain} at {labels} labels"] = comparison
                 checks[f"{flex} beats {plain} at {labels} labels"] = comparison["verdict"] == "beats"
+        for base, successor in SUCCESSORS:
+            seeds = [s for s in args.seeds if (base, labels, s) in rows and (successor, labels, s) in rows]
+            if seeds:
+                comparisons[f"{successor} vs {base} at {labels} labels"] = stats.compare(
+                    successor, [rows[(successor, labels, s)]["test_error_final"] for s in seeds],
+                    base, [rows[(base, labels, s)]["test_error_final"] for s in seeds], higher_is_better=False)
     speedups = []
     for labels in args.labels:
         for seed in args.seeds:
