@@ -53,7 +53,7 @@ def test_metrics_plots_and_export_layout(finished_run):
     root, metrics = finished_run
     assert metrics["iterations"] == 40 and metrics["num_labels"] == 40 and metrics["num_unlabeled"] == 4000
     accuracies = metrics["history"]["val_accuracy"]
-    assert len(accuracies) == 2
+    assert len(accuracies) == 2 and metrics["evaluations"] == 2 and metrics["history"]["iteration"] == [20, 40]
     assert metrics["test_error_final"] == pytest.approx(100 * (1 - accuracies[-1]), abs=1e-3)
     assert metrics["test_error_best"] == pytest.approx(100 * (1 - max(accuracies)), abs=1e-3)
     assert metrics["test_error_median_last20"] == pytest.approx(100 * (1 - np.median(accuracies)), abs=1e-3)
@@ -65,15 +65,17 @@ def test_metrics_plots_and_export_layout(finished_run):
 
 
 def test_export_serves_the_ema_weights(finished_run):
-    from kerastl.data import load_image_dataset
+    from kerastl.data import ImageSource, load_image_dataset
     from kerastl.nets import build_network
 
     root, metrics = finished_run
     data = load_image_dataset("mnist5k")
     images = data.x_test.astype("float32") / 255.0
     served = tf.saved_model.load(metrics["export"]).signatures["serving_default"](images=tf.constant(images))
-    ema = build_network("small_cnn", (28, 28, 1), 10, 0.9, 16)
-    online = build_network("small_cnn", (28, 28, 1), 10, 0.9, 16)
+    # the network normalises its [0, 1] inputs with the training images' mean and std
+    source = ImageSource.load("mnist5k", 40)
+    ema, online = (flexmatch.with_input_normalization(build_network("small_cnn", (28, 28, 1), 10, 0.9, 16),
+                                                      source.mean, source.std) for _ in range(2))
     tf.train.Checkpoint(model=tf.train.Checkpoint(ema_network=ema, network=online)).read(
         tf.train.latest_checkpoint(str(root / "run" / "checkpoints"))).expect_partial()
     # The checkpoint's EMA network, not the online one, is what was exported.
@@ -111,8 +113,8 @@ def test_resume_after_interruption_reproduces_cpl_state_and_weights(finished_run
         np.testing.assert_allclose(ema_resumed[key], ema_full[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
 
-@pytest.mark.parametrize("flag", ["--mixed-precision", "--jit-compile"])
-def test_mixed_precision_and_xla_runs(flag, tmp_path):
+@pytest.mark.parametrize("flags", [["--mixed-precision"], ["--mixed-precision", "bf16"], ["--jit-compile"]])
+def test_mixed_precision_and_xla_runs(flags, tmp_path):
     import keras
 
     # float16 is emulated on CPUs (slow): a small two-class set keeps this to seconds.
@@ -122,7 +124,7 @@ def test_mixed_precision_and_xla_runs(flag, tmp_path):
     data = write_npz(tmp_path / "bright.npz", x=x, y=y)
     args = ["--preset", "smoke", "--dataset", f"npz:{data}", "--num-labels", "8", "--iterations", "6",
             "--eval-every", "3", "--batch-size", "4", "--uratio", "2", "--width", "8"]
-    assert run_app(args + [flag, "--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "x")]) == 0
+    assert run_app(args + flags + ["--output", str(tmp_path / "run"), "--export-dir", str(tmp_path / "x")]) == 0
     metrics = read_metrics(tmp_path / "run")
     assert np.isfinite(metrics["history"]["loss"]).all() and metrics["iterations"] == 6
     assert keras.mixed_precision.global_policy().name == "float32"  # the app restores the policy
@@ -244,8 +246,8 @@ BAD_INPUTS = {
         lambda d: ["--output", f"{d}/old_run", "--resume", "--dataset",
                    "npz:" + write_npz(f"{d}/ok.npz", **good_arrays())],
         r"--resume: the checkpoint in .*old_run/checkpoints is from --dataset mnist5k"),
-    "iterations not a multiple": (lambda d: ["--iterations", "50", "--eval-every", "20"],
-                                  r"--iterations 50: expected a multiple of --eval-every 20"),
+    "late evaluations not positive": (lambda d: ["--late-eval-every", "0"],
+                                      r"--late-eval-every 0: expected a positive integer"),
     "tau without a threshold": (lambda d: ["--algorithm", "mixmatch", "--tau", "0.9"],
                                 r"--tau: --algorithm mixmatch has no confidence threshold"),
     "remixmatch on non-square images": (
@@ -344,3 +346,82 @@ def test_command_line_entry_point(tmp_path):
     for option in ("--algorithm", "--num-labels", "--iterations", "--mixed-precision", "--jit-compile",
                    "--strategy", "test_error_median_last20"):
         assert option in help_text
+
+
+def test_the_paper_preset_evaluates_when_torchssl_does():
+    args = flexmatch.build_parser().parse_args(["--preset", "paper"])
+    assert (args.iterations, args.eval_every, args.late_eval_every) == (2**20, 5000, 1000)
+    points = flexmatch.evaluation_points(args.iterations, args.eval_every, args.late_eval_every)
+    # every 5,000 iterations up to 80 % of 2^20 (838,860.8), every 1,000 after, and at the end:
+    # 167 + 210 + 1, as many as TorchSSL's best is taken over
+    assert len(points) == 378 and points[:2] == [5000, 10000] and points[166:168] == [835000, 839000]
+    assert points[-2:] == [1048000, 1048576]
+    assert flexmatch.evaluation_intervals(points) == [(0, 5000, 167), (167, 4000, 1), (168, 1000, 209),
+                                                      (377, 576, 1)]
+    assert flexmatch.evaluation_points(1000, 100) == list(range(100, 1001, 100))  # the cpu preset
+    assert flexmatch.evaluation_points(50, 20) == [20, 40, 50]  # the last iteration is always evaluated
+
+
+def test_the_exported_model_normalises_its_unit_range_inputs_itself(tmp_path):
+    from kerastl.export import export_classifier
+    from kerastl.nets import build_network, small_cnn
+
+    keras.utils.set_random_seed(0)
+    network = small_cnn((6, 6, 3), 3, width=4)
+    mean, std = (0.2, 0.5, 0.7), (0.1, 0.2, 0.4)
+    model = flexmatch.with_input_normalization(network, mean, std)
+    assert [layer.name for layer in model.layers[:3]] == ["images", "normalize", network.layers[1].name]
+    assert model.count_params() == network.count_params() and len(model.weights) == len(network.weights)
+    assert model.get_layer("features") is not network.get_layer("features")  # copies, called once each
+    images = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 3)).astype("float32")
+    logits = model(images).numpy()
+    standardised = ((images - np.array(mean)) / np.array(std)).astype("float32")
+    np.testing.assert_allclose(logits, network(standardised).numpy(), rtol=1e-5, atol=1e-5)
+    assert flexmatch.input_normalization(model) == {"mean": pytest.approx(list(mean)), "std": pytest.approx(list(std))}
+    # the SavedModel takes the same [0, 1] images and gives what the model gave before export
+    path = export_classifier(model, str(tmp_path), "flexmatch", 1)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), rtol=1e-5, atol=1e-6)
+    # ResNet-50 normalises RGB inputs with ImageNet's constants already: left as it is
+    resnet = build_network("resnet50", (32, 32, 3), 10)
+    assert flexmatch.with_input_normalization(resnet, mean, std) is resnet
+
+
+def test_a_bf16_step_has_finite_float32_losses_close_to_the_float32_step():
+    from kerastl.nets import small_cnn
+    from kerastl.ssl import SemiSupervisedModel, build_algorithm, torchssl_optimizer
+
+    rng = np.random.default_rng(0)
+    x_lb = rng.uniform(0, 1, (8, 12, 12, 1)).astype("float32")
+    y_lb = np.arange(8) % 4
+    index = np.arange(16)
+    x_weak, x_strong = (rng.uniform(0, 1, (16, 12, 12, 1)).astype("float32") for _ in range(2))
+    keras.utils.set_random_seed(0)
+    weights = small_cnn((12, 12, 1), 4, width=8).get_weights()
+
+    def one_step(policy):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            network = flexmatch.with_input_normalization(small_cnn((12, 12, 1), 4, width=8), (0.5,), (0.25,))
+            network.set_weights(weights)
+            algorithm = build_algorithm("flexmatch", 16, 4, total_steps=10)
+            model = SemiSupervisedModel(network, algorithm, ema_warmup=True)
+            model.compile(optimizer=torchssl_optimizer(0.03, 10))
+            logs = model.train_step(((x_lb, y_lb), (index, x_weak, x_strong)))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        return model, {name: value.numpy() for name, value in logs.items()}
+
+    model32, logs32 = one_step("float32")
+    model16, logs16 = one_step("mixed_bfloat16")
+    assert model16.network.get_layer("conv0_0").compute_dtype == "bfloat16"  # the convolutions ran in bf16
+    # variables, the EMA copy, CPL's state and the losses stay float32
+    assert {v.dtype for v in [*model16.network.weights, *model16.ema_network.weights]} == {"float32"}
+    assert model16.algorithm.threshold.classwise_acc.dtype == "float32"
+    for name in ("loss", "sup_loss", "unsup_loss", "mask_ratio"):
+        assert logs16[name].dtype == np.float32 and np.isfinite(logs16[name]), name
+        np.testing.assert_allclose(logs16[name], logs32[name], rtol=2e-2, err_msg=name)
+    np.testing.assert_array_equal(model16.algorithm.threshold.selected_label.numpy(),
+                                  model32.algorithm.threshold.selected_label.numpy())
+    for a, b in zip(model16.ema_network.get_weights(), model32.ema_network.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-3)
