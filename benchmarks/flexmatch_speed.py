@@ -7,6 +7,9 @@
 3. WRN-28-2 training throughput at batch 64 + 448 + 448 (32x32x3), with and without XLA.
 4. Peak memory (max RSS) of a cpu-preset apps.flexmatch run, small CNN width 16 (the preset)
    and 32 (target: under 4 GB).
+5. Precision: images/s of the whole FlexMatch step (CPL and EMA included) in float32 and in
+   mixed_bfloat16 (`--mixed-precision bf16`), WRN-28-2 at 64 + 448 + 448 and the small CNN at
+   32 + 224 + 224, measured interleaved; the ratio bf16 / float32 per network.
 
 Results of an earlier invocation (parts not measured this time) are kept only when its
 provenance shows today's code (--no-reuse: never).
@@ -14,6 +17,7 @@ provenance shows today's code (--no-reuse: never).
 Usage:
   python benchmarks/flexmatch_speed.py                 # all four, results to benchmarks/results/
   python benchmarks/flexmatch_speed.py --only cpl pipeline --steps 30
+  python benchmarks/flexmatch_speed.py --only precision --out benchmarks/results/flexmatch_precision.json
 """
 
 from __future__ import annotations
@@ -66,12 +70,18 @@ def timed_steps(model, batches, steps):
     return float(np.median(times))
 
 
-def ssl_model(algorithm, num_unlabeled, net="small_cnn", shape=(28, 28, 1), jit=False, width=32):
+def ssl_model(algorithm, num_unlabeled, net="small_cnn", shape=(28, 28, 1), jit=False, width=32, policy="float32"):
+    """A compiled SemiSupervisedModel; `policy` is the Keras dtype policy its layers are built
+    under (the global policy is float32 again on return)."""
     keras.utils.set_random_seed(0)
-    model = SemiSupervisedModel(build_network(net, shape, 10, 0.9, width),
-                                build_algorithm(algorithm, num_unlabeled, 10, 1000), ema_warmup=True)
-    model.compile(optimizer=torchssl_optimizer(0.03, 1000), jit_compile=jit)
-    model.optimizer.build(model.network.trainable_variables)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = SemiSupervisedModel(build_network(net, shape, 10, 0.9, width),
+                                    build_algorithm(algorithm, num_unlabeled, 10, 1000), ema_warmup=True)
+        model.compile(optimizer=torchssl_optimizer(0.03, 1000), jit_compile=jit)
+        model.optimizer.build(model.network.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     return model
 
 
@@ -106,10 +116,7 @@ def bench_pipeline(steps):
 
 
 def bench_wrn(steps):
-    rng = np.random.default_rng(0)
-    images = lambda n: tf.constant(rng.uniform(0, 1, (n, 32, 32, 3)).astype("float32"))  # noqa: E731
-    batch = ((images(64), tf.constant(rng.integers(0, 10, 64))),
-             (tf.range(448, dtype=tf.int64), images(448), images(448)))
+    batch = wrn_batch(np.random.default_rng(0))
     out = {}
     for jit in (False, True):
         model = ssl_model("flexmatch", 1000, net="wrn_28_2", shape=(32, 32, 3), jit=jit)
@@ -118,6 +125,43 @@ def bench_wrn(steps):
     out["speedup_xla"] = out["no_xla"]["step_s"] / out["xla"]["step_s"]
     out["batch"] = "64 labeled + 448 weak + 448 strong, 32x32x3, WRN-28-2"
     return out
+
+
+def wrn_batch(rng):
+    images = lambda n: tf.constant(rng.uniform(0, 1, (n, 32, 32, 3)).astype("float32"))  # noqa: E731
+    return ((images(64), tf.constant(rng.integers(0, 10, 64))),
+            (tf.range(448, dtype=tf.int64), images(448), images(448)))
+
+
+def bench_precision(steps):
+    out = {}
+    digits, n = digits_stream(32, 7)
+    setups = {"small_cnn": (dict(num_unlabeled=n), list(digits.take(steps + 3)), 32 + 2 * 224,
+                            "32 labeled + 224 weak + 224 strong, 28x28x1, width 32"),
+              "wrn_28_2": (dict(net="wrn_28_2", shape=(32, 32, 3)), [wrn_batch(np.random.default_rng(0))] * (steps + 3),
+                           960, "64 labeled + 448 weak + 448 strong, 32x32x3")}
+    for name, (kwargs, batches, images, batch) in setups.items():
+        kwargs = {"num_unlabeled": 1000, **kwargs}
+        models = {policy: ssl_model("flexmatch", policy=policy, **kwargs) for policy in ("float32", "mixed_bfloat16")}
+        times = {policy: [] for policy in models}
+        for _ in range(3):  # interleaved, so that machine load hits both alike
+            for policy, model in models.items():
+                times[policy].append(timed_steps(model, batches, steps))
+        step_s = {policy: float(np.median(t)) for policy, t in times.items()}
+        out[name] = {"float32_images_per_s": images / step_s["float32"],
+                     "bf16_images_per_s": images / step_s["mixed_bfloat16"],
+                     "ratio_bf16_over_float32": step_s["float32"] / step_s["mixed_bfloat16"],
+                     "step_s": step_s, "batch": batch}
+    out["cpu_bf16_flags"] = sorted(flag for flag in cpu_flags() if "bf16" in flag or flag.startswith("amx"))
+    return out
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
 
 
 def bench_memory():
@@ -152,7 +196,7 @@ def peak_memory(width):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=("cpl", "pipeline", "wrn", "memory"),
+    parser.add_argument("--only", nargs="+", choices=("cpl", "pipeline", "wrn", "memory", "precision"),
                         default=["cpl", "pipeline", "wrn", "memory"])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "flexmatch_speed.json"))
@@ -160,7 +204,8 @@ def main():
     args = parser.parse_args()
     dependencies = provenance.dependency_paths(__file__)
     record = provenance.start(dependencies)
-    benches = {"cpl": bench_cpl, "pipeline": bench_pipeline, "wrn": bench_wrn, "memory": bench_memory}
+    benches = {"cpl": bench_cpl, "pipeline": bench_pipeline, "wrn": bench_wrn, "memory": bench_memory,
+               "precision": bench_precision}
     results = {}
     for name in args.only:
         results[name] = benches[name](args.steps) if name != "memory" else benches[name]()
