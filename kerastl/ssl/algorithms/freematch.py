@@ -55,13 +55,10 @@ class FreeMatch(SSLAlgorithm):
         self.lambda_f = float(lambda_f)
         self.ema_p = float(ema_p)
         self.clip_threshold = bool(clip_threshold)
-        self.global_threshold = self._state("global_threshold", ())
-        self.class_confidence = self._state("class_confidence", (self.num_classes,))
-        self.label_histogram = self._state("label_histogram", (self.num_classes,))
-
-    def _state(self, name, shape):
-        return self.add_weight(shape=shape, initializer=keras.initializers.Constant(1.0 / self.num_classes),
-                               trainable=False, name=name, aggregation="only_first_replica")
+        start = 1.0 / self.num_classes
+        self.global_threshold = state_variable(self, "global_threshold", (), start)
+        self.class_confidence = state_variable(self, "class_confidence", (self.num_classes,), start)
+        self.label_histogram = state_variable(self, "label_histogram", (self.num_classes,), start)
 
     def update(self, probs: tf.Tensor) -> None:
         """Moves tau_t, p_t and h_t with this step's weak probabilities (every replica's)."""
@@ -115,6 +112,12 @@ class FreeMatch(SSLAlgorithm):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "lambda_f": self.lambda_f,
                 "ema_p": self.ema_p, "clip_threshold": self.clip_threshold}
+
+
+def state_variable(layer: keras.layers.Layer, name: str, shape, value: float):
+    """A non-trainable variable of `layer` holding a moving average, starting at `value`."""
+    return layer.add_weight(shape=shape, initializer=keras.initializers.Constant(value), trainable=False,
+                            name=name, aggregation="only_first_replica")
 
 
 def all_replicas(values: tf.Tensor) -> tf.Tensor:

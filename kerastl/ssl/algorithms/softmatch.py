@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
-from kerastl.ssl.algorithms.freematch import all_replicas
+from kerastl.ssl.algorithms.freematch import all_replicas, state_variable
 from kerastl.ssl.algorithms.registry import register_algorithm
 
 
@@ -53,14 +53,10 @@ class SoftMatch(SSLAlgorithm):
         self.n_sigma = float(n_sigma)
         self.ema_p = float(ema_p)
         self.uniform_alignment = bool(uniform_alignment)
-        self.confidence_mean = self._state("confidence_mean", (), 1.0 / self.num_classes)
-        self.confidence_variance = self._state("confidence_variance", (), 1.0)
+        self.confidence_mean = state_variable(self, "confidence_mean", (), 1.0 / self.num_classes)
+        self.confidence_variance = state_variable(self, "confidence_variance", (), 1.0)
         # Zeros until the first step sets it to that step's mean prediction.
-        self.class_prior = self._state("class_prior", (self.num_classes,), 0.0)
-
-    def _state(self, name, shape, value):
-        return self.add_weight(shape=shape, initializer=keras.initializers.Constant(value), trainable=False,
-                               name=name, aggregation="only_first_replica")
+        self.class_prior = state_variable(self, "class_prior", (self.num_classes,), 0.0)
 
     def align(self, probs: tf.Tensor) -> tf.Tensor:
         """Uniform alignment: moves `class_prior` with this step's mean prediction, returns
