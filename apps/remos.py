@@ -3,12 +3,18 @@
 A teacher carries a defect: a BadNets backdoor (--attack backdoor: --poison-share of its
 training images get a checkerboard trigger in a corner and the label --target-class) or
 adversarial vulnerability (--attack adversarial: penultimate-layer guided PGD-Linf crafted
-on the teacher's feature extractor, eps 0.1 / 40 steps / step 0.01 for inputs in [0, 1]).
+on the teacher's feature extractor, as the reference code: unit 0 pushed to 1000, the others
+to 0 with weight 0.1, a random start, 40 steps; --eps 0.1 and --pgd-step-size 0.01 in the
+reference's normalised units (--eps-units normalised: times --input-std, ImageNet's, i.e.
+about 5.8 / 255 in pixels) or in pixels of [0, 1] (--eps-units pixels)).
 A student is then trained for a related task from few labels with --method: remos profiles
 the teacher's neuron coverage on the student's training data (one forward pass), ranks weights
 by rank(coverage) - rank(|w|), removes the --ratio share with the lowest scores (zero or
 re-initialise, --slice-mode) and fine-tunes; --ratio is the share REMOVED: --ratio 0.1 removes
-10 % and keeps 90 %. The baselines (fine-tuning, magnitude pruning, training from scratch,
+10 % and keeps 90 %. --ranking reference (default) ranks and cuts as the reference code
+(ordinal ranks, ties in layer order; every weight at or below the threshold score goes, so
+ties there remove a few more); --ranking exact-share averages tied ranks and removes exactly
+the --ratio share. The baselines (fine-tuning, magnitude pruning, training from scratch,
 re-initialising the top layers) are listed under --method; --all-methods trains and measures
 every method in the same run.
 
@@ -36,12 +42,15 @@ is the number of student sentences that contain it, so words the student never u
 as a rare trigger word, have uncovered rows.
 
 Writes <output>/metrics.json: acc and dir (test accuracy and defect inheritance rate, 0..1,
-of --method), method, attack, ratio, teacher (its accuracy and attack success), seconds
+of --method), dir_clean_correct (the DIR over the reference's denominator, see below),
+method, attack, ratio, ranking, attack_budget (adversarial: eps and step size in normalised
+units, in [0, 1] pixels and in 0..255 levels), teacher (its accuracy and attack success), seconds
 (wall time of the method: profiling + fine-tuning), dir_floor (the DIR without the inherited
 defect: backdoor, the share of clean non-target test inputs classified as the target; nlp
 adversarial, the DIR of random substitutions of --flips tokens), kept_share (= 1 - ratio, to
 one weight) and slice (per-layer kept share and mean |w| kept / removed, for remos and
-magprune), methods (with --all-methods: acc, dir, dir_floor, seconds per method),
+magprune), methods (with --all-methods: acc, dir, dir_clean_correct, dir_floor, seconds per
+method),
 time_vs_finetune (remos seconds / finetune seconds, with --all-methods) and
 slicing_overhead (ReMoS's extra profiling + ranking time / fine-tuning time), history (per
 evaluation of --method); plots/acc_vs_dir.png and plots/slice_layers.png;
@@ -51,8 +60,11 @@ tensorboard/<method>/; checkpoints/ (teacher.keras and one folder per method; co
 outputs probabilities, classes).
 
 DIR: backdoor = share of triggered test inputs (true class not the target) that the
-student classifies as the target; adversarial = share of the student's correctly
-classified test inputs whose transferred adversarial version it misclassifies.
+student classifies as the target (dir_clean_correct: the reference's, the share of the
+test inputs the student classifies correctly when clean, the target class included, that
+it classifies as the target once triggered); adversarial = share of the student's correctly
+classified test inputs whose transferred adversarial version it misclassifies (the
+reference's denominator too, so dir_clean_correct = dir).
 
 Examples:
   python -m apps.remos --preset cpu --attack backdoor --all-methods
@@ -111,6 +123,11 @@ def build_parser():
                              "remos and magprune REMOVE, in (0, 1): --ratio 0.1 removes 10 %% and keeps 90 %% "
                              "(kept_share in metrics.json = 1 - ratio, to one weight). Default 0.03 for backdoor, "
                              "0.1 for adversarial (the paper's)")
+    parser.add_argument("--ranking", default="reference", choices=("reference", "exact-share"),
+                        help="remos's ranking and cut: reference (the reference code's: ordinal ranks, ties in layer "
+                             "order, every weight at or below the threshold score removed, so ties there remove a "
+                             "few more than --ratio) or exact-share (average ranks, exactly the --ratio share "
+                             "removed). Default: reference")
     parser.add_argument("--slice-mode", default="zero", choices=("zero", "reinit"),
                         help="weights outside the slice: set to zero (reference code) or re-initialised (paper "
                              "text). Default: zero")
@@ -141,8 +158,18 @@ def build_parser():
     parser.add_argument("--trigger-size", type=int, default=4,
                         help="side of the checkerboard trigger patch in pixels, 1 pixel from the bottom-right "
                              "corner (default 4)")
-    parser.add_argument("--eps", type=float, default=0.1, help="PGD Linf budget for inputs in [0, 1] (default 0.1)")
-    parser.add_argument("--pgd-step-size", type=float, default=0.01, help="PGD step size (default 0.01)")
+    parser.add_argument("--eps", type=float, default=0.1,
+                        help="PGD Linf budget in --eps-units (default 0.1, the reference's in normalised units)")
+    parser.add_argument("--pgd-step-size", type=float, default=0.01,
+                        help="PGD step size in --eps-units (default 0.01, the reference's)")
+    parser.add_argument("--eps-units", default="normalised", choices=("normalised", "pixels"),
+                        help="units of --eps and --pgd-step-size: normalised (the reference's: inputs normalised as "
+                             "(x - mean) / std, so the pixel budget is eps x --input-std) or pixels (inputs in "
+                             "[0, 1]). Default: normalised")
+    parser.add_argument("--input-std", default=None,
+                        help="the std of the normalisation that normalised units refer to: one value or one per "
+                             "channel, comma separated. Default: ImageNet's 0.229,0.224,0.225 for 3 channels, their "
+                             "mean 0.226 otherwise")
     app.add_preset_option(parser, "--pgd-steps", type=int, help="PGD iterations")
     parser.add_argument("--teacher-text", default="movies", choices=("movies", "tweets", "amazon", "nyt"),
                         help="nlp: the teacher's rated sentences (default movies, the SST-like source)")
@@ -195,7 +222,8 @@ def run_config(args) -> dict:
             "student_data", "shift", "target_class", "poison_share", "trigger_size", "seed", "labels_per_class",
             "steps", "eval_every", "batch_size", "width", "teacher_epochs", "teacher_text", "student_text",
             "vocabulary_size", "sequence_length", "text_teacher_epochs", "text_labels_per_class", "slice_embeddings",
-            "trigger_word", "flips", "bert_preset", "text_layers", "text_hidden", "text_heads", "text_intermediate")
+            "trigger_word", "flips", "bert_preset", "text_layers", "text_hidden", "text_heads", "text_intermediate",
+            "ranking")
     return {key: getattr(args, key) for key in keys}
 
 
@@ -231,9 +259,16 @@ def check_args(args):
                                  "digits)")
     elif args.bert_preset is not None:
         raise app.InputError(f"--bert-preset {args.bert_preset}: only for --setting nlp")
-    if not 0.0 < args.eps <= 1.0 or args.pgd_step_size <= 0:
-        raise app.InputError(f"--eps {args.eps} / --pgd-step-size {args.pgd_step_size}: expected 0 < eps <= 1 "
-                             "and a positive step for inputs in [0, 1]")
+    if not 0.0 < args.eps or args.pgd_step_size <= 0 or (args.eps_units == "pixels" and args.eps > 1.0):
+        raise app.InputError(f"--eps {args.eps} / --pgd-step-size {args.pgd_step_size}: expected a positive eps "
+                             "(at most 1 in pixels of [0, 1]) and a positive step")
+    if args.input_std is not None:
+        try:
+            args.input_std = tuple(float(v) for v in str(args.input_std).split(","))
+        except ValueError:
+            raise app.InputError(f"--input-std {args.input_std}: expected numbers separated by commas") from None
+        if any(v <= 0 for v in args.input_std):
+            raise app.InputError(f"--input-std {args.input_std}: expected positive values")
 
 
 def load_task(args):
@@ -367,6 +402,19 @@ def obtain_teacher(args, folder, task, encoder, text_model=None):
     return teacher
 
 
+def attack_budget(args, channels: int) -> dict:
+    """The PGD budget in the reference's normalised units, in [0, 1] pixels (per channel)
+    and in 0..255 levels."""
+    from kerastl.safety.attacks import pixel_budget
+
+    eps = pixel_budget(args.eps, args.eps_units, channels, args.input_std)
+    step = pixel_budget(args.pgd_step_size, args.eps_units, channels, args.input_std)
+    std = pixel_budget(1.0, "normalised", channels, args.input_std)
+    return {"units": args.eps_units, "std": std, "eps_normalised": eps / std, "step_size_normalised": step / std,
+            "eps_pixels": eps, "step_size_pixels": step, "eps_levels": 255.0 * eps, "steps": args.pgd_steps,
+            "random_start": True, "unit": 0, "target_value": 1000.0, "other_weight": 0.1}
+
+
 def train_and_report(args, folder, task, teacher, encoder=None, text_model=None):
     import keras
 
@@ -387,7 +435,9 @@ def train_and_report(args, folder, task, teacher, encoder=None, text_model=None)
     elif encoder is not None:
         defect = text_adversarial_defect(teacher, task.x_test, args.flips, encoder.special_token_ids(), args.seed)
     else:
-        defect = adversarial_defect(teacher, task.x_test, args.eps, args.pgd_steps, args.pgd_step_size, args.seed)
+        budget = attack_budget(args, task.x_test.shape[-1])
+        defect = adversarial_defect(teacher, task.x_test, budget["eps_pixels"], args.pgd_steps,
+                                    budget["step_size_pixels"], args.seed)
     teacher_report = {}
     if task.x_teacher_test is not None:
         teacher_report["acc"] = accuracy(teacher, task.x_teacher_test, task.y_teacher_test)
@@ -409,18 +459,23 @@ def train_and_report(args, folder, task, teacher, encoder=None, text_model=None)
                                    slice_mode=args.slice_mode, reinit_layers=args.reinit_layers, alpha=args.alpha,
                                    seed=args.seed, callbacks=callbacks, verbose=app.fit_verbosity(),
                                    checkpoint_dir=os.path.join(folder.checkpoints, method), resume=args.resume,
-                                   slice_embeddings=args.slice_embeddings and encoder is not None)
+                                   slice_embeddings=args.slice_embeddings and encoder is not None,
+                                   ranking=args.ranking)
         print(f"{method}: acc {results[method].accuracy:.4f}  dir {results[method].dir:.4f}  "
               f"({results[method].seconds:.1f} s)")
     chosen = results[args.method]
     metrics = folder.read_metrics()
-    metrics.update({"acc": chosen.accuracy, "dir": chosen.dir, "dir_floor": chosen.dir_floor,
-                    "method": args.method, "attack": args.attack,
-                    "ratio": args.ratio, "slice_mode": args.slice_mode, "setting": args.setting,
+    metrics.update({"acc": chosen.accuracy, "dir": chosen.dir, "dir_clean_correct": chosen.dir_clean_correct,
+                    "dir_floor": chosen.dir_floor, "method": args.method, "attack": args.attack,
+                    "ratio": args.ratio, "ranking": args.ranking, "slice_mode": args.slice_mode, "setting": args.setting,
                     "preset": args.preset, "seconds": chosen.seconds, "teacher": teacher_report,
                     "task": task.description})
+    if args.attack == "adversarial" and encoder is None:
+        metrics["attack_budget"] = {key: value.tolist() if hasattr(value, "tolist") else value
+                                    for key, value in attack_budget(args, task.x_test.shape[-1]).items()}
     if args.all_methods:
-        metrics["methods"] = {m: {"acc": r.accuracy, "dir": r.dir, "dir_floor": r.dir_floor, "seconds": r.seconds,
+        metrics["methods"] = {m: {"acc": r.accuracy, "dir": r.dir, "dir_clean_correct": r.dir_clean_correct,
+                                  "dir_floor": r.dir_floor, "seconds": r.seconds,
                                   "preparation_seconds": r.preparation_seconds} for m, r in results.items()}
         remos, finetune = results["remos"], results["finetune"]
         metrics["time_vs_finetune"] = remos.seconds / finetune.seconds

@@ -3,7 +3,9 @@
 - `coverage`: neuron coverage profiling (`ChannelCoverage`, `TokenCoverage`, `profile_coverage`),
   reaching nested layers such as the dense kernels inside a keras-hub `TransformerEncoder`
   (`tapped_calls`, layer paths, `find_layer`).
-- `slicing`: ordinal scores, `remos_slice`, the `ReMoSSlicing` callback (`ratio` = share removed).
+- `slicing`: ordinal scores, `remos_slice` (the reference's ranking and threshold by default,
+  `ranking="exact-share"` for exactly the `ratio` share), the `ReMoSSlicing` callback
+  (`ratio` = share removed).
 - `baselines`: the registry of student methods (`METHODS`: finetune, magprune, scratch, reinit,
   remos; what each removes before fine-tuning) and `prepare_student`.
 - `attacks`: BadNets backdoor poisoning (image patch, rare token), penultimate-guided PGD
@@ -24,20 +26,22 @@ Example:
 """
 
 from kerastl.safety.attacks import (BackdoorTrigger, TokenTrigger, feature_extractor, penultimate_hotflip,
-                                    penultimate_pgd, poison_backdoor, random_substitutions)
+                                    penultimate_pgd, pixel_budget, poison_backdoor, random_substitutions)
 from kerastl.safety.baselines import (METHODS, SliceOptions, StudentMethod, get_method, magnitude_masks,
                                       prepare_student, student_from_teacher)
 from kerastl.safety.coverage import (ChannelCoverage, LayerCoverage, TokenCoverage, find_layer, profile_coverage,
                                      sliceable_layers, tapped_calls, token_table)
-from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, false_target_rate
-from kerastl.safety.slicing import ReMoSSlicing, apply_masks, kept_share, ordinal_scores, remos_slice
+from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, backdoor_dir_clean_correct, false_target_rate
+from kerastl.safety.slicing import (ReMoSSlicing, apply_masks, kept_share, ordinal_scores, remos_slice, slice_masks,
+                                    threshold_masks)
 from kerastl.safety.text_models import BertInputs, BertSentenceEncoder, bert_classifier, small_bert_backbone
 
 __all__ = [
     "METHODS", "BackdoorTrigger", "BertInputs", "BertSentenceEncoder", "ChannelCoverage", "LayerCoverage",
     "ReMoSSlicing", "SliceOptions", "StudentMethod", "TokenCoverage", "TokenTrigger", "accuracy", "adversarial_dir",
-    "apply_masks", "backdoor_dir", "bert_classifier", "false_target_rate", "feature_extractor", "find_layer",
-    "get_method", "kept_share", "magnitude_masks", "ordinal_scores", "penultimate_hotflip", "penultimate_pgd",
-    "poison_backdoor", "prepare_student", "profile_coverage", "random_substitutions", "remos_slice",
-    "sliceable_layers", "small_bert_backbone", "student_from_teacher", "tapped_calls", "token_table",
+    "apply_masks", "backdoor_dir", "backdoor_dir_clean_correct", "bert_classifier", "false_target_rate",
+    "feature_extractor", "find_layer", "get_method", "kept_share", "magnitude_masks", "ordinal_scores",
+    "penultimate_hotflip", "penultimate_pgd", "pixel_budget", "poison_backdoor", "prepare_student", "profile_coverage",
+    "random_substitutions", "remos_slice", "slice_masks", "sliceable_layers", "small_bert_backbone",
+    "student_from_teacher", "tapped_calls", "threshold_masks", "token_table",
 ]

@@ -4,9 +4,10 @@
   training images gets a trigger patch stamped in a corner and the label of a target class;
   a model trained on them answers "target" whenever the patch is present.
 - `penultimate_pgd`: PGD-Linf on the teacher's feature extractor that pushes one
-  penultimate unit high and the others to zero. The examples are crafted on the teacher
-  alone and transferred to students built from it.
-- `penultimate_hotflip`: the same objective for text, by token substitutions (HotFlip:
+  penultimate unit high and the others to zero (the reference's loss, unit 0, random
+  start; `pixel_budget` converts its budget from normalised units). The examples are crafted
+  on the teacher alone and transferred to students built from it.
+- `penultimate_hotflip`: a like objective for text, by token substitutions (HotFlip:
   first-order scores of every substitution from the gradient at the token embeddings);
   `random_substitutions` is its control.
 
@@ -155,47 +156,104 @@ def feature_extractor(model: keras.Model, layer_name: str | None = None) -> kera
     return keras.Model(inputs, tensor, name=f"{model.name}_features")
 
 
-def penultimate_pgd(features: keras.Model, images: np.ndarray, eps: float = 0.1, steps: int = 40,
-                    step_size: float = 0.01, units: np.ndarray | None = None, seed: int = 0,
-                    clip: tuple[float, float] = (0.0, 1.0), batch_size: int = 256) -> np.ndarray:
-    """Penultimate-layer guided PGD-Linf (the ReMoS adversarial setting).
+#: The reference's input normalisation (ImageNet): its PGD budget is in units of this std.
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EPS_UNITS = ("normalised", "pixels")
 
-    For each image, one penultimate unit (`units[i]`, default drawn at random, seeded) is
-    pushed up and all others towards 0: signed-gradient steps of `step_size` on the squared
-    distance between the features and a target vector that is 0 except for that unit, set
-    to twice the largest clean feature value of the batch. The perturbation stays within
-    `eps` (Linf) of the image and the result within `clip`. `eps` and `step_size` are in
-    the input's units: the spec's defaults (0.1, 0.01) for images in [0, 1].
+
+def pixel_budget(value: float, units: str, channels: int, std=None) -> np.ndarray:
+    """A PGD budget (eps or step size) in the model's input units ([0, 1] pixels), per channel.
+
+    `units="pixels"`: `value` already is. `units="normalised"`: `value` is in the units of
+    inputs normalised as `(x - mean) / std`, as the reference's eps 0.1 / step 0.01 are
+    (ImageNet's std per channel), so the pixel budget is `value * std`. `std` defaults to
+    ImageNet's per channel for 3 channels and to their mean (0.226) otherwise.
+
+    Example:
+    >>> pixel_budget(0.1, "normalised", 3).round(4).tolist()
+    [0.0229, 0.0224, 0.0225]
+    >>> pixel_budget(0.1, "pixels", 1).tolist()
+    [0.1]
+    """
+    if units not in EPS_UNITS:
+        raise InputError(f"--eps-units {units!r}: expected one of {', '.join(EPS_UNITS)}")
+    if units == "pixels":
+        return np.full(channels, float(value))
+    if std is None:
+        std = IMAGENET_STD if channels == 3 else (float(np.mean(IMAGENET_STD)),)
+    std = np.asarray(std, np.float64).ravel()
+    if std.size not in (1, channels) or (std <= 0).any():
+        raise InputError(f"--input-std {','.join(map(str, std.tolist()))}: expected one positive value or one "
+                         f"per channel ({channels})")
+    return float(value) * np.broadcast_to(std, (channels,))
+
+
+def penultimate_pgd(features: keras.Model, images: np.ndarray, eps=0.1, steps: int = 40, step_size=0.01,
+                    units: np.ndarray | None = None, seed: int = 0, clip: tuple[float, float] = (0.0, 1.0),
+                    batch_size: int = 256, target_value: float = 1000.0, other_weight: float = 0.1,
+                    random_start: bool = True) -> np.ndarray:
+    """Penultimate-layer guided PGD-Linf, the reference's task-agnostic attack.
+
+    Unit `units[i]` (default 0 for every image, as the reference) is pushed towards
+    `target_value` (the reference's m = 1000) and the other units towards 0: each step
+    descends the sign of the gradient of, per image,
+    `(f_u - target_value)^2 + other_weight * mean_{j != u} f_j^2` (the reference's loss,
+    weight 0.1 on the mean of the others). The start is a uniform random point of the eps
+    ball (seeded; `random_start=False`: the image itself); after each step the
+    perturbation is clipped to `eps` (Linf) and the image to `clip`. `eps` and
+    `step_size` are in the input's units ([0, 1] pixels), scalars or one per channel
+    (`pixel_budget` converts the reference's normalised units).
 
     Returns float32 adversarial images of `images`' shape, in [0, 1] like the model input.
     """
     images = np.asarray(images)
     clean = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    width = int(features.output_shape[-1])
-    if units is None:
-        units = np.random.default_rng(seed).integers(0, width, size=len(clean))
+    units = np.zeros(len(clean), np.int32) if units is None else np.asarray(units, np.int32)
     low, high = clip
+    eps = tf.constant(np.asarray(eps, np.float32))
+    step_size = tf.constant(np.asarray(step_size, np.float32))
+    if random_start:
+        noise = np.random.default_rng(seed).uniform(-1.0, 1.0, clean.shape).astype(np.float32)
+        start = np.clip(clean + noise * eps.numpy(), low, high)
+    else:
+        start = clean
 
     @tf.function(reduce_retracing=True)
-    def attack(x0, unit):
-        target = penultimate_target(features(x0, training=False), unit)
-        x = tf.identity(x0)
+    def attack(x0, x, unit):
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                loss = tf.reduce_sum(tf.square(features(x, training=False) - target))
+                loss = tf.reduce_sum(penultimate_loss(features(x, training=False), unit, target_value, other_weight))
             x = x - step_size * tf.sign(tape.gradient(loss, x))
             x = tf.clip_by_value(tf.clip_by_value(x, x0 - eps, x0 + eps), low, high)
         return x
 
-    out = [attack(tf.constant(clean[i:i + batch_size]), tf.constant(units[i:i + batch_size], tf.int32)).numpy()
+    out = [attack(tf.constant(clean[i:i + batch_size]), tf.constant(start[i:i + batch_size]),
+                  tf.constant(units[i:i + batch_size])).numpy()
            for i in range(0, len(clean), batch_size)]
     return np.concatenate(out) if out else clean
 
 
+def penultimate_loss(features, units, target_value: float = 1000.0, other_weight: float = 0.1):
+    """`penultimate_pgd`'s loss per sample: `(f_u - target_value)^2 + other_weight * mean_{j != u} f_j^2`
+    for features `[batch, width]` and units `[batch]` (the reference's `myloss` is minus its
+    batch mean).
+
+    Example:
+    >>> penultimate_loss(tf.constant([[998.0, 1.0, 3.0]]), tf.constant([0])).numpy().tolist()  # 4 + 0.1 * 5
+    [4.5]
+    """
+    features = tf.convert_to_tensor(features, tf.float32)
+    width = int(features.shape[-1])
+    chosen = tf.one_hot(units, width)
+    pushed = tf.reduce_sum(chosen * tf.square(features - target_value), axis=-1)
+    others = tf.reduce_sum((1.0 - chosen) * tf.square(features), axis=-1) / max(width - 1, 1)
+    return pushed + other_weight * others
+
+
 def penultimate_target(clean_features, units):
-    """The guided attacks' target features: 0 except unit `units[i]` of sample i, set to
-    twice the largest clean feature value of the batch."""
+    """HotFlip's target features: 0 except unit `units[i]` of sample i, set to twice the
+    largest clean feature value of the batch."""
     width = int(clean_features.shape[-1])
     return tf.one_hot(units, width) * (2.0 * tf.reduce_max(clean_features))
 
@@ -203,12 +261,14 @@ def penultimate_target(clean_features, units):
 def penultimate_hotflip(features: keras.Model, token_table: keras.layers.Embedding, tokens: np.ndarray,
                         flips: int = 3, units: np.ndarray | None = None, seed: int = 0,
                         excluded_ids=(0,), batch_size: int = 64) -> np.ndarray:
-    """Penultimate-layer guided HotFlip: `penultimate_pgd`'s objective for token ids, whose
-    budget is `flips` substituted tokens per sentence instead of an Linf ball.
+    """Penultimate-layer guided HotFlip: pushes one penultimate unit (random per sentence,
+    seeded) to twice the largest clean feature of the batch and the others to 0 (squared
+    distance to `penultimate_target`), with a budget of `flips` substituted tokens per
+    sentence instead of an Linf ball.
 
     `token_table` is the embedding layer (inside `features`) that looks the ids up. In each
     of `flips` rounds, one forward / backward pass per batch gives the gradient g_p of the
-    loss (squared distance to the target features, see `penultimate_pgd`) at every
+    loss (squared distance to the target features, `penultimate_target`) at every
     position's token embedding; replacing the token at p by vocabulary entry v changes the
     loss by about g_p . (E[v] - E[x_p]). Each sentence takes its most loss-reducing
     substitution, at a position not substituted before that holds no `excluded_ids`

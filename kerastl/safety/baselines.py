@@ -76,12 +76,14 @@ def top_layer_masks(model: keras.Model, count: int, layer_names: list[str] | Non
 @dataclasses.dataclass(frozen=True)
 class SliceOptions:
     """What a method's masks may depend on: the student's training inputs (profiled by
-    remos), the share to remove, the coverage threshold and the number of layers reinit resets."""
+    remos), the share to remove, the coverage threshold, the number of layers reinit resets
+    and remos's ranking (`kerastl.safety.slicing.RANKINGS`)."""
 
     x_student: object = None
     ratio: float = 0.03
     alpha: float = 0.5
     reinit_layers: int = 2
+    ranking: str = "reference"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,8 @@ class StudentMethod:
 def _remos_masks(teacher, layer_names, options: SliceOptions):
     if options.x_student is None:
         raise ValueError("remos needs the student's training images (x_student) to profile coverage")
-    return remos_slice(teacher, options.x_student, ratio=options.ratio, alpha=options.alpha, layer_names=layer_names)
+    return remos_slice(teacher, options.x_student, ratio=options.ratio, alpha=options.alpha, layer_names=layer_names,
+                       ranking=options.ranking)
 
 
 METHODS: dict[str, StudentMethod] = {method.name: method for method in (
@@ -147,18 +150,19 @@ class PreparedStudent:
 
 def prepare_student(method: str, teacher: keras.Model, num_classes: int, x_student=None, ratio: float = 0.03,
                     slice_mode: str = "zero", reinit_layers: int = 2, alpha: float = 0.5,
-                    seed: int = 0, slice_embeddings: bool = False) -> PreparedStudent:
+                    seed: int = 0, slice_embeddings: bool = False, ranking: str = "reference") -> PreparedStudent:
     """Builds the student of `method` (a name in METHODS) from `teacher`.
 
     `x_student` (the student's training images, float in [0, 1] or a dataset of them) is
     needed by `remos` only: it is profiled through the teacher. `slice_embeddings` adds
-    token embedding tables to the sliced (and magnitude-pruned) layers.
+    token embedding tables to the sliced (and magnitude-pruned) layers. `ranking`: remos's
+    ranking and removal rule (`"reference"` or `"exact-share"`, see kerastl.safety.slicing).
     """
     spec = get_method(method)
     start = time.perf_counter()
     layer_names = sliceable_layers(teacher, include_embeddings=slice_embeddings)
     model = student_from_teacher(teacher, num_classes, copy_weights=spec.from_teacher, seed=seed)
-    options = SliceOptions(x_student, ratio, alpha, reinit_layers)
+    options = SliceOptions(x_student, ratio, alpha, reinit_layers, ranking)
     masks = spec.masks(teacher, layer_names, options) if spec.masks is not None else None
     mode = "reinit" if spec.reinitialise else slice_mode
     callbacks = [ReMoSSlicing(masks, mode=mode, seed=seed)] if masks is not None else []

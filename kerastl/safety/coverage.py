@@ -4,7 +4,8 @@ ReMoS asks, for every conv / dense layer of the teacher, how often each unit (ch
 *covered* by the student's training data: each sample's activation tensor is min-max scaled
 over the whole layer, and a unit counts as covered when its mean over the positional axes
 (pixels, tokens) exceeds `alpha` (0.5). `profile_coverage` counts this for the input and
-the output of each profiled layer.
+the output of each profiled layer; the output is taken before a fused activation
+(`Conv2D(..., activation="relu")`), as the reference code sees a PyTorch conv's output.
 
 How the activations are reached: for the duration of one forward pass per batch, each
 profiled layer's `call` is wrapped (`tapped_calls`) so that it also hands its input and
@@ -138,11 +139,21 @@ class TokenCoverage(keras.layers.Layer):
 
 
 def child_layers(layer) -> list:
-    """The layers directly inside `layer` (a model's layers in graph order, else its tracked
-    sub-layers in creation order)."""
+    """The layers directly inside `layer`: a model's `layers` in graph order; for any other
+    layer, the layers its attributes hold (directly, or in lists, tuples and dicts), in
+    attribute order, each once. Keras has no public listing of a plain layer's sub-layers,
+    and its attributes are where a layer keeps them (e.g. a keras-hub TransformerEncoder's
+    attention and feed-forward layers)."""
     if isinstance(layer, keras.Model):
         return list(layer.layers)
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    found, seen = [], {id(layer)}
+    for value in vars(layer).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, keras.layers.Layer) and id(item) not in seen:
+                seen.add(id(item))
+                found.append(item)
+    return found
 
 
 def walk_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer, object]]:
@@ -239,9 +250,12 @@ class LayerCoverage:
 
 
 @contextlib.contextmanager
-def tapped_calls(layers: dict[str, keras.layers.Layer], on_call: Callable):
+def tapped_calls(layers: dict[str, keras.layers.Layer], on_call: Callable, before_activation: bool = False):
     """Within the block, a call of `layers[path]` also runs `on_call(path, inputs, outputs)`;
     when that returns a value other than None, the layer returns it instead of `outputs`.
+    With `before_activation`, a layer with a fused activation (`Conv2D(..., activation="relu")`,
+    a keras-hub feed-forward `Dense` with gelu) hands `on_call` its output BEFORE that
+    activation (what a PyTorch conv / linear module outputs) and still returns the activated one.
 
     Each layer's `call` is replaced by a wrapper on the instance (Keras's `__call__` looks
     `call` up on the instance) and restored on exit, also after an error; blocks nest.
@@ -257,10 +271,23 @@ def tapped_calls(layers: dict[str, keras.layers.Layer], on_call: Callable):
         original = layer.call
         saved.append((layer, layer.__dict__.get("call")))
 
-        def call(inputs, *args, _original=original, _path=path, **kwargs):
-            outputs = _original(inputs, *args, **kwargs)
-            replaced = on_call(_path, inputs, outputs)
-            return outputs if replaced is None else replaced
+        activation = getattr(layer, "activation", None) if before_activation else None
+        if activation is keras.activations.linear:
+            activation = None
+
+        def call(inputs, *args, _original=original, _path=path, _layer=layer, _activation=activation, **kwargs):
+            if _activation is None:
+                outputs = _original(inputs, *args, **kwargs)
+                replaced = on_call(_path, inputs, outputs)
+                return outputs if replaced is None else replaced
+            # The layer's own `activation` attribute, set to identity for this call only.
+            object.__setattr__(_layer, "activation", keras.activations.linear)
+            try:
+                linear = _original(inputs, *args, **kwargs)
+            finally:
+                object.__setattr__(_layer, "activation", _activation)
+            replaced = on_call(_path, inputs, linear)
+            return _activation(linear if replaced is None else replaced)
 
         object.__setattr__(layer, "call", call)
     try:
@@ -329,7 +356,7 @@ def profile_coverage(model: keras.Model, data, layer_names: list[str] | None = N
             if path not in covered:  # a shared layer counts at its first call
                 covered[path] = meters[path](inputs, outputs, mask)
 
-        with tapped_calls(layers, measure):
+        with tapped_calls(layers, measure, before_activation=True):
             model(batch, training=False)
         missing = [name for name in layer_names if name not in covered]
         if missing:

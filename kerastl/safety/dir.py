@@ -1,7 +1,11 @@
 """Defect inheritance rate (DIR) and accuracy: how much of a teacher's defect a student keeps.
 
 - Backdoor DIR: among test images whose true class is not the target, the share that the
-  model classifies as the target once the trigger is stamped on them.
+  model classifies as the target once the trigger is stamped on them (`backdoor_dir`).
+  The reference code's (`target_test` in its `eval.py`) counts over another denominator:
+  the test images the model classifies correctly when clean, the target class included
+  (`backdoor_dir_clean_correct`; a clean-correct target-class image counts as a success
+  when its triggered version stays the target).
 - Adversarial DIR: among test images the model classifies correctly, the share whose
   transferred adversarial version it classifies wrongly.
 - Floors: what a model without the defect would score. Backdoor: the false-target rate,
@@ -62,6 +66,25 @@ def backdoor_dir(predictor, images: np.ndarray, labels: np.ndarray, trigger: Bac
         return float("nan")
     predicted = predict_classes(predictor, trigger.apply(np.asarray(images)[victims]))
     return float(np.mean(predicted == target_class))
+
+
+def backdoor_dir_clean_correct(predictor, images: np.ndarray, labels: np.ndarray, trigger: BackdoorTrigger,
+                               target_class: int) -> float:
+    """The reference's backdoor DIR: among the images classified correctly when clean (of
+    every class, the target's included), the share classified as the target once triggered.
+
+    Example (the corner predictor of `backdoor_dir`; clean images all read as class 1):
+    >>> trigger = BackdoorTrigger(size=2, margin=0)
+    >>> fooled = lambda x: np.eye(3)[np.where(x[:, -1, -1, 0] > 0.5, 0, 1)]
+    >>> backdoor_dir_clean_correct(fooled, np.zeros((4, 6, 6, 1), np.uint8), np.array([0, 1, 2, 1]), trigger, 0)
+    1.0
+    """
+    labels = np.asarray(labels)
+    images = np.asarray(images)
+    correct = predict_classes(predictor, images) == labels
+    if not correct.any():
+        return float("nan")
+    return float(np.mean(predict_classes(predictor, trigger.apply(images[correct])) == target_class))
 
 
 def false_target_rate(predictor, images: np.ndarray, labels: np.ndarray, target_class: int) -> float:

@@ -25,7 +25,7 @@ from kerastl.safety.attacks import (BackdoorTrigger, feature_extractor, penultim
                                     random_substitutions)
 from kerastl.safety.baselines import prepare_student
 from kerastl.safety.coverage import token_table
-from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, false_target_rate
+from kerastl.safety.dir import accuracy, adversarial_dir, backdoor_dir, backdoor_dir_clean_correct, false_target_rate
 
 
 @dataclasses.dataclass
@@ -81,6 +81,7 @@ class TransferResult:
     masks: dict | None
     model: keras.Model
     dir_floor: float | None = None  # see kerastl.safety.dir: DIR without the inherited defect
+    dir_clean_correct: float | None = None  # the reference's denominator (kerastl.safety.dir)
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:
@@ -106,8 +107,9 @@ def train_teacher(x: np.ndarray, y: np.ndarray, num_classes: int, config: Teache
     model.compile(optimizer=keras.optimizers.Adam(config.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     steps = max(1, len(x) // config.batch_size)
+    # The stream is shuffled (seeded) already; fit's own shuffle does not apply to a tf.data input.
     model.fit(labeled_stream(x, y, config.batch_size, seed=seed), epochs=config.epochs, steps_per_epoch=steps,
-              validation_data=validation, callbacks=list(callbacks), verbose=verbose)
+              validation_data=validation, callbacks=list(callbacks), verbose=verbose, shuffle=False)
     return model
 
 
@@ -121,9 +123,10 @@ def compile_student(model: keras.Model, config: FineTuneConfig) -> keras.Model:
     return model
 
 
-def adversarial_defect(teacher: keras.Model, x_test: np.ndarray, eps: float = 0.1, steps: int = 40,
-                       step_size: float = 0.01, seed: int = 0) -> AdversarialDefect:
-    """Penultimate-guided PGD examples of `x_test`, crafted on the teacher's features."""
+def adversarial_defect(teacher: keras.Model, x_test: np.ndarray, eps=0.1, steps: int = 40, step_size=0.01,
+                       seed: int = 0) -> AdversarialDefect:
+    """Penultimate-guided PGD examples of `x_test`, crafted on the teacher's features (`eps`
+    and `step_size` in [0, 1] pixels, scalars or per channel: see `pixel_budget`)."""
     return AdversarialDefect(penultimate_pgd(feature_extractor(teacher), x_test, eps, steps, step_size, seed=seed))
 
 
@@ -153,10 +156,18 @@ def measure_dir(model, x_test: np.ndarray, y_test: np.ndarray, defect) -> float:
     return adversarial_dir(model, x_test, defect.x_adversarial, y_test)
 
 
+def measure_dir_clean_correct(model, x_test: np.ndarray, y_test: np.ndarray, defect) -> float:
+    """The DIR over the reference's denominator, the clean-correct inputs (the adversarial
+    DIR already counts over them)."""
+    if defect.kind == "backdoor":
+        return backdoor_dir_clean_correct(model, x_test, y_test, defect.trigger, defect.target_class)
+    return adversarial_dir(model, x_test, defect.x_adversarial, y_test)
+
+
 def transfer(method: str, teacher: keras.Model, task, config: FineTuneConfig, defect, ratio: float = 0.03,
              slice_mode: str = "zero", reinit_layers: int = 2, alpha: float = 0.5, seed: int = 0,
              callbacks=(), verbose: int = 0, checkpoint_dir: str | None = None,
-             resume: bool = False, slice_embeddings: bool = False) -> TransferResult:
+             resume: bool = False, slice_embeddings: bool = False, ranking: str = "reference") -> TransferResult:
     """Builds the student of `method`, fine-tunes it on the task's labeled images with
     `model.fit` for `config.steps` steps and measures its test accuracy and DIR.
 
@@ -168,7 +179,7 @@ def transfer(method: str, teacher: keras.Model, task, config: FineTuneConfig, de
     start = time.perf_counter()
     prepared = prepare_student(method, teacher, task.num_classes, model_inputs(task.x_student), ratio=ratio,
                                slice_mode=slice_mode, reinit_layers=reinit_layers, alpha=alpha, seed=seed,
-                               slice_embeddings=slice_embeddings)
+                               slice_embeddings=slice_embeddings, ranking=ranking)
     student = compile_student(prepared.model, config)
     extra, start_step = list(callbacks), 0
     if checkpoint_dir is not None:
@@ -180,9 +191,10 @@ def transfer(method: str, teacher: keras.Model, task, config: FineTuneConfig, de
     student.fit(labeled_stream(task.x_student, task.y_student, config.batch_size, seed=seed, start_step=start_step),
                 epochs=epochs, steps_per_epoch=config.eval_every, initial_epoch=start_step // config.eval_every,
                 validation_data=eval_dataset(task.x_test, task.y_test), callbacks=prepared.callbacks + extra,
-                verbose=verbose)
+                verbose=verbose, shuffle=False)
     seconds = time.perf_counter() - start
     return TransferResult(method, accuracy(student, task.x_test, task.y_test),
                           measure_dir(student, task.x_test, task.y_test, defect), seconds,
                           prepared.preparation_seconds, prepared.masks, student,
-                          measure_dir_floor(student, task.x_test, task.y_test, defect))
+                          measure_dir_floor(student, task.x_test, task.y_test, defect),
+                          measure_dir_clean_correct(student, task.x_test, task.y_test, defect))

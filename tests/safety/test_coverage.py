@@ -76,6 +76,22 @@ def test_profile_counts_input_and_output_coverage_of_each_layer():
     assert counts["hidden"].samples == 3
 
 
+def test_output_coverage_is_taken_before_a_fused_activation():
+    # Dense with a fused relu: outputs (x, -x). After the relu, unit 1 is always 0 (never covered)
+    # and unit 0 covered whenever x > 0; before it (the reference's view of a PyTorch linear), the
+    # scaled pair is (1, 0) for x > 0 and (0, 1) for x < 0: each unit covered by one sample.
+    inputs = keras.Input((1,))
+    dense = keras.layers.Dense(2, activation="relu", use_bias=False, name="fused")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(dense(inputs)))
+    dense.set_weights([np.array([[1.0, -1.0]], "float32")])
+    x = np.array([[2.0], [-3.0]], "float32")
+    before = model.predict(x, verbose=0)
+    counts = profile_coverage(model, x, ["fused"])
+    assert counts["fused"].output.tolist() == [1, 1]
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)  # the model computes as before
+    assert dense.activation is keras.activations.relu and "call" not in dense.__dict__
+
+
 def test_profiling_is_one_forward_pass_per_batch_and_restores_the_layers():
     model = tiny_network()
     calls = []

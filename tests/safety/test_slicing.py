@@ -6,8 +6,9 @@ import pytest
 
 from kerastl import InputError
 from kerastl.safety.coverage import LayerCoverage
-from kerastl.safety.slicing import (ReMoSSlicing, apply_masks, kept_share, masks_from_scores, ordinal_scores,
-                                    remos_slice, weight_coverage)
+from kerastl.safety.coverage import profile_coverage
+from kerastl.safety.slicing import (ReMoSSlicing, apply_masks, kept_share, layer_kernels, masks_from_scores,
+                                    ordinal_scores, remos_slice, slice_masks, threshold_masks, weight_coverage)
 
 
 def test_weight_coverage_is_input_plus_output_coverage_for_every_tap():
@@ -18,15 +19,46 @@ def test_weight_coverage_is_input_plus_output_coverage_for_every_tap():
     assert (cov == cov[1, 2]).all()  # all kh x kw taps share the pair's coverage
 
 
+def test_reference_scores_and_threshold_against_a_hand_computed_ranking():
+    # The layers of the average-rank test below, ranked as the reference code does.
+    kernels = {"a": np.array([[0.9, -0.2], [0.05, 0.4]]), "b": np.array([[-0.3], [0.7]])}
+    coverage = {"a": LayerCoverage(np.array([0, 3]), np.array([1, 2]), 5),
+                "b": LayerCoverage(np.array([2, 0]), np.array([4]), 5)}
+    # Pairs (input-major, layer order): a00 1, a01 2, a10 4, a11 5, b00 6, b10 4; sorted stably:
+    # a00 a01 a10 b10 a11 b00 -> coverage ranks a [[0, 1], [2, 4]], b [[5], [3]].
+    # |w| output-major: a00 .9, a10 .05, a01 .2, a11 .4, b00 .3, b10 .7 -> ranks a [[5, 1], [0, 3]], b [[2], [4]].
+    scores = ordinal_scores(kernels, coverage)
+    assert scores["a"].tolist() == [[-5, 0], [2, 1]]
+    assert scores["b"].tolist() == [[3], [-1]]
+    # Ratio 1/3: threshold = sorted scores [-5, -1, 0, 1, 2, 3] at int(6 / 3) = 2, i.e. 0; every score
+    # at or below it goes: 3 weights, one more than exact-share removes.
+    masks = threshold_masks(scores, 1 / 3)
+    assert masks["a"].tolist() == [[False, False], [True, True]]
+    assert masks["b"].tolist() == [[True], [False]]
+    assert slice_masks(kernels, coverage, 1 / 3)["a"].tolist() == masks["a"].tolist()
+
+
+def test_reference_ranks_share_a_pair_rank_across_taps_and_break_magnitude_ties_output_major():
+    # A 2x1 conv from 1 to 2 channels, all |w| equal, both output channels equally covered.
+    kernel = np.full((2, 1, 1, 2), 0.5)
+    coverage = {"c": LayerCoverage(np.array([1]), np.array([0, 0]), 3)}
+    # Coverage: pair (0, 0) rank 0, pair (0, 1) rank 2 (after pair 0's two taps), taps sharing it.
+    # Magnitude ties in PyTorch's [out, in, kh, kw] order: (out 0: tap 0, tap 1), (out 1: tap 0, tap 1).
+    scores = ordinal_scores({"c": kernel}, coverage)["c"]
+    assert scores[:, 0, 0, 0].tolist() == [0, -1] and scores[:, 0, 0, 1].tolist() == [0, -1]
+    # Ratio 0.25: threshold sorted [-1, -1, 0, 0][1] = -1, so both tied weights go (half of the kernel).
+    assert threshold_masks({"c": scores}, 0.25)["c"][:, 0, 0, :].tolist() == [[True, True], [False, False]]
+
+
 def test_ordinal_scores_against_a_hand_computed_ranking():
-    # Two tiny dense layers, ranked together (6 weights).
+    # Two tiny dense layers, ranked together (6 weights), average ranks (the exact-share ranking).
     kernels = {"a": np.array([[0.9, -0.2], [0.05, 0.4]]), "b": np.array([[-0.3], [0.7]])}
     coverage = {"a": LayerCoverage(np.array([0, 3]), np.array([1, 2]), 5),
                 "b": LayerCoverage(np.array([2, 0]), np.array([4]), 5)}
     # cov:  a [[1, 2], [4, 5]], b [[6], [4]]  -> ascending ranks (ties averaged):
     #       a [[1, 2], [3.5, 5]], b [[6], [3.5]]
     # |w|:  a [[.9, .2], [.05, .4]], b [[.3], [.7]] -> ranks a [[6, 2], [1, 4]], b [[3], [5]]
-    scores = ordinal_scores(kernels, coverage)
+    scores = ordinal_scores(kernels, coverage, ties="average")
     assert scores["a"].tolist() == [[-5.0, 0.0], [2.5, 1.0]]
     assert scores["b"].tolist() == [[3.0], [-1.5]]
     # Slicing away a third (2 of 6) removes the lowest scores: a[0, 0] (-5) and b[1, 0] (-1.5),
@@ -54,9 +86,15 @@ def test_ties_drop_the_larger_magnitude_first():
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
 def test_ratio_outside_the_open_interval_is_refused(ratio):
-    with pytest.raises(InputError, match=rf"--ratio {ratio}: expected the share of weights to slice away, "
-                                         "strictly between 0 and 1"):
-        masks_from_scores({"x": np.zeros((2, 2))}, ratio)
+    for cut in (masks_from_scores, threshold_masks):
+        with pytest.raises(InputError, match=rf"--ratio {ratio}: expected the share of weights to slice away, "
+                                             "strictly between 0 and 1"):
+            cut({"x": np.zeros((2, 2))}, ratio)
+
+
+def test_unknown_ranking_is_refused():
+    with pytest.raises(InputError, match=r"--ranking 'dense': expected one of reference, exact-share"):
+        slice_masks({"x": np.zeros((1, 2))}, {"x": LayerCoverage(np.zeros(1), np.zeros(2), 1)}, 0.5, "dense")
 
 
 def small_model(seed=0):
@@ -71,10 +109,24 @@ def small_model(seed=0):
 def test_remos_slice_covers_the_body_and_keeps_the_exact_share():
     model = small_model()
     data = np.random.default_rng(1).random((20, 6, 6, 1)).astype("float32")
-    masks = remos_slice(model, data, ratio=0.1)
+    masks = remos_slice(model, data, ratio=0.1, ranking="exact-share")
     assert list(masks) == ["conv_a", "conv_b"]  # not the head, which the student replaces
     total = 3 * 3 * 1 * 4 + 3 * 3 * 4 * 8
     assert sum((~m).sum() for m in masks.values()) == round(0.1 * total)
+
+
+def test_remos_slice_by_default_removes_every_weight_at_or_below_the_threshold_score():
+    model = small_model()
+    data = np.random.default_rng(1).random((20, 6, 6, 1)).astype("float32")
+    masks = remos_slice(model, data, ratio=0.1)
+    names = ["conv_a", "conv_b"]
+    assert list(masks) == names
+    scores = ordinal_scores(layer_kernels(model, names), profile_coverage(model, data, names))
+    flat = np.sort(np.concatenate([scores[name].ravel() for name in names]))
+    threshold = flat[int(0.1 * flat.size)]
+    assert sum((~m).sum() for m in masks.values()) == int((flat <= threshold).sum()) >= int(0.1 * flat.size) + 1
+    for name in names:
+        assert (masks[name] == (scores[name] > threshold)).all()
 
 
 def test_callback_applies_masks_at_the_start_of_fit_only_once():
