@@ -7,3 +7,23 @@ import sys
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
 if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference_checkout():
+    """`reference_checkout(name)`: the checkout `common.reference_dir` finds (KERASTL_REF_<NAME>).
+    Without it the test FAILS, saying how to get it (parity tests never skip)."""
+    from parity import common
+
+    def find(name: str) -> str:
+        try:
+            return common.reference_dir(name)
+        except SystemExit:
+            variable = "KERASTL_REF_" + name.upper().replace("-", "_")
+            pytest.fail(f"reference checkout {name} missing: set {variable} to a checkout of it (repository and "
+                        "commit in docs/parity.md, e.g. git clone + git checkout <commit>)", pytrace=False)
+
+    return find

@@ -1,0 +1,37 @@
+"""AdaRNN step parity against the reference code (benchmarks/parity/adarnn.py): copied weights,
+the same batches, float32. Needs the checkout of jindongwang/transferlearning in
+KERASTL_REF_TRANSFERLEARNING (docs/parity.md); without it the test fails, saying so."""
+
+import pytest
+
+from parity import adarnn
+
+
+@pytest.fixture(scope="module")
+def summary(reference_checkout):
+    return adarnn.step_parity(reference_checkout(adarnn.NAME)).summary()
+
+
+def test_every_quantity_is_compared(summary):
+    expected = {"gru_hidden_layer_0", "gru_hidden_layer_1", "forecast", "gate_weights_layer_0", "gate_weights_layer_1",
+                "adversarial_untrained_value", "adversarial_untrained_feature_gradient"}
+    expected |= {f"distance_{name}_per_time_step" for name in adarnn.DISTANCES}
+    for name in adarnn.TRAINED:
+        expected |= {f"{name}/weights_after_epoch", f"{name}/importance_weights_W",
+                     f"{name}/distance_matrix_of_the_epoch",
+                     f"{name}/bn_moving_statistics (biased vs unbiased variance)"}
+    assert set(summary) == expected
+
+
+def test_forward_distances_gates_and_the_references_adversarial_distance_agree_at_step_1(summary):
+    for quantity, row in summary.items():
+        if "/" not in quantity:
+            assert row["ok"] and row["worst"] <= 1e-5, (quantity, row)
+
+
+@pytest.mark.parametrize("distance", sorted(adarnn.TRAINED))
+def test_training_the_gate_weights_and_the_boosting_update_agree_after_every_epoch(summary, distance):
+    for quantity in ("weights_after_epoch", "importance_weights_W", "distance_matrix_of_the_epoch",
+                     "bn_moving_statistics (biased vs unbiased variance)"):
+        row = summary[f"{distance}/{quantity}"]
+        assert row["ok"], (quantity, row)
