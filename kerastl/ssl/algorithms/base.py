@@ -132,9 +132,10 @@ class SSLAlgorithm(keras.layers.Layer):
 class StepNetworks:
     """The forward passes an algorithm may run inside a training step.
 
-    `nets(x)` is the trained network in training mode (float32 logits). `frozen_bn(x)` is the
-    same pass with the batch-norm moving statistics left as they were (TorchSSL's
-    `freeze_bn`: extra passes over perturbed or repeated inputs must not move them).
+    `nets(x)` is the trained network in training mode (float32 logits; `dtype` asks for
+    another). `frozen_bn(x)` is the same pass with the batch-norm moving statistics left as
+    they were (TorchSSL's `freeze_bn`: extra passes over perturbed or repeated inputs must
+    not move them).
     `teacher(x)` is the EMA network in training mode (batch statistics, as TorchSSL's teacher
     pass; its moving statistics are replaced by the online network's after the step), without
     gradient. `features(x)` returns
@@ -147,8 +148,8 @@ class StepNetworks:
         self._teacher = teacher
         self._feature_network = feature_network
 
-    def __call__(self, x):
-        return tf.cast(self.network(x, training=True), tf.float32)
+    def __call__(self, x, dtype=tf.float32):
+        return tf.cast(self.network(x, training=True), dtype)
 
     def _with_frozen_statistics(self, fn, x):
         moving = [v for v in self.network.non_trainable_variables]
@@ -161,8 +162,8 @@ class StepNetworks:
                 variable.assign(value)
         return out
 
-    def frozen_bn(self, x):
-        return self._with_frozen_statistics(self, x)
+    def frozen_bn(self, x, dtype=tf.float32):
+        return self._with_frozen_statistics(lambda inputs: self(inputs, dtype), x)
 
     def teacher(self, x):
         if self._teacher is None:

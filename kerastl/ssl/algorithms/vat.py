@@ -52,13 +52,17 @@ class VAT(SSLAlgorithm):
         """r_adv for images `x` whose clean logits are `logits`: L2 norm `eps * input_scale`
         per image, along the power-iteration estimate of the most KL-sensitive direction
         (power iteration from `start`, default a standard normal draw from `seed`)."""
-        start = tf.random.stateless_normal(tf.shape(x), seed) if start is None else tf.cast(start, x.dtype)
-        d = l2_normalize(start)
+        # The xi-step is ~1e-6 of the input: a float64 network keeps its precision here
+        # (float32 rounds the probe and the divergence's gradient).
+        precision = tf.float64 if getattr(nets.network, "compute_dtype", None) == "float64" else tf.float32
+        x = tf.cast(x, precision)
+        start = tf.random.stateless_normal(tf.shape(x), seed) if start is None else start
+        d = l2_normalize(tf.cast(start, precision))
         for _ in range(self.power_iterations):
             probe = self.xi * d
             with tf.GradientTape() as tape:
                 tape.watch(probe)
-                divergence = kl_divergence(logits, nets.frozen_bn(x + probe))
+                divergence = kl_divergence(tf.cast(logits, precision), nets.frozen_bn(x + probe, precision))
             gradient = tf.stop_gradient(tape.gradient(divergence, probe))
             # float32 cannot resolve the xi-step where a prediction is saturated (the gradient
             # is exactly 0): those examples keep their current direction.
@@ -75,7 +79,7 @@ class VAT(SSLAlgorithm):
         clean = tf.stop_gradient(logits_ulb)
         seed = step_seed(self.seed * 3 + 11, step)
         r_adv = self.adversarial_perturbation(nets, x_ulb, clean, seed, self.replayed("vat_direction", step))
-        vat_loss = kl_divergence(clean, nets.frozen_bn(x_ulb + r_adv))
+        vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv))
         entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
         loss = sup_loss + self.loss_weight(step) * vat_loss + self.entmin_weight * entropy
         return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": vat_loss, "mask": None}
@@ -96,9 +100,11 @@ def l2_normalize(d: tf.Tensor) -> tf.Tensor:
 
 
 def kl_divergence(logits_p: tf.Tensor, logits_q: tf.Tensor) -> tf.Tensor:
-    """Batch mean of KL(softmax(logits_p) || softmax(logits_q))."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32), axis=-1)
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32), axis=-1)
+    """Batch mean of KL(softmax(logits_p) || softmax(logits_q)), in float32 (float64 when
+    both logits are float64)."""
+    precision = tf.float64 if logits_p.dtype == logits_q.dtype == tf.float64 else tf.float32
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, precision), axis=-1)
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, precision), axis=-1)
     return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
 
 
