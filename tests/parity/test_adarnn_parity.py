@@ -19,7 +19,8 @@ def test_every_quantity_is_compared(summary):
     for name in adarnn.TRAINED:
         expected |= {f"{name}/weights_after_epoch", f"{name}/importance_weights_W",
                      f"{name}/distance_matrix_of_the_epoch",
-                     f"{name}/bn_moving_statistics (biased vs unbiased variance)"}
+                     f"{name}/bn_moving_statistics (biased vs unbiased variance)",
+                     f"{name}/biases_before_a_batch_norm (zero gradient)"}
     assert set(summary) == expected
 
 
