@@ -61,7 +61,7 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
                     if prox_mu > 0:
                         active = tf.logical_and(tf.cast(proximal, tf.bool),
                                                 tf.logical_or(prox_form == "squared", seen > 0))
-                        loss += tf.where(active, proximal_term(anchor), 0.0)
+                        loss += tf.where(active, tf.cast(proximal_term(anchor), tf.float32), 0.0)
                 for variable, gradient in zip(variables, tape.gradient(loss, variables)):
                     variable.assign_sub(learning_rate * gradient)
                 batch = tf.shape(y)[0]
