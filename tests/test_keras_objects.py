@@ -181,6 +181,16 @@ TABLE = {
                             trainable_weights=1)],
     "AdversarialDistance": [dict(init_kwargs=dict(hidden_units=4), inputs=(normal(8, 5), normal(8, 5, seed=1, shift=2)),
                                  trainable_weights=6)],
+    # MINE draws a new pairing of rows at every call: rows that are all alike make the output
+    # independent of the draw, so calls before and after reloading compare.
+    "MutualInformationDistance": [dict(init_kwargs=dict(hidden_units=4, seed=3),
+                                       inputs=(np.repeat(normal(1, 5), 8, 0), np.repeat(normal(1, 5, seed=1), 8, 0)),
+                                       trainable_weights=6, train=False)],
+    # A new discriminator at every call unless its weights are given: given here, so calls compare.
+    "UntrainedAdversarialDistance": [dict(init_kwargs=dict(hidden_units=4, seed=3),
+                                          inputs=(normal(8, 5), normal(8, 5, seed=1, shift=2)),
+                                          call_kwargs=dict(weights=(normal(5, 4), normal(4), normal(4, 1), normal(1))),
+                                          trainable_weights=0, train=False)],
     "BertInputs": [dict(init_kwargs={}, inputs=(np.array([[2, 7, 3, 0], [2, 5, 0, 0]], "int32"),),
                         trainable_weights=0, train=False)],
     "BertSentenceEncoder": [dict(init_kwargs=dict(vocabulary=VOCABULARY, sequence_length=7),

@@ -36,7 +36,7 @@ def test_gate_gives_a_softmax_over_time_for_every_pair():
     # softmax of the batch-mean of sigmoid(BN(Dense(flatten([h_s; h_t])))), written out:
     flat = np.concatenate([source, target], -1).reshape(3, 16, -1)
     logits = flat @ gate.dense.kernel.numpy() + gate.dense.bias.numpy()
-    normed = (logits - logits.reshape(-1, 12).mean(0)) / np.sqrt(logits.reshape(-1, 12).var(0) + 1e-3)
+    normed = (logits - logits.reshape(-1, 12).mean(0)) / np.sqrt(logits.reshape(-1, 12).var(0) + 1e-5)  # BN eps 1e-5 as the reference
     scores = (1 / (1 + np.exp(-normed))).mean(axis=1)
     np.testing.assert_allclose(alpha, np.exp(scores) / np.exp(scores).sum(-1, keepdims=True), rtol=1e-4)
 
