@@ -1,7 +1,9 @@
 """Defect inheritance on real MNIST digits (mnist5k): the backdoored teacher's defect
 reaches a plainly fine-tuned student, and ReMoS's slice keeps most of it out.
 
-The numbers in the comments were measured on this machine (seed 0, the app's cpu preset;
+The slice is the exact-share rule (`ranking="exact-share"`), the one these figures were measured
+with; under the reference's ranking (the default) ReMoS's accuracy here was 0.927 against
+fine-tuning's 0.969 on 2026-12-05. The numbers in the comments were measured on this machine (seed 0, the app's cpu preset;
 about 90 s on 2 shared CPU cores); the assertions keep a margin around them.
 """
 
@@ -32,7 +34,7 @@ def outcome():
         "teacher_acc": accuracy(teacher, task.x_teacher_test, task.y_teacher_test),
         "teacher_success": backdoor_dir(teacher, task.x_teacher_test, task.y_teacher_test, trigger, 0),
         "finetune": transfer("finetune", teacher, task, CONFIG, defect, seed=SEED),
-        "remos": transfer("remos", teacher, task, CONFIG, defect, ratio=0.03, seed=SEED),
+        "remos": transfer("remos", teacher, task, CONFIG, defect, ratio=0.03, seed=SEED, ranking="exact-share"),
     }
 
 

@@ -46,7 +46,8 @@ def outcome():
         "hotflip_flips": adversarial_dir(teacher, clean, hotflip, labels),
         "random_flips": adversarial_dir(teacher, clean, control, labels),
         "finetune": transfer("finetune", teacher, task, CONFIG, defect, seed=SEED, slice_embeddings=True),
-        "remos": transfer("remos", teacher, task, CONFIG, defect, ratio=0.03, seed=SEED, slice_embeddings=True),
+        "remos": transfer("remos", teacher, task, CONFIG, defect, ratio=0.03, seed=SEED, slice_embeddings=True,
+                          ranking="exact-share"),
     }
 
 
