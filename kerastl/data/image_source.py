@@ -5,9 +5,9 @@ One object gives what a training run needs from its images, wherever they come f
 - the label split: `num_labels` labeled training images balanced over classes, chosen by a
   seeded generator (`labeled_unlabeled_split`); every training image is unlabeled data too,
   plus any extra unlabeled images the dataset has (STL-10's, an npz's `x_unlabeled`);
-- the views: `weak` (flip, 12.5 % reflect padding, crop) and `strong` (the weak view plus
-  RandAugment and Cutout), by name (`"weak"`, `"weak2"`, `"strong"`, `"strong2"`: a view
-  named twice is drawn twice with independent seeds);
+- the views: `weak` (flip, 12.5 % reflect padding, crop) and `strong` (RandAugment and
+  Cutout first, then the weak view, as TorchSSL's transform order), by name (`"weak"`,
+  `"weak2"`, `"strong"`, `"strong2"`: a view named twice is drawn twice with independent seeds);
 - the streams: `stream(views, batch_size, uratio)` yields `((x_lb, y_lb), (index, *views))`
   batches, or `(x_lb, y_lb)` when no unlabeled view is asked for; `test()` the evaluation
   batches. Streams are deterministic functions of `(seed, step)`: `start_step=k` gives what an
