@@ -48,6 +48,7 @@ import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+import stats  # noqa: E402
 from parity import common  # noqa: E402
 
 NAME = "PersonalizedFL"
@@ -401,16 +402,27 @@ def step_markdown(comparisons: dict) -> str:
     return common.markdown_table(["algorithm", "quantity", "rounds", "worst relative error", "verdict"], rows)
 
 
-def end_to_end_markdown(runs: dict) -> str:
+def end_to_end_summary(runs: dict) -> dict:
+    """`{setting: {algorithm: {side: {"accuracy": spread, "seconds_per_round": spread}}}}`
+    over the seeds run (`stats.spread`: mean, sample std, values)."""
+    summary = {}
+    for (setting, algorithm), seeds in runs.items():
+        summary.setdefault(setting, {})[algorithm] = {
+            side: {quantity: stats.spread([r[side][quantity] for r in seeds.values()])
+                   for quantity in ("mean_accuracy", "seconds_per_round")}
+            for side in ("kerastl", "reference")}
+    return summary
+
+
+def end_to_end_markdown(summary: dict) -> str:
     rows = []
-    for (setting, algorithm), seeds in sorted(runs.items()):
-        cells = [setting, algorithm, len(seeds)]
-        for side in ("kerastl", "reference"):
-            values = [100 * r[side]["mean_accuracy"] for r in seeds.values()]
-            spread = f"{np.mean(values):.2f} +- {np.std(values, ddof=1):.2f}" if len(values) > 1 \
-                else f"{values[0]:.2f}"
-            cells += [spread, f"{np.mean([r[side]['seconds_per_round'] for r in seeds.values()]):.2f}"]
-        rows.append(cells)
+    for setting, algorithms in sorted(summary.items()):
+        for algorithm, sides in algorithms.items():
+            cells = [setting, algorithm, sides["kerastl"]["mean_accuracy"]["n"]]
+            for side in ("kerastl", "reference"):
+                cells += [stats.plus_minus(sides[side]["mean_accuracy"]["values"], 100, sign="+-"),
+                          f"{sides[side]['seconds_per_round']['mean']:.2f}"]
+            rows.append(cells)
     return common.markdown_table(["setting", "algorithm", "seeds", "kerastl acc %", "kerastl s/round",
                                   "reference acc %", "reference s/round"], rows)
 
@@ -446,15 +458,19 @@ def main():
     if args.end_to_end:
         runs = {}
         content["end_to_end"] = {"rounds": args.rounds, "pretrain_epochs": args.pretrain_epochs, "runs": []}
-        for seed in args.seeds:
+        # Algorithm by algorithm (every seed of the first before the second): a run stopped
+        # early has whole algorithms.
+        for algorithm in args.algorithms:
             for setting in args.settings:
-                for algorithm in args.algorithms:
+                for seed in args.seeds:
                     result = end_to_end(folder, setting, algorithm, seed, args.rounds,
                                         pretrain_epochs=args.pretrain_epochs)
                     runs.setdefault((setting, algorithm), {})[seed] = result
                     content["end_to_end"]["runs"].append({"setting": setting, "algorithm": algorithm, "seed": seed,
                                                           **result})
-                    table = end_to_end_markdown(runs)
+                    content["end_to_end"]["summary"] = summary = end_to_end_summary(runs)
+                    table = ("mean client test accuracy % at the best-validation round (mean +- sample std over "
+                             "seeds) and seconds per round (mean)\n\n" + end_to_end_markdown(summary))
                     common.write_results("fedap", content, markdown + "## End to end\n\n" + table, record)
                     print(setting, algorithm, seed, result, flush=True)
 
