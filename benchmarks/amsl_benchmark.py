@@ -19,7 +19,9 @@ kerastl.anomaly.baselines.BASELINES, and PyOD's detectors on flattened windows
 
 Results go to benchmarks/results/amsl_benchmark.json (every run, written after each one;
 finished runs are reused when the script is started again with the same settings, only when
-its provenance shows today's code; --no-reuse: never) and amsl_benchmark.md (the tables).
+its provenance shows today's code; --no-reuse: never; --merge adds the runs of other results
+files of this script under the same rule, so splits can run in separate processes) and
+amsl_benchmark.md (the tables).
 Cells are mean ± sample std over seeds; AMSL against each other method (mF1, paired over
 split x seed) is "better" only on every pair or by a paired t-test at p < 0.05.
 
@@ -29,6 +31,10 @@ Usage:
   python benchmarks/amsl_benchmark.py --preset paper --epochs 20 --splits IR,ER,TRAP,ROW --seeds 0 --methods amsl
   python benchmarks/amsl_benchmark.py --splits IR,ER,TRAP,ROW --seeds 0 --methods amsl conv_ae
   python benchmarks/amsl_benchmark.py --report-only
+  python benchmarks/amsl_benchmark.py --splits IR,ER,TRAP,ROW --output runs/bench-amsl/split2   # in parallel,
+  python benchmarks/amsl_benchmark.py --splits ABD,FEL,IR,ER --output runs/bench-amsl/split3   # then:
+  python benchmarks/amsl_benchmark.py --splits IR,ER,TRAP,ROW ABD,FEL,IR,ER --merge runs/bench-amsl/split2.json \
+      runs/bench-amsl/split3.json
 """
 
 from __future__ import annotations
@@ -193,6 +199,22 @@ def report(runs, settings, splits, seeds, methods, elapsed, command):
     return "\n".join(lines) + "\n"
 
 
+def reusable_runs(path, settings, reuse) -> tuple[list, float]:
+    """The runs saved in results file `path` and their run time, when they were made with
+    `settings` by today's code (an interrupted invocation's file holds a started record: its
+    runs are finished ones); else none."""
+    if not os.path.exists(path):
+        return [], 0.0
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("settings") != settings:
+        print(f"not reusing {path}: made with other settings ({saved.get('settings')})", flush=True)
+        return [], 0.0
+    if not provenance.may_reuse(path, DEPENDENCIES, reuse, finished=False):
+        return [], 0.0
+    return saved.get("runs", []), saved.get("elapsed_seconds", 0.0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), help="normal exercises per split")
@@ -207,6 +229,9 @@ def main():
     parser.add_argument("--output", default=None,
                         help="results path without extension (.json and .md are written). Default: "
                              "benchmarks/results/amsl_benchmark (cpu preset) or amsl_benchmark_<preset>")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                        help="other results files of this script (e.g. a split run by another process, --output "
+                             "elsewhere) whose runs join the output's, under the same rule: same settings, today's code")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the saved runs only")
     provenance.add_reuse_option(parser)
     args = parser.parse_args()
@@ -218,17 +243,12 @@ def main():
         suffix = "" if args.preset == "cpu" else f"_{args.preset}"
         args.output = os.path.join(HERE, "results", f"amsl_benchmark{suffix}")
     json_path = args.output + ".json"
-    saved = {}
-    if os.path.exists(json_path):
-        with open(json_path) as f:
-            saved = json.load(f)
-        # Saved runs count only when made with these settings by today's code (an interrupted
-        # invocation's file holds a started record: its runs are finished ones).
-        if saved.get("settings") != settings or not provenance.may_reuse(json_path, DEPENDENCIES, args.reuse,
-                                                                          finished=False):
-            saved = {}
-    runs = saved.get("runs", [])
-    elapsed = saved.get("elapsed_seconds", 0.0)
+    runs, elapsed = [], 0.0
+    for path in (json_path, *args.merge):
+        saved_runs, saved_seconds = reusable_runs(path, settings, args.reuse)
+        known = {(r["split"], r["seed"], r["method"]) for r in runs}
+        runs += [r for r in saved_runs if (r["split"], r["seed"], r["method"]) not in known]
+        elapsed += saved_seconds
     done = {(r["split"], r["seed"], r["method"]) for r in runs}
     if not args.report_only:
         from kerastl.anomaly.protocol import load_anomaly_data

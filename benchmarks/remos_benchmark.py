@@ -14,7 +14,9 @@ relative to plain fine-tuning (target <= 1.1x; profiling is one forward pass), b
 wall-time ratio of the two runs and as slicing's own overhead within a run. Where a run
 measures it, the DIR floor (the DIR a student without the inherited defect shows: the
 false-target rate on clean inputs for the backdoor, random substitutions of the same size
-for HotFlip) is tabulated beside the DIR.
+for HotFlip) is tabulated beside the DIR, and for the backdoor the DIR over the reference
+code's denominator (dir_clean_correct: clean-correct test images, target class included).
+--exact-share also runs ReMoS with the exact-share ranking from the same teachers (cv).
 
 A run under --runs is reused (or an interrupted one resumed) only when its provenance.json
 shows the same command and today's code for the paths this script depends on (--no-reuse:
@@ -27,6 +29,7 @@ Usage:
   python benchmarks/remos_benchmark.py                       # CV about 40 min, NLP 35-55 min (2 shared cores)
   python benchmarks/remos_benchmark.py --groups nlp-backdoor nlp-adversarial
   python benchmarks/remos_benchmark.py --groups cv-backdoor --seeds 0
+  python benchmarks/remos_benchmark.py --groups cv-backdoor cv-adversarial --exact-share   # both rankings
   python benchmarks/remos_benchmark.py --report-only
 """
 
@@ -61,6 +64,23 @@ def run_one(group, seed, runs, extra, report_only=False, reuse=True):
     return provenance.app_run(folder, "apps.remos", argv, DEPENDENCIES, reuse, finished, resumable=True)
 
 
+def run_exact_share(group, seed, runs, extra, report_only=False, reuse=True):
+    """ReMoS alone with `--ranking exact-share` (average ranks, exactly the ratio's share
+    removed), from the teacher the all-methods run of the same group and seed trained (cv
+    only: the nlp setting always trains its teacher), so the two rankings differ in nothing
+    else; fine-tuning is not repeated."""
+    setting, attack = group.split("-")
+    folder = os.path.join(runs, f"{attack}-{seed}")
+    argv = ["--preset", "cpu", "--setting", setting, "--attack", attack, "--method", "remos", "--ranking",
+            "exact-share", "--teacher", os.path.join(folder, "checkpoints", "teacher.keras"), "--seed", str(seed),
+            "--no-export", *extra]
+    finished = lambda metrics: "acc" in metrics  # noqa: E731
+    if report_only:
+        return provenance.finished_run(folder + "-exact-share", "apps.remos", argv, DEPENDENCIES, finished)
+    return provenance.app_run(folder + "-exact-share", "apps.remos", argv, DEPENDENCIES, reuse, finished,
+                              resumable=True)
+
+
 def slicing_overhead(run):
     """ReMoS's extra time (profiling + ranking, beyond building a student) / fine-tuning time.
 
@@ -77,9 +97,38 @@ def mean_or_none(values):
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def summarise(runs_by_attack):
-    """Per attack: per method mean/std of acc, dir, rACC, rDIR over seeds; ReMoS time ratio."""
-    summary = {}
+def exact_share_summary(runs, exact_share):
+    """ReMoS under both rankings on the seeds both were run on, beside fine-tuning."""
+    pairs = [(r, exact_share[r["seed"]]) for r in runs if exact_share.get(r["seed"]) is not None]
+    if not pairs:
+        return None
+    values = {
+        "exact-share": {k: [e[k] for _, e in pairs] for k in ("acc", "dir", "dir_clean_correct")},
+        "reference": {k: [r["methods"]["remos"][k] for r, _ in pairs] for k in ("acc", "dir", "dir_clean_correct")},
+        "finetune": {k: [r["methods"]["finetune"][k] for r, _ in pairs] for k in ("acc", "dir", "dir_clean_correct")},
+    }
+    return {
+        "seeds": [r["seed"] for r, _ in pairs],
+        "rankings": {name: {**{k: v for k, v in part.items()},
+                            **{f"{k}_mean": float(np.mean(v)) for k, v in part.items()},
+                            **{f"{k}_std": stats.spread(v)["std"] for k, v in part.items()}}
+                     for name, part in values.items()},
+        "comparisons": {
+            "acc_exact_share_vs_reference": stats.compare("ReMoS exact-share", values["exact-share"]["acc"],
+                                                          "ReMoS reference", values["reference"]["acc"]),
+            "acc_exact_share_vs_finetune": stats.compare("ReMoS exact-share", values["exact-share"]["acc"],
+                                                         "fine-tune", values["finetune"]["acc"]),
+            "dir_exact_share_vs_reference": stats.compare("ReMoS exact-share", values["exact-share"]["dir"],
+                                                          "ReMoS reference", values["reference"]["dir"],
+                                                          higher_is_better=False),
+        },
+    }
+
+
+def summarise(runs_by_attack, exact_share_by_attack=None):
+    """Per attack: per method mean/std of acc, dir, dir_clean_correct, rACC, rDIR over seeds;
+    ReMoS time ratio; ReMoS under the exact-share ranking where it was run."""
+    summary, exact_share_by_attack = {}, exact_share_by_attack or {}
     for attack, runs in runs_by_attack.items():
         if not runs:
             continue
@@ -92,6 +141,8 @@ def summarise(runs_by_attack):
             rows[method] = {
                 "acc_mean": float(acc.mean()), "acc_std": stats.spread(acc)["std"], "acc": acc.tolist(),
                 "dir_mean": float(dir_.mean()), "dir_std": stats.spread(dir_)["std"], "dir": dir_.tolist(),
+                "dir_clean_correct": [r["methods"][method].get("dir_clean_correct") for r in runs],
+                "dir_clean_correct_mean": mean_or_none([r["methods"][method].get("dir_clean_correct") for r in runs]),
                 "racc_mean": float((acc / ft_acc).mean()),
                 "rdir_mean": float((dir_ / np.maximum(ft_dir, 1e-9)).mean()),
                 "seconds_mean": float(np.mean([r["methods"][method]["seconds"] for r in runs])),
@@ -116,6 +167,12 @@ def summarise(runs_by_attack):
             },
         }
         summary[attack]["targets"]["time_at_most_1.1x"] = bool(1 + summary[attack]["remos_slicing_overhead"] <= 1.1)
+        for row in rows.values():
+            if row["dir_clean_correct_mean"] is not None:
+                row["dir_clean_correct_std"] = stats.spread(row["dir_clean_correct"])["std"]
+        ranking = exact_share_summary(runs, exact_share_by_attack.get(attack, {}))
+        if ranking is not None:
+            summary[attack]["exact_share_ranking"] = ranking
     return summary
 
 
@@ -130,14 +187,22 @@ def markdown(summary, command):
         else:
             lines += [f"Teacher: accuracy {100 * part['teacher_acc_mean']:.2f} %.", ""]
         floors = all(row["dir_floor_mean"] is not None for row in part["methods"].values())
-        lines += ["| method | ACC (%) | DIR (%) |" + (" DIR floor (%) |" if floors else "")
-                  + " rACC | rDIR | seconds |",
-                  "|---|---|---|" + ("---|" if floors else "") + "---|---|---|"]
+        clean = attack.endswith("backdoor") and all(row["dir_clean_correct_mean"] is not None
+                                                    for row in part["methods"].values())
+        lines += ["| method | ACC (%) | DIR (%) |" + (" DIR clean-correct (%) |" if clean else "")
+                  + (" DIR floor (%) |" if floors else "") + " rACC | rDIR | seconds |",
+                  "|---|---|---|" + ("---|" if clean else "") + ("---|" if floors else "") + "---|---|---|"]
         for method, row in part["methods"].items():
             floor = f" {100 * row['dir_floor_mean']:.2f} |" if floors else ""
+            clean_cell = f" {stats.plus_minus(row['dir_clean_correct'], 100)} |" if clean else ""
             lines.append(f"| {method} | {stats.plus_minus(row['acc'], 100)} | "
-                         f"{stats.plus_minus(row['dir'], 100)} |{floor} {row['racc_mean']:.3f} | "
+                         f"{stats.plus_minus(row['dir'], 100)} |{clean_cell}{floor} {row['racc_mean']:.3f} | "
                          f"{row['rdir_mean']:.3f} | {row['seconds_mean']:.1f} |")
+        if clean:
+            lines += ["", "DIR: triggered non-target test images classified as the target; DIR clean-correct: the "
+                      "reference code's denominator, the test images the student classifies correctly when clean, "
+                      "target class included (a target-class image counts as a success when its triggered "
+                      "version stays the target)."]
         targets = part["targets"]
         lines += ["", f"ReMoS wall time / fine-tuning: {part['remos_time_vs_finetune']:.2f}x measured across two "
                   f"runs on a shared machine; slicing's own overhead (profiling + ranking) is "
@@ -148,6 +213,18 @@ def markdown(summary, command):
                   f"1.1x: {'met' if targets['time_at_most_1.1x'] else 'NOT met'}.", "",
                   f"DIR: {part['comparisons']['dir']['statement']}; ACC: {part['comparisons']['acc']['statement']} "
                   "(± is the sample std over seeds).", ""]
+        ranking = part.get("exact_share_ranking")
+        if ranking is not None:
+            lines += [f"ReMoS's ranking, seeds {', '.join(map(str, ranking['seeds']))} (exact-share: ReMoS alone "
+                      "from the same teacher; fine-tuning from the table's runs):", "",
+                      "| student | ACC (%) | DIR (%) | DIR clean-correct (%) |", "|---|---|---|---|"]
+            for name, label in (("reference", "ReMoS, reference ranking (default)"),
+                                ("exact-share", "ReMoS, --ranking exact-share"), ("finetune", "fine-tune")):
+                row = ranking["rankings"][name]
+                lines.append(f"| {label} | {stats.plus_minus(row['acc'], 100)} | {stats.plus_minus(row['dir'], 100)} "
+                             f"| {stats.plus_minus(row['dir_clean_correct'], 100)} |")
+            lines += ["", "; ".join(f"{key.split('_')[0].upper()}: {c['statement']}"
+                                    for key, c in ranking["comparisons"].items()) + ".", ""]
     return "\n".join(lines)
 
 
@@ -160,23 +237,35 @@ def main():
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--report-only", action="store_true",
                         help="only tabulate finished runs made by today's code")
+    parser.add_argument("--exact-share", action="store_true",
+                        help="cv groups: also run ReMoS alone with --ranking exact-share from each run's teacher "
+                             "(about a fifth of a run's time) and tabulate both rankings")
     provenance.add_reuse_option(parser)
     args, extra = parser.parse_known_args()
     record = provenance.start(DEPENDENCIES)
-    runs_by_attack = {}
+    runs_by_attack, exact_share_by_attack = {}, {}
     for group in args.groups:
-        runs_by_attack[group] = []
+        runs_by_attack[group], exact_share_by_attack[group] = [], {}
         for seed in args.seeds:
             metrics = run_one(group, seed, args.runs, extra, args.report_only, args.reuse)
             if metrics is not None:
                 metrics["seed"] = seed
                 runs_by_attack[group].append(metrics)
-    summary = summarise(runs_by_attack)
+                if args.exact_share and group.startswith("cv-"):
+                    exact_share_by_attack[group][seed] = run_exact_share(group, seed, args.runs, extra,
+                                                                         args.report_only, args.reuse)
+    summary = summarise(runs_by_attack, exact_share_by_attack)
     # The command that produces these runs (--report-only only tabulates them).
     command = "python benchmarks/remos_benchmark.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     os.makedirs(args.results, exist_ok=True)
     raw = {attack: [{key: r[key] for key in ("seed", "methods", "teacher", "time_vs_finetune", "ratio", "task")}
                     for r in runs] for attack, runs in runs_by_attack.items()}
+    for attack, by_seed in exact_share_by_attack.items():
+        for seed, metrics in by_seed.items():
+            if metrics is not None:
+                raw.setdefault(f"{attack}-exact-share", []).append(
+                    {"seed": seed, **{key: metrics.get(key) for key in ("acc", "dir", "dir_clean_correct", "dir_floor",
+                                                                         "seconds", "ranking", "kept_share")}})
     with open(os.path.join(args.results, "remos_benchmark.json"), "w") as f:
         json.dump({"command": command.strip(), "summary": summary, "runs": raw,
                    "provenance": provenance.public(provenance.finish(record))}, f, indent=2)
