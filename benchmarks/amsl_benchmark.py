@@ -23,7 +23,8 @@ its provenance shows today's code; --no-reuse: never; --merge adds the runs of o
 files of this script under the same rule, so splits can run in separate processes) and
 amsl_benchmark.md (the tables).
 Cells are mean ± sample std over seeds; AMSL against each other method (mF1, paired over
-split x seed) is "better" only on every pair or by a paired t-test at p < 0.05.
+split x seed; per split, mF1 and AUROC paired over its seeds) is "better" only on every pair
+or by a paired t-test at p < 0.05.
 
 Usage:
   nice -n 10 .tox/parity/bin/python benchmarks/amsl_benchmark.py               # cpu preset, PyOD too
@@ -144,9 +145,9 @@ def mean_std(values):
     return stats.plus_minus(values, digits=3)
 
 
-def comparisons(runs, methods) -> dict:
-    """AMSL's mF1 against every other method, paired over the (split, seed) runs both have."""
-    by_pair = {(r["split"], r["seed"], r["method"]): r["mf1"] for r in runs}
+def comparisons(runs, methods, key="mf1", over="split x seed runs") -> dict:
+    """AMSL's `key` (mF1) against every other method, paired over the (split, seed) runs both have."""
+    by_pair = {(r["split"], r["seed"], r["method"]): r[key] for r in runs}
     result = {}
     for other in methods:
         pairs = sorted({(sp, se) for sp, se, m in by_pair if m == "amsl"} & {(sp, se) for sp, se, m in by_pair
@@ -154,8 +155,14 @@ def comparisons(runs, methods) -> dict:
         if other != "amsl" and pairs:
             result[f"amsl vs {other}"] = stats.compare("amsl", [by_pair[(*p, "amsl")] for p in pairs], other,
                                                        [by_pair[(*p, other)] for p in pairs],
-                                                       over="split x seed runs")
+                                                       over=over)
     return result
+
+
+def comparisons_by_split(runs, methods, splits) -> dict:
+    """Per split: AMSL's mF1 and AUROC against every other method, paired over its seeds."""
+    return {split: {key: comparisons([r for r in runs if r["split"] == split], methods, key, over="seeds")
+                    for key in ("mf1", "auroc")} for split in splits}
 
 
 def report(runs, settings, splits, seeds, methods, elapsed, command):
@@ -178,8 +185,13 @@ def report(runs, settings, splits, seeds, methods, elapsed, command):
                             + f" | {len(chosen)} |")
         return rows + [""]
 
+    by_split = comparisons_by_split(runs, methods, splits)
     for split in splits:
         lines += table(f"normal {split}", [r for r in runs if r["split"] == split])
+        for key, label in (("mf1", "mF1"), ("auroc", "AUROC")):
+            if by_split[split][key]:
+                lines += [f"{label}, paired over this split's seeds: "
+                          + "; ".join(c["statement"] for c in by_split[split][key].values()) + ".", ""]
     lines += table("all splits", runs)
     lines += ["### Cost relative to the conv autoencoder (same run, same split and seed)", "",
               "| method | fit time / conv_ae | scoring windows/s / conv_ae | fit s (mean) | windows/s (mean) |",
@@ -273,6 +285,7 @@ def main():
         with open(json_path, "w") as f:
             json.dump({"settings": settings, "runs": runs, "elapsed_seconds": elapsed,
                        "comparisons": comparisons(runs, args.methods),
+                       "comparisons_by_split": comparisons_by_split(runs, args.methods, args.splits),
                        "provenance": provenance.public(provenance.finish(record))}, f, indent=1)
     selected = [r for r in runs if r["split"] in args.splits and r["seed"] in args.seeds and r["method"] in args.methods]
     text = report(selected, settings, args.splits, args.seeds, args.methods, elapsed,
