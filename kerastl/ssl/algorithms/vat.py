@@ -54,7 +54,7 @@ class VAT(SSLAlgorithm):
         (power iteration from `start`, default a standard normal draw from `seed`)."""
         # The xi-step is ~1e-6 of the input: a float64 network keeps its precision here
         # (float32 rounds the probe and the divergence's gradient).
-        precision = tf.float64 if getattr(nets.network, "compute_dtype", None) == "float64" else tf.float32
+        precision = network_precision(nets)
         x = tf.cast(x, precision)
         start = tf.random.stateless_normal(tf.shape(x), seed) if start is None else start
         d = l2_normalize(tf.cast(start, precision))
@@ -75,12 +75,15 @@ class VAT(SSLAlgorithm):
         sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
         # Clean and perturbed unlabeled passes normalise over the same kind of batch (the
         # unlabeled one), so their difference is the perturbation's effect alone.
-        logits_ulb = nets.frozen_bn(x_ulb)
+        # The clean logits at the network's precision too: the probe's divergence is a
+        # difference of ~1e-6 from them, which float32 rounding of the clean logits would swamp.
+        logits_ulb = nets.frozen_bn(x_ulb, network_precision(nets))
         clean = tf.stop_gradient(logits_ulb)
         seed = step_seed(self.seed * 3 + 11, step)
         r_adv = self.adversarial_perturbation(nets, x_ulb, clean, seed, self.replayed("vat_direction", step))
         vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv))
-        entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
+        entropy_logits = tf.cast(logits_ulb, tf.float32)
+        entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(entropy_logits, axis=-1), entropy_logits))
         loss = sup_loss + self.loss_weight(step) * vat_loss + self.entmin_weight * entropy
         return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": vat_loss, "mask": None}
 
@@ -91,6 +94,11 @@ class VAT(SSLAlgorithm):
         return {**super().get_config(), "eps": self.eps, "xi": self.xi, "power_iterations": self.power_iterations,
                 "entmin_weight": self.entmin_weight, "input_scale": self.input_scale,
                 "rampup_steps": self.rampup_steps, "seed": self.seed}
+
+
+def network_precision(nets) -> tf.DType:
+    """float64 for a float64 network, else float32 (mixed precision included)."""
+    return tf.float64 if getattr(nets.network, "compute_dtype", None) == "float64" else tf.float32
 
 
 def l2_normalize(d: tf.Tensor) -> tf.Tensor:
