@@ -13,10 +13,18 @@ seed or by a paired t-test at p < 0.05).
 Timing (federated environment only, `--only tff-time`): the same rounds through both engines
 on the watch clients; writes benchmarks/results/adafed_tff_time.json.
 
+Traffic (federated environment only, `--only bytes`): bytes one client receives and sends per
+round of the TFF process (`kerastl.federated.tff_process.client_traffic`: the tensors of every
+value the round moves between server and clients, from the process's types) with 10 and 50
+clients and LeNet-5-BN on 28x28 images, for today's process (each client selects its own row)
+and for the process of commit `BROADCAST_COMMIT` (every client received the whole stack of
+personalised models), loaded from git; writes benchmarks/results/adafed_tff_bytes.{json,md}.
+
 Usage:
   python benchmarks/adafed_benchmark.py                       # accuracy table (hours on 2 cores)
   python benchmarks/adafed_benchmark.py --settings watch --seeds 0
   .tox/federated/bin/python benchmarks/adafed_benchmark.py --only tff-time
+  .tox/federated/bin/python benchmarks/adafed_benchmark.py --only bytes
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+import types
 
 import provenance
 import stats
@@ -40,6 +50,8 @@ SETTINGS = {
     # A plain Dirichlet(0.01) cannot give 20 clients data: the reference's pairing scheme can.
     "mnist5k-a0.01": ["--dataset", "mnist5k", "--clients", "20", "--alpha", "0.01", "--partition", "pairs"],
 }
+# The last commit whose TFF process broadcast every client's model to every client.
+BROADCAST_COMMIT = "8e51789051116b95af670351c6db12687fbca329"
 
 
 def run_setting(setting, seed, runs, extra, reuse=True):
@@ -113,9 +125,64 @@ def tff_time(args):
     print(json.dumps(result, indent=2))
 
 
+def committed_module(path: str, commit: str) -> types.ModuleType:
+    """The Python module `path` as it was at `commit` (read from git, not the work tree)."""
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout
+    module = types.ModuleType(f"{path}@{commit[:7]}")
+    exec(compile(source, f"{path}@{commit[:7]}", "exec"), module.__dict__)
+    return module
+
+
+def traffic(args):
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.federated import tff_process
+    from kerastl.federated.models import model_for
+
+    record = provenance.start(DEPENDENCIES)
+    build = lambda: model_for((28, 28, 1), 10, 0, "lenet5_bn")  # noqa: E731
+    model_bytes = sum(w.nbytes for w in build().get_weights())
+    images = tf.data.Dataset.from_tensor_slices((np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64)))
+    spec = tff_process.with_client_ids(images.batch(2), 0).element_spec
+    processes = {"select (today)": tff_process,
+                 f"broadcast ({BROADCAST_COMMIT[:7]})": committed_module("kerastl/federated/tff_process.py",
+                                                                          BROADCAST_COMMIT)}
+    rows, lines = [], ["| process | clients | received per client | sent per client | all clients, both ways |",
+                       "|---|---|---|---|---|"]
+    path = os.path.join(HERE, "results", "adafed_tff_bytes")
+    try:
+        for name, module in processes.items():
+            for clients in args.clients:
+                counted = tff_process.client_traffic(module.build_fedap_process(build, clients, spec, "fedap"))
+                total = clients * (counted["received"] + counted["sent"])
+                rows.append({"process": name, "clients": clients, "received_bytes": counted["received"],
+                             "sent_bytes": counted["sent"], "round_bytes_all_clients": total})
+                lines.append(f"| {name} | {clients} | {counted['received'] / 1e6:.3f} MB | "
+                             f"{counted['sent'] / 1e6:.3f} MB | {total / 1e6:.2f} MB |")
+                result = {"rows": rows, "model": "lenet5_bn", "model_bytes": model_bytes, "algorithm": "fedap",
+                          "counted": "tensor bytes of the values a round of the process moves between the server "
+                                     "and one client, from its types (client_traffic); not TFF's wire encoding",
+                          "provenance": provenance.public(provenance.finish(dict(record)))}
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path + ".json", "w") as f:
+                    json.dump(result, f, indent=2)
+                with open(path + ".md", "w") as f:
+                    f.write(f"FedAP TFF process, LeNet-5-BN ({model_bytes} bytes of weights), bytes per round\n\n"
+                            + "\n".join(lines) + "\n")
+    finally:
+        from kerastl.federated.remote import stop_tff_workers
+
+        stop_tff_workers()
+    print("\n".join(lines))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("accuracy", "tff-time"), default="accuracy")
+    parser.add_argument("--only", choices=("accuracy", "tff-time", "bytes"), default="accuracy")
+    parser.add_argument("--clients", nargs="+", type=int, default=[10, 50], help="clients simulated (bytes)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (tff-time)")
@@ -124,7 +191,7 @@ def main():
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further apps.adafed options, e.g. --extra --rounds 20 --lr 0.05")
     args = parser.parse_args()
-    accuracy(args) if args.only == "accuracy" else tff_time(args)
+    {"accuracy": accuracy, "tff-time": tff_time, "bytes": traffic}[args.only](args)
 
 
 if __name__ == "__main__":

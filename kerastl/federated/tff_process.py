@@ -4,17 +4,21 @@ Federated environment only (TF 2.14, Keras 2, tensorflow-federated 0.87): TFF ta
 tf.keras (Keras 2) models. The server state holds every client's personalised model as
 stacks `[N, ...]` (one row per client), the mixing matrix and the round number. Each round:
 
-1. the stacks, the round number and which clients' BN statistics the server holds are
-   broadcast; each client `tf.gather`s its own row by the client id carried in its data
-   (feature `client`);
+1. each client's id is read from its data (feature `client`) and `tff.federated_select`
+   sends it its own row only: its personalised weights, whether the server holds its BN
+   statistics, and the round number;
 2. a FedAP client whose statistics the server lacks measures its BN-input statistics
    (inference mode, before training, on its model or on the given statistics model); then
    it runs its local SGD epochs;
-3. it returns its trained row, statistics and example count scattered into `[N, ...]`
-   zeros with a one-hot presence mask, so `federated_sum` rebuilds the stacks on the
-   server: only weights and statistics leave a client;
+3. it sends back its id, its trained row, statistics, example count and loss; a
+   `tff.federated_aggregate` places each client's values in its row of `[N, ...]` stacks on
+   the server: only a client's own weights and statistics leave it, and no client sees
+   another's model;
 4. the server applies `round_update`, the same function as the local engine, which gives
    each client its own aggregate (FedAP: W @ stack for the non-BN variables).
+
+Traffic per client and round is one model each way plus the statistics (`client_traffic`
+counts it from the process's types), independent of the number of clients.
 
 A client that is not in `client_data`, or whose dataset is empty, is absent from the round:
 it keeps its model, and the weights are renormalised over the clients present.
@@ -93,28 +97,34 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
 
     state_type = initial_state.type_signature.result
 
-    @tff.tensorflow.computation(state_type)
-    def to_clients(state):
-        """What every client receives (the stacks, the round, who has sent statistics)."""
-        return collections.OrderedDict(weights=state["weights"], round=state["round"], measured=state["measured"])
+    @tff.tensorflow.computation(sequence_type)
+    def client_key(dataset):
+        """The client's row index, the key of its row (`[1]`; row 0 for an empty dataset,
+        which takes no part in the round)."""
+        return tf.reshape(tf.maximum(client_of(dataset), 0), [1])
 
-    @tff.tensorflow.computation(to_clients.type_signature.result, sequence_type)
-    def client_work(received, dataset):
+    @tff.tensorflow.computation(state_type, np.int32)
+    def own_row(state, key):
+        """What client `key` receives (keys sorted: TFF sends sequences of unambiguous
+        structures only)."""
+        return collections.OrderedDict(measured=tf.gather(state["measured"], key), round=state["round"],
+                                       weights=[tf.gather(stack, key) for stack in state["weights"]])
+
+    @tff.tensorflow.computation(tff.SequenceType(own_row.type_signature.result), sequence_type)
+    def client_work(selected, dataset):
         model = model_fn()
         train = make_local_trainer(model, learning_rate, prox, with_loss=True, prox_form=prox_form)
         bn_inputs = bn_input_model(model) if spec.needs_similarity else None
 
         @tf.function
         def work():
-            client = dataset.reduce(tf.constant(-1, tf.int32),
-                                    lambda found, e: tf.where(found >= 0, found, tf.cast(e["client"][0], tf.int32)))
-            row = tf.maximum(client, 0)
-            measure = tf.logical_not(tf.gather(received["measured"], row)) & (received["round"] >= pretrain_rounds)
+            received = selected.get_single_element()
+            client = client_of(dataset)
+            measure = tf.logical_not(received["measured"]) & (received["round"] >= pretrain_rounds)
             means = [tf.zeros([w], tf.float64) for w in widths]
             variances = [tf.zeros([w], tf.float64) for w in widths]
             if bn_inputs is not None:
-                source = statistics_start or [tf.gather(stack, row) for stack in received["weights"]]
-                for variable, value in zip(model.weights, source):
+                for variable, value in zip(model.weights, statistics_start or received["weights"]):
                     variable.assign(value)
 
                 def measured():
@@ -122,25 +132,56 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
 
                 statistics = tf.cond(measure, measured, lambda: list(zip(means, variances)))
                 means, variances = [m for m, _ in statistics], [v for _, v in statistics]
-            for variable, stack in zip(model.weights, received["weights"]):
-                variable.assign(tf.gather(stack, row))
+            for variable, value in zip(model.weights, received["weights"]):
+                variable.assign(value)
             seen, loss = train(dataset, tf.constant(local_epochs), received["round"] > 0)
-            present = tf.cast((client >= 0) & (seen > 0), tf.float32)
-            one_hot = tf.one_hot(row, n) * present
-            arrived = one_hot * tf.cast(measure, tf.float32)
             return collections.OrderedDict(
-                weights=[tf.reshape(tf.cast(one_hot, v.dtype), [n] + [1] * len(v.shape)) * v[None]
-                         for v in model.weights],
-                means=[tf.cast(arrived, tf.float64)[:, None] * m[None] for m in means],
-                variances=[tf.cast(arrived, tf.float64)[:, None] * v[None] for v in variances],
-                arrived=arrived,
-                present=one_hot,
-                counts=one_hot * tf.cast(seen, tf.float32),
-                losses=one_hot * loss)
+                arrived=tf.cast(measure, tf.float32), client=tf.maximum(client, 0), count=tf.cast(seen, tf.float32),
+                loss=loss, means=means, present=tf.cast((client >= 0) & (seen > 0), tf.float32),
+                variances=variances, weights=[tf.identity(v) for v in model.weights])
 
         return work()
 
-    sums_type = client_work.type_signature.result
+    sent_type = client_work.type_signature.result
+
+    @tff.tensorflow.computation
+    def no_sums():
+        """The server's accumulator: one row per client of everything a client sends."""
+        return collections.OrderedDict(
+            arrived=tf.zeros([n]), counts=tf.zeros([n]), losses=tf.zeros([n]),
+            means=[tf.zeros([n, w], tf.float64) for w in widths], present=tf.zeros([n]),
+            variances=[tf.zeros([n, w], tf.float64) for w in widths],
+            weights=[tf.zeros([n, *w.shape], tf.as_dtype(w.dtype)) for w in sent_type["weights"]])
+
+    sums_type = no_sums.type_signature.result
+
+    @tff.tensorflow.computation(sums_type, sent_type)
+    def place_row(sums, sent):
+        """Adds a client's values to its row; the row is zero until then, so the stacks hold
+        the values exactly (nothing is added to a client that did not take part)."""
+        one_hot = tf.one_hot(sent["client"], n) * sent["present"]
+        arrived = one_hot * sent["arrived"]
+
+        def spread(mask, value):
+            return tf.reshape(tf.cast(mask, value.dtype), [n] + [1] * len(value.shape)) * value[None]
+
+        return collections.OrderedDict(
+            arrived=sums["arrived"] + arrived, counts=sums["counts"] + one_hot * sent["count"],
+            losses=sums["losses"] + one_hot * sent["loss"],
+            means=[s + spread(arrived, m) for s, m in zip(sums["means"], sent["means"])],
+            present=sums["present"] + one_hot,
+            variances=[s + spread(arrived, v) for s, v in zip(sums["variances"], sent["variances"])],
+            weights=[s + spread(one_hot, w) for s, w in zip(sums["weights"], sent["weights"])])
+
+    @tff.tensorflow.computation(sums_type, sums_type)
+    def merge_sums(a, b):
+        return collections.OrderedDict(
+            (key, [x + y for x, y in zip(a[key], b[key])] if key in STACKED else a[key] + b[key])
+            for key in ("arrived", "counts", "losses", "means", "present", "variances", "weights"))
+
+    @tff.tensorflow.computation(sums_type)
+    def report(sums):
+        return sums
 
     @tff.tensorflow.computation(state_type, sums_type)
     def server_update(state, sums):
@@ -162,11 +203,71 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
     @tff.federated_computation(tff.FederatedType(state_type, tff.SERVER),
                                tff.FederatedType(sequence_type, tff.CLIENTS))
     def next_fn(state, client_data):
-        received = tff.federated_broadcast(tff.federated_map(to_clients, state))
-        outputs = tff.federated_map(client_work, (received, client_data))
-        return tff.federated_map(server_update, (state, tff.federated_sum(outputs)))
+        keys = tff.federated_map(client_key, client_data)
+        selected = tff.federated_select(keys, tff.federated_value(n - 1, tff.SERVER), state, own_row)
+        sent = tff.federated_map(client_work, (selected, client_data))
+        sums = tff.federated_aggregate(sent, no_sums(), place_row, merge_sums, report)
+        return tff.federated_map(server_update, (state, sums))
 
     return tff.templates.IterativeProcess(initialize, next_fn)
+
+
+def client_of(dataset) -> tf.Tensor:
+    """The `client` feature of a dataset's first element (int32; -1 when it is empty)."""
+    return dataset.reduce(tf.constant(-1, tf.int32),
+                          lambda found, e: tf.where(found >= 0, found, tf.cast(e["client"][0], tf.int32)))
+
+
+STACKED = ("means", "variances", "weights")  # the accumulator's per-layer lists
+
+# Intrinsics that move values from the server to the clients and from the clients to it.
+TO_CLIENTS = ("federated_broadcast", "federated_select", "federated_secure_select")
+FROM_CLIENTS = ("federated_sum", "federated_mean", "federated_weighted_mean", "federated_aggregate",
+                "federated_secure_sum", "federated_secure_sum_bitwidth")
+
+
+def client_traffic(process) -> dict:
+    """Bytes one client receives and sends per round of `process`, read from the types of the
+    values its round moves between server and clients (every broadcast / select and every
+    sum / aggregate in `process.next`): `{"received": int, "sent": int}`. Counts tensor
+    contents only (not TFF's serialisation). Sequences delivered by a select count one
+    element per key.
+
+    Example (federated environment):
+    >>> client_traffic(build_fedap_process(model_fn, 10, spec))   # doctest: +SKIP
+    {'received': 248713, 'sent': 248733}
+    """
+    import tensorflow_federated as tff
+
+    traffic = {"received": 0, "sent": 0}
+
+    def visit(block):
+        if isinstance(block, tff.framework.Call) and isinstance(block.function, tff.framework.Intrinsic):
+            uri, argument = block.function.uri, block.argument.type_signature
+            if uri in TO_CLIENTS:
+                member = block.type_signature.member
+                keys = argument[0].member.shape[0] if uri != "federated_broadcast" else 1
+                values = member.element if isinstance(member, tff.SequenceType) else member
+                traffic["received"] += keys * type_bytes(values)
+            elif uri in FROM_CLIENTS:
+                value = argument[0] if isinstance(argument, tff.StructType) else argument
+                traffic["sent"] += type_bytes(value.member)
+        for child in block.children():
+            visit(child)
+
+    visit(process.next.to_building_block())
+    return traffic
+
+
+def type_bytes(type_spec) -> int:
+    """Bytes of the tensors of a TFF type (fully defined shapes)."""
+    import tensorflow_federated as tff
+
+    if isinstance(type_spec, tff.TensorType):
+        return int(np.prod(type_spec.shape, dtype=np.int64)) * np.dtype(type_spec.dtype).itemsize
+    if isinstance(type_spec, tff.StructType):
+        return sum(type_bytes(element) for element in type_spec)
+    raise TypeError(f"type_bytes: no byte count for {type_spec}")
 
 
 def with_client_ids(dataset: tf.data.Dataset, client: int) -> tf.data.Dataset:

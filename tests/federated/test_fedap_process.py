@@ -17,7 +17,7 @@ import tensorflow_federated as tff
 
 from kerastl.federated import remote
 from kerastl.federated.simulation import Client, FederatedSimulation
-from kerastl.federated.tff_process import TFFSimulation, build_fedap_process, with_client_ids
+from kerastl.federated.tff_process import TFFSimulation, build_fedap_process, client_traffic, with_client_ids
 
 NUM_CLIENTS = 4
 
@@ -109,6 +109,18 @@ def test_the_process_state_is_what_the_docs_say():
     assert [tuple(w.shape) for w in state["weights"]] == [(NUM_CLIENTS, *t.shape) for t in template]
     with pytest.raises(ValueError, match="client"):
         build_fedap_process(model_fn, NUM_CLIENTS, batches(0).element_spec)
+
+
+def test_each_client_receives_only_its_own_row_whatever_the_number_of_clients():
+    spec = with_client_ids(batches(0), 0).element_spec
+    model_bytes = sum(w.nbytes for w in model_fn().get_weights())
+    traffic = {n: client_traffic(build_fedap_process(model_fn, n, spec, "fedap")) for n in (2, NUM_CLIENTS, 8)}
+    assert traffic[2] == traffic[NUM_CLIENTS] == traffic[8]
+    # Down: one model (its row), whether the server holds its statistics (bool) and the round (int32).
+    assert traffic[8]["received"] == model_bytes + 1 + 4
+    # Up: one model, the BN-input means and variances (8 channels, float64), its id (int32) and
+    # whether statistics arrived, its example count, loss and presence (float32).
+    assert traffic[8]["sent"] == model_bytes + 2 * 8 * 8 + 4 + 4 * 4
 
 
 @pytest.mark.parametrize("how", ["missing", "empty"])
