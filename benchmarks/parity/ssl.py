@@ -340,7 +340,14 @@ def keras_network(setting: Setting):
             _warm_weights[key] = network.get_weights()
         finally:
             keras.config.set_dtype_policy(previous)
-    network = build()
+    # keras.Input takes floatx, not the dtype policy: a float64 run needs float64 inputs too,
+    # or the network rounds its input to float32 (VAT's 1e-6 probe would be lost there).
+    previous_floatx = keras.config.floatx()
+    keras.config.set_floatx(keras.config.dtype_policy().compute_dtype)
+    try:
+        network = build()
+    finally:
+        keras.config.set_floatx(previous_floatx)
     network.set_weights(_warm_weights[key])
     return network
 
