@@ -338,6 +338,7 @@ def measure_speed(name: str, rounds: int = 5, steps_per_round: int = 4, warmup: 
                     + "x".join(map(str, shape)),
            "images_per_step": images, "forward_flops_per_image": flops,
            "timed_steps_per_side": rounds * steps_per_round,
+           "peak_flops_assumed": {key: peak[key] for key in ("cores", "float32", "bf16_amx") if key in peak},
            "first_step_loss": first_loss,
            "first_step_loss_relative_difference": abs(first_loss["kerastl_float32"] - first_loss["usb"])
            / abs(first_loss["usb"])}
@@ -465,7 +466,8 @@ def train_seed(seed: int, num_labels: int = 40, settings=None, log=print, progre
                 + f"; kerastl {rate('kerastl'):.0f} images/s, USB {rate('usb'):.0f} images/s")
             run = {"seed": seed, "num_labels": num_labels, "num_unlabeled": source.num_unlabeled,
                    "test_images": len(y_test), "labeled_index": source.labeled_index.tolist(),
-                   "first_step_loss": first_loss, "complete": step == iterations, "iterations_done": step,
+                   "peak_flops_assumed": {key: peak[key] for key in ("cores", "float32", "bf16_amx") if key in peak},
+           "first_step_loss": first_loss, "complete": step == iterations, "iterations_done": step,
                    "final": {name: history[name][-1] for name in EVALUATED},
                    "best": {name: min(history[name]) for name in EVALUATED},
                    "images_per_s": {side: rate(side) for side in seconds},
@@ -502,12 +504,13 @@ def summarise(seeds: dict) -> dict:
 
 def markdown(results: dict) -> str:
     lines = [f"# FlexMatch end to end and speed: kerastl vs USB (semilearn {results['reference']['version']})", "",
-             f"Threads: {results['threads']}. CPU: {results['peak_flops']['cpu']['model']}. Peak assumed: "
+             f"CPU: {results['peak_flops']['cpu']['model']}. Peak assumed: "
              f"{results['peak_flops']['derivation']}", ""]
     speed = results.get("speed")
     if speed:
         lines += ["## Speed of the whole FlexMatch step", "",
-                  f"Command: `{speed['made_by']['command']}`. Interleaved rounds, median step time per side; "
+                  f"Command: `{speed['made_by']['command']}`; threads {speed['made_by'].get('threads')}. "
+                  "Interleaved rounds, median step time per side; "
                   "kerastl's step includes CPL and the EMA (warm-up on, as apps.flexmatch), USB's is its "
                   "`train_step` + `ParamUpdateHook` + `EMAHook`. FLOP share: 3 x forward FLOPs x images/s / peak "
                   "(float32 peak for float32, AMX bf16 peak for bf16).", ""]
@@ -540,7 +543,8 @@ def markdown(results: dict) -> str:
                   "is the algorithm, the network's framework and the optimizer, not the augmentation. Settings: "
                   + ", ".join(f"{k} {v}" for k, v in entry["settings"].items()) + ". Test error in %, "
                   f"{entry['test_images']} test images; best is over {entry['evaluations']} evaluations.", "",
-                  "Commands: " + "; ".join(sorted({f"`{run['made_by']['command']}`"
+                  "Commands: " + "; ".join(sorted({f"`{run['made_by']['command']}` (threads "
+                                                   f"{run['made_by'].get('threads')})"
                                                    for run in entry["seeds"].values()})),
                   ""]
         summary = entry.get("summary")
@@ -608,8 +612,8 @@ def merged(on_disk: dict, ours: dict) -> dict:
     """The results file's parts with this invocation's (`ours`: its speed part and the seeds
     it ran) laid over them; e2e summaries recomputed over the complete seeds."""
     out = {key: value for key, value in on_disk.items() if key in ("speed", "end_to_end")}
-    if "speed" in ours:
-        out["speed"] = ours["speed"]
+    if "speed" in ours:  # networks timed by another invocation of today's code stay
+        out["speed"] = {**out.get("speed", {}), **ours["speed"]}
     for key, entry in ours.get("end_to_end", {}).items():
         theirs = out.setdefault("end_to_end", {}).get(key)
         seeds = dict(theirs["seeds"]) if theirs and theirs.get("settings") == entry["settings"] else {}
@@ -646,6 +650,7 @@ def main(argv=None) -> int:
                         help="speed: networks to time")
     parser.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds")
     parser.add_argument("--steps-per-round", type=int, default=4, help="speed: timed steps per side and round")
+    parser.add_argument("--warmup", type=int, default=3, help="speed: untimed steps per side first")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="e2e: seeds")
     parser.add_argument("--num-labels", type=int, default=40, help="e2e: labels")
     parser.add_argument("--iterations", type=int, default=CPU_PRESET["iterations"],
@@ -653,7 +658,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=CPU_PRESET["eval_every"])
     parser.add_argument("--no-write", action="store_true", help="print, write no results file")
     args = parser.parse_args(argv)
-    for flag in ("threads", "rounds", "steps_per_round", "iterations", "eval_every", "num_labels"):
+    for flag in ("threads", "rounds", "steps_per_round", "warmup", "iterations", "eval_every", "num_labels"):
         if getattr(args, flag) <= 0:
             parser.exit(2, f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a positive integer\n")
     threads = set_threads(args.threads)
@@ -661,10 +666,10 @@ def main(argv=None) -> int:
 
     record = common.start_record(__file__)
     made_by = {"command": record["command"], "commit": record["commit"],
-               "dirty": bool(record["dirty_dependencies"])}
+               "dirty": bool(record["dirty_dependencies"]), "threads": threads}
     usb = ssl_parity.load_usb()
     header = {"reference": common.reference_info("semilearn"), "stubbed_at_load": usb["stubbed"],
-              "threads": threads, "peak_flops": peak_flops(args.threads)}
+              "peak_flops": peak_flops(os.cpu_count())}
     ours = {}  # the parts this invocation makes
     settings = {**CPU_PRESET, "iterations": args.iterations, "eval_every": args.eval_every}
     results = dict(header)
@@ -685,7 +690,8 @@ def main(argv=None) -> int:
         ours["speed"] = {"made_by": made_by}
         for name in args.networks:
             print(f"speed: {name}", flush=True)
-            ours["speed"][name] = entry = measure_speed(name, args.rounds, args.steps_per_round, threads=args.threads)
+            ours["speed"][name] = entry = measure_speed(name, args.rounds, args.steps_per_round, args.warmup,
+                                                        threads=args.threads)
             print(f"  kerastl {entry['kerastl_float32']['images_per_s']:.0f} images/s, bf16 "
                   f"{entry['kerastl_bf16']['images_per_s']:.0f}, USB {entry['usb']['images_per_s']:.0f}: "
                   f"ratio {entry['ratio_kerastl_over_usb']:.2f}", flush=True)
