@@ -1,8 +1,11 @@
 """AdaRNN against the reference code (jindongwang/transferlearning, `code/deep/adarnn`).
 
-    python benchmarks/parity/adarnn.py --reference /path/to/transferlearning     # step parity + end to end
-    python benchmarks/parity/adarnn.py --only step                              # seconds
-    python benchmarks/parity/adarnn.py --only end-to-end --seeds 0 1 2 --epochs 8
+    python -m benchmarks.parity.adarnn --reference /path/to/transferlearning     # step parity + end to end
+    python -m benchmarks.parity.adarnn --only step                              # about a minute
+    python -m benchmarks.parity.adarnn --only end-to-end --seeds 0 1 2 --epochs 12 --pre-epoch 6 --no-auto
+
+(`python -m` from the project root: run as a file, this folder's `ssl.py` would shadow the
+standard library's.) `--only` keeps the other part of an existing results file.
 
 Runs in the `parity` tox environment (PyTorch CPU beside kerastl); the reference checkout is
 `--reference DIR` or `KERASTL_REF_TRANSFERLEARNING`, its files untouched: the harness stubs
@@ -24,7 +27,9 @@ Step parity (one process, copied weights, the same batches), float32, relative e
   then boosting), MMD / CORAL / cosine: after every epoch the weights, the importance weights
   W (the gate's after pre-training, the boosting update after the third epoch) and the
   per-epoch distance matrix. The bottleneck's dropout is off on both sides (its random masks
-  cannot be shared) and kerastl's Adam takes PyTorch's epsilon 1e-8. The BN moving variance is
+  cannot be shared) and kerastl trains with `--adam torch` (default; `torch_adam_class`:
+  PyTorch's epsilon placement, and variables with an all-zero gradient left alone as PyTorch
+  skips parameters whose grad is None); `--adam keras` is the app's Keras Adam. The BN moving variance is
   reported apart: Keras updates it with the biased batch variance, PyTorch with the unbiased
   one (docs/parity.md), which changes evaluation-mode outputs only.
 
@@ -42,6 +47,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import json
 import os
 import sys
 import tempfile
@@ -64,7 +71,62 @@ DISTANCES = {"mmd_linear": "mmd", "mmd_rbf": "mmd_rbf", "coral": "coral", "cosin
 TRAINED = {"mmd_linear": "mmd", "coral": "coral", "cosine": "cosine"}
 # Small sizes: the step parity runs in seconds.
 T, F, H, B, STEPS, EPOCHS = 8, 5, 16, 12, 3, 3
-ADAM_EPSILON = 1e-20
+#: `--adam`: which Adam kerastl trains with in the parity runs (the app's own is Keras').
+ADAM_CHOICES = ("torch", "keras")
+ADAM_SETTINGS = {"torch": "PyTorch's update (eps 1e-8 on sqrt(v_hat), `--adam torch`)",
+                 "keras": "Keras' (eps 1e-7 on sqrt(v), as apps.adarnn, `--adam keras`)"}
+
+
+@functools.cache
+def torch_adam_class():
+    """Keras' Adam with PyTorch's update (`torch.optim.Adam`), for the parity runs.
+
+    - eps is added to sqrt(v_hat), after the bias correction. Keras adds it to sqrt(v) and
+      folds both bias corrections into the step size: PyTorch's update with eps /
+      sqrt(1 - beta_2^t) in place of eps (32 x at step 1 for beta_2 0.999).
+    - A variable whose gradient is exactly zero everywhere keeps its value and moments.
+      PyTorch's Adam skips a parameter outside the loss graph (its grad is None after
+      `zero_grad()`); TensorFlow gives such a variable zeros (through `tf.where`, as AdaRNN's
+      gates during boosting), and Keras' Adam keeps moving it with its decaying momentum.
+
+    Same state and variables as Keras' Adam; only `update_step` differs.
+
+    >>> optimizer = torch_adam_class()(1e-3, epsilon=1e-8)  # torch.optim.Adam(params, lr=1e-3)
+    """
+    import keras
+    from keras import ops
+
+    class TorchAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            lr = ops.cast(learning_rate, variable.dtype)
+            gradient = ops.cast(gradient, variable.dtype)
+            step = ops.cast(self.iterations + 1, variable.dtype)
+            m = self._momentums[self._get_variable_index(variable)]
+            v = self._velocities[self._get_variable_index(variable)]
+            in_graph = ops.any(ops.not_equal(gradient, 0))  # False: PyTorch's grad None
+            new_m = ops.add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+            new_v = ops.add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+            first = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
+            second = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+            denominator = ops.add(ops.divide(ops.sqrt(new_v), ops.sqrt(second)), self.epsilon)
+            new_variable = ops.subtract(variable, ops.divide(ops.multiply(new_m, lr / first), denominator))
+            self.assign(m, ops.where(in_graph, new_m, m))
+            self.assign(v, ops.where(in_graph, new_v, v))
+            self.assign(variable, ops.where(in_graph, new_variable, variable))
+
+    return TorchAdam
+
+
+def make_adam(kind: str, learning_rate: float, **kwargs):
+    """kerastl's optimizer for `--adam kind`: `torch` (PyTorch's update, eps 1e-8) or `keras`
+    (Keras' Adam with its default eps 1e-7, what `apps.adarnn` uses)."""
+    import keras
+
+    if kind == "torch":
+        return torch_adam_class()(learning_rate, **{"epsilon": 1e-8, **kwargs})
+    if kind == "keras":
+        return keras.optimizers.Adam(learning_rate, **kwargs)
+    raise ValueError(f"--adam: expected one of {ADAM_CHOICES}, got {kind!r}")
 
 
 @contextlib.contextmanager
@@ -154,7 +216,7 @@ def batches(seed: int, steps: int, length=T, features=F, batch=B):
     return out
 
 
-def step_parity(root: str, seed: int = 0) -> common.StepComparison:
+def step_parity(root: str, seed: int = 0, adam: str = "torch") -> common.StepComparison:
     """Every step-parity comparison of the module docstring; rows named by quantity."""
     import tensorflow as tf
     import torch
@@ -193,7 +255,7 @@ def step_parity(root: str, seed: int = 0) -> common.StepComparison:
                              reference.process_gate_weight(h, layer).detach().numpy())
         adversarial_untrained(comparison, train_weather, hidden_ref[0].detach().numpy())
         for name in TRAINED:
-            train_parity(comparison, train_weather, name, seed)
+            train_parity(comparison, train_weather, name, seed, adam=adam)
     return comparison
 
 
@@ -228,10 +290,10 @@ def adversarial_untrained(comparison, train_weather, hidden):
                      source.grad.numpy())
 
 
-def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch: int = 1, lr: float = 1e-3):
+def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch: int = 1, lr: float = 1e-3,
+                 adam: str = "torch"):
     """`EPOCHS` epochs of `STEPS` batches through the reference's `train_AdaRNN` and kerastl's
     `fit` + `TDMCallback`; compared after every epoch."""
-    import keras
     import torch
 
     from kerastl.timeseries import TDMCallback
@@ -240,9 +302,9 @@ def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch:
     # Adam's epsilon: Keras adds it to sqrt(v) before the bias correction (in effect eps /
     # sqrt(1 - beta_2^t): 32 x PyTorch's at step 1). With the reference's head initialisation
     # (N(0, 0.005) twice) many gradients are ~1e-7, where that difference changes the step:
-    # both sides take eps 1e-20 here, so what is compared is the method.
-    ours.compile(optimizer=keras.optimizers.Adam(lr, epsilon=ADAM_EPSILON, clipvalue=3.0))
-    optimizer = torch.optim.Adam(reference.parameters(), lr=lr, eps=ADAM_EPSILON)
+    # `adam="torch"` (the default here) gives kerastl PyTorch's update and both sides eps 1e-8.
+    ours.compile(optimizer=make_adam(adam, lr, **({"epsilon": 1e-8} if adam == "keras" else {}), clipvalue=3.0))
+    optimizer = torch.optim.Adam(reference.parameters(), lr=lr, eps=1e-8)
     args = argparse.Namespace(num_layers=2, len_seq=T, pre_epoch=pre_epoch, dw=0.5, len_win=0)
     callback = TDMCallback(pre_epoch)
     weight_mat = dist_mat = None
@@ -304,13 +366,21 @@ def csv_series(folder: str) -> list[str]:
     return ["--dataset", f"csv:{path}", "--time-col", "time", "--target", "temp_air"]
 
 
-def kerastl_run(argv: list[str], folder: str) -> dict:
-    import json
+def kerastl_run(argv: list[str], folder: str, adam: str = "keras") -> dict:
+    import keras
 
     from apps import adarnn
     from kerastl import app
 
-    code = app.main(adarnn.build_parser, adarnn.run, [*argv, "--output", folder, "--no-export", "--overwrite"])
+    run = functools.partial(app.main, adarnn.build_parser, adarnn.run,
+                            [*argv, "--output", folder, "--no-export", "--overwrite"])
+    if adam == "keras":  # the app's own optimizer
+        code = run()
+    else:
+        torch_adam_class()  # built on Keras' own Adam, before the name is replaced
+        make = functools.partial(make_adam, adam)  # the app builds keras.optimizers.Adam(lr, clipvalue=3.0)
+        with common.patched(keras.optimizers, "Adam", make):
+            code = run()
     if code:
         raise RuntimeError(f"apps.adarnn {' '.join(argv)} exited with {code}")
     with open(os.path.join(folder, "metrics.json")) as f:
@@ -332,9 +402,11 @@ def reference_run(root: str, argv: list[str], model: str, seed: int, epochs: int
     series, split, scaler, scaled, segmentation, segment_starts, periods = adarnn.prepare_data(args)
     target, k = series.target_index, args.num_domains
     steps = steps or ts.steps_per_epoch(segment_starts, args.batch_size)
-    stream = ts.segment_batches(scaled, target, segment_starts, args.len_seq, args.batch_size, args.horizon, seed=seed)
+    stream = iter(ts.segment_batches(scaled, target, segment_starts, args.len_seq, args.batch_size, args.horizon,
+                                     seed=seed))
     torch.manual_seed(seed)
     np.random.seed(seed)
+    torch.set_num_threads(1)  # beside TensorFlow's threads in this process; s / epoch is one thread's
     with reference_modules(root) as train_weather:
         net = train_weather.AdaRNN(use_bottleneck=True, bottleneck_width=64, n_input=len(series.feature_names),
                                    n_hiddens=[hidden, hidden], n_output=1, dropout=0.0, len_seq=args.len_seq,
@@ -373,7 +445,7 @@ def reference_run(root: str, argv: list[str], model: str, seed: int, epochs: int
 
 
 def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: float, workdir: str,
-               on_row=lambda rows: None, steps: int = 0, auto: bool = True) -> list[dict]:
+               on_row=lambda rows: None, steps: int = 0, auto: bool = True, adam: str = "torch") -> list[dict]:
     """Rows {series, side, model, seed, rmse, mae, seconds_per_epoch}."""
     rows = []
     for seed in seeds:
@@ -391,12 +463,12 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                                                                   reference["epoch_seconds"])),
                              "setting": "reference: paper model, dw 0.5 (gru: dw 0), adv untrained per call"})
                 on_row(rows)
-                ours = kerastl_run([*paper, "--model", model], os.path.join(workdir, f"{name}-{model}-{seed}"))
+                ours = kerastl_run([*paper, "--model", model], os.path.join(workdir, f"{name}-{model}-{seed}"), adam)
                 rows.append({"series": name, "side": "kerastl", "model": model, "seed": seed,
                              "rmse": ours["rmse"], "mae": ours["mae"],
                              "seconds_per_epoch": float(np.median(ours["history"]["epoch_seconds"][1:] or
                                                                   ours["history"]["epoch_seconds"])),
-                             "setting": "kerastl --preset paper (trained discriminator, lambda 0.5)"})
+                             "setting": f"kerastl --preset paper (trained discriminator, lambda 0.5), --adam {adam}"})
                 on_row(rows)
             if not auto:
                 continue
@@ -457,32 +529,46 @@ def main():
     parser.add_argument("--steps-per-epoch", type=int, default=0,
                         help="batches per epoch on both sides (default 0: as many as the smallest segment fills)")
     parser.add_argument("--no-auto", action="store_true", help="skip kerastl's cpu-preset --lambda auto rows")
+    parser.add_argument("--adam", choices=ADAM_CHOICES, default="torch",
+                        help="kerastl's optimizer: torch (default: PyTorch's Adam update, eps 1e-8, as the "
+                             "reference) or keras (Keras' Adam, eps 1e-7, as apps.adarnn)")
     args = parser.parse_args()
     root = common.reference_dir(NAME, args.reference)
     record = common.start_record(__file__)
-    content = {"reference": common.reference_info(root, REPOSITORY), "command": " ".join(sys.argv)}
+    content = {"reference": common.reference_info(root, REPOSITORY)}
+    # A partial run (--only) keeps the other part of the results file it finds.
+    previous = os.path.join(common.RESULTS, "parity_adarnn.json")
+    if args.only and os.path.exists(previous):
+        with open(previous) as f:
+            earlier = json.load(f)
+        keep = ("end_to_end", "end_to_end_setup", "end_to_end_command") if args.only == "step" else \
+            ("step", "step_rows", "step_command")
+        content.update({key: earlier[key] for key in keep if key in earlier})
+    command = " ".join(["python", "-m", "benchmarks.parity.adarnn", *sys.argv[1:]])
 
     def write():
         return common.write_results("adarnn", content, markdown(content), record)
 
     if args.only in (None, "step"):
-        comparison = step_parity(root)
+        comparison = step_parity(root, adam=args.adam)
         content["step"] = comparison.summary()
         content["step_rows"] = comparison.rows
+        content["step_command"] = command
         write()
     if args.only in (None, "end-to-end"):
+        content["end_to_end_command"] = command
         content["end_to_end_setup"] = (
             f"Both sides: kerastl's windows (len_seq 24), split, min-max scaling, TDC with K = 2 and batches "
             f"(36 per segment); {args.epochs} epochs, pre-training {args.pre_epoch}, lr {args.lr}, GRU 2 x 64, "
             f"bottleneck head 64 (dropout 0.5); {args.steps_per_epoch or 'all'} steps per epoch; the best validation "
-            f"epoch evaluated; seeds {args.seeds}.")
+            f"epoch evaluated; seeds {args.seeds}; kerastl's Adam: {ADAM_SETTINGS[args.adam]}.")
         with tempfile.TemporaryDirectory() as workdir:
             def on_row(rows):
                 content["end_to_end"] = {"rows": rows, "summary": summarise(rows)}
                 write()
 
             end_to_end(root, args.seeds, args.series, args.epochs, args.pre_epoch, args.lr, workdir, on_row,
-                       args.steps_per_epoch, not args.no_auto)
+                       args.steps_per_epoch, not args.no_auto, args.adam)
     paths = write()
     print(open(paths[1]).read())
 

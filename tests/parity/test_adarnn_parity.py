@@ -38,6 +38,7 @@ def test_training_the_gate_weights_and_the_boosting_update_agree_after_every_epo
     for quantity in ("importance_weights_W", "distance_matrix_of_the_epoch"):
         row = summary[f"{distance}/{quantity}"]
         assert row["ok"], (quantity, row)
-    # Open (docs/parity.md): the gate's BN parameters, whose gradients are ~1e-10, drift apart;
-    # every other weight is compared in the same row, so the worst must be one of those.
-    assert summary[f"{distance}/weights_after_epoch"]["worst_tensor"].startswith("norm/")
+    # Every trained weight, the gates' too: the harness's PyTorch-style Adam leaves a variable
+    # with an all-zero gradient alone (the gates during boosting), as PyTorch skips grad None.
+    row = summary[f"{distance}/weights_after_epoch"]
+    assert row["ok"], row
