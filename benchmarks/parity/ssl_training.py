@@ -466,8 +466,7 @@ def train_seed(seed: int, num_labels: int = 40, settings=None, log=print, progre
                 + f"; kerastl {rate('kerastl'):.0f} images/s, USB {rate('usb'):.0f} images/s")
             run = {"seed": seed, "num_labels": num_labels, "num_unlabeled": source.num_unlabeled,
                    "test_images": len(y_test), "labeled_index": source.labeled_index.tolist(),
-                   "peak_flops_assumed": {key: peak[key] for key in ("cores", "float32", "bf16_amx") if key in peak},
-           "first_step_loss": first_loss, "complete": step == iterations, "iterations_done": step,
+                   "first_step_loss": first_loss, "complete": step == iterations, "iterations_done": step,
                    "final": {name: history[name][-1] for name in EVALUATED},
                    "best": {name: min(history[name]) for name in EVALUATED},
                    "images_per_s": {side: rate(side) for side in seconds},
