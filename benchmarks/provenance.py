@@ -219,7 +219,40 @@ def changed_since(commit: str, paths: list[str], until: str | None = None) -> li
     changed = git("diff", "--name-only", commit, *([until] if until else []), "--", *paths).stdout.split()
     if until is None:
         changed += _dirty(paths)
-    return sorted(set(changed))
+    return sorted(path for path in set(changed) if not _same_code(path, commit, until))
+
+
+def _code(text: str | None) -> str | None:
+    """A Python file's syntax tree without docstrings (comments are not in it): what the
+    file computes. None when the text is missing or does not parse."""
+    if text is None:
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def _same_code(path: str, commit: str, until: str | None) -> bool:
+    """Whether a Python file changed only in comments and docstrings between `commit` and
+    `until` (None: the working tree), so a result made before the change still stands."""
+    if not path.endswith(".py"):
+        return False
+    old = git("show", f"{commit}:{path}", check=False)
+    if until is None:
+        full = os.path.join(ROOT, path)
+        new = open(full).read() if os.path.isfile(full) else None
+    else:
+        shown = git("show", f"{until}:{path}", check=False)
+        new = shown.stdout if shown.returncode == 0 else None
+    before = _code(old.stdout if old.returncode == 0 else None)
+    return before is not None and before == _code(new)
 
 
 def reusable(record: dict | None, dependencies: list[str], finished: bool = True) -> tuple[bool, str]:

@@ -67,6 +67,10 @@ def test_reused_only_on_the_same_code(repo):
     repo.write("README.md", "other words\n")
     repo.commit("docs only")
     assert provenance.reusable(record, paths)[0], "a file outside the dependencies changed"
+    repo.write("kerastl/data/formats.py", '"""Formats."""\nimport numpy  # the arrays\n')
+    assert provenance.reusable(record, paths)[0], "only a docstring and a comment changed (uncommitted)"
+    repo.commit("formats documented")
+    assert provenance.reusable(record, paths)[0], "only a docstring and a comment changed (committed)"
     repo.write("kerastl/data/formats.py", "import numpy as np\n")
     ok, why = provenance.reusable(record, paths)
     assert not ok and "kerastl/data/formats.py" in why, "an uncommitted change to a dependency"
