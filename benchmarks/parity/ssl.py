@@ -821,13 +821,20 @@ def main(argv=None) -> int:
                "runs_requested": [s.name for s in settings], "complete": False, "runs": {}}
     made_by = {"command": command, "commit": record.get("commit")}
     previous_path = os.path.join(common.RESULTS, "parity_ssl.json")
-    if args.merge and os.path.exists(previous_path):
+
+    def merge_previous():
+        # Read at every write, not once at the start: harnesses running side by side with
+        # --merge (one per core) then keep each other's finished runs.
+        if not (args.merge and os.path.exists(previous_path)):
+            return
         with open(previous_path) as f:
             previous = json.load(f)
-        if previous.get("reference") == results["reference"]:
-            made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
-            results["runs"].update({name: {"made_by": made_before, **entry} for name, entry in previous["runs"].items()
-                                    if name not in results["runs_requested"]})
+        if previous.get("reference") != results["reference"]:
+            return
+        made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
+        for name, entry in previous["runs"].items():
+            if name not in results["runs_requested"]:
+                results["runs"][name] = {"made_by": made_before, **entry} if "made_by" not in entry else entry
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)
         comparison, extras = run(setting)
@@ -839,6 +846,7 @@ def main(argv=None) -> int:
                   f"first failing {s['first_failing_step']}", flush=True)
         results["complete"] = all(name in results["runs"] for name in results["runs_requested"])
         if not args.no_write:  # after every run: a stopped harness keeps what it finished
+            merge_previous()
             paths = common.write_results("ssl", results, markdown(results, command), record)
     if args.no_write:
         print(markdown(results, command))
