@@ -24,7 +24,9 @@ used: both sides get kerastl's partition.
 Usage (parity tox environment):
   python benchmarks/parity/fedap.py --reference ~/PersonalizedFL              # step parity
   python benchmarks/parity/fedap.py --reference DIR --end-to-end --rounds 20 --seeds 0 1 2
-Writes benchmarks/results/parity_fedap.{json,md}.
+  python benchmarks/parity/fedap.py --reference DIR --end-to-end --algorithms fedprox base --merge
+Writes benchmarks/results/parity_fedap.{json,md}; with --merge the parts of the file this
+command does not make stay (each part records the command and commit that made it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ if ROOT not in sys.path:
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
+import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
@@ -392,23 +395,31 @@ def whole_dataset(pooled):
 # ---------------------------------------------------------------- results
 
 
-def step_markdown(comparisons: dict) -> str:
+STEP_PARTS = {"step": "float32", "step_float64": "float64"}
+
+
+def step_markdown(entries: dict) -> str:
+    """The step parity table of `{algorithm: {"summary": ...}}` (one results-file part)."""
     rows = []
-    for algorithm, comparison in comparisons.items():
-        for quantity, entry in comparison.summary().items():
+    for algorithm, entry in entries.items():
+        for quantity, s in entry["summary"].items():
             known = KNOWN.get(quantity.split("/")[0])
-            verdict = "ok" if entry["ok"] else ("known: " + known if known else "FAILS")
-            rows.append([algorithm, quantity, entry["steps"], f"{entry['worst']:.2e}", verdict])
+            verdict = "ok" if s["ok"] else ("known: " + known if known else "FAILS")
+            rows.append([algorithm, quantity, s["steps"], f"{s['worst']:.2e}", verdict])
     return common.markdown_table(["algorithm", "quantity", "rounds", "worst relative error", "verdict"], rows)
 
 
-def end_to_end_summary(runs: dict) -> dict:
-    """`{setting: {algorithm: {side: {"accuracy": spread, "seconds_per_round": spread}}}}`
-    over the seeds run (`stats.spread`: mean, sample std, values)."""
+def end_to_end_summary(runs) -> dict:
+    """`{setting: {algorithm: {side: {"mean_accuracy": spread, "seconds_per_round": spread}}}}`
+    over the seeds of `runs` (the results file's run records; `stats.spread`: mean, sample
+    std, values)."""
+    grouped = {}
+    for run in sorted(runs, key=lambda r: (r["setting"], ALGORITHMS.index(r["algorithm"]), r["seed"])):
+        grouped.setdefault((run["setting"], run["algorithm"]), []).append(run)
     summary = {}
-    for (setting, algorithm), seeds in runs.items():
+    for (setting, algorithm), seeds in grouped.items():
         summary.setdefault(setting, {})[algorithm] = {
-            side: {quantity: stats.spread([r[side][quantity] for r in seeds.values()])
+            side: {quantity: stats.spread([r[side][quantity] for r in seeds])
                    for quantity in ("mean_accuracy", "seconds_per_round")}
             for side in ("kerastl", "reference")}
     return summary
@@ -427,52 +438,191 @@ def end_to_end_markdown(summary: dict) -> str:
                                   "reference acc %", "reference s/round"], rows)
 
 
-def main():
+def markdown(content: dict) -> str:
+    """The markdown file of a results file's content (merged parts included)."""
+    text, made = "", []
+
+    def note(made_by):
+        line = f"`{made_by.get('command')}` at {str(made_by.get('commit'))[:10]}"
+        if line not in made:
+            made.append(line)
+        return made.index(line) + 1
+
+    for part, dtype in STEP_PARTS.items():
+        if content.get(part):
+            by = ", ".join(f"{a} [{note(e['made_by'])}]" for a, e in content[part].items() if e.get("made_by"))
+            text += (f"## Step parity in {dtype} (2 rounds, 4 mnist5k clients, 96 examples each, LeNet-5-BN)\n\n"
+                     + (f"Made by: {by}\n\n" if by else "") + step_markdown(content[part]) + "\n\n")
+    e2e = content.get("end_to_end")
+    if e2e and e2e.get("runs"):
+        by = sorted({(r["setting"], r["algorithm"], note(r["made_by"])) for r in e2e["runs"] if r.get("made_by")},
+                    key=lambda t: (t[0], ALGORITHMS.index(t[1]), t[2]))
+        text += (f"## End to end\n\n{e2e['rounds']} rounds, FedAP's pre-training {e2e['pretrain_epochs']} "
+                 "epochs. Mean client test accuracy % at the best-validation round (mean +- sample std over seeds) "
+                 "and seconds per round (mean)\n\n" + end_to_end_markdown(e2e["summary"]) + "\n\n"
+                 + (("Made by: " + ", ".join(f"{s} {a} [{n}]" for s, a, n in by) + "\n\n") if by else ""))
+    if made:
+        text += "## Commands\n\n" + "\n".join(f"{i}. {line}" for i, line in enumerate(made, 1)) + "\n"
+    return text
+
+
+# ---------------------------------------------------------------- merging
+
+
+def made_by_of(record: dict) -> dict:
+    return {"command": record.get("command"), "commit": record.get("commit"),
+            "dirty": bool(record.get("dirty_dependencies"))}
+
+
+def current(made_by: dict, dependencies: list[str]) -> bool:
+    """Whether a part of the results file was made by today's code: a clean run at a commit
+    since which none of `dependencies` changed."""
+    return bool(made_by.get("commit")) and not made_by.get("dirty") and \
+        not common.provenance.changed_since(made_by["commit"], dependencies)
+
+
+def load_previous(path: str, reference: dict, dependencies: list[str], log=print) -> dict:
+    """The parts of the results file at `path` made by today's code (`current`) against the
+    same reference checkout: `{"step": {algorithm: entry}, "step_float64": {...},
+    "end_to_end": {"rounds", "pretrain_epochs", "runs": [...]}}`, every entry with its
+    `made_by` (a file written before entries carried one: its provenance's)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        previous = json.load(f)
+    if previous.get("reference") != reference:
+        log(f"merge: {path} was made against another reference checkout; nothing kept")
+        return {}
+    made_before = made_by_of(previous.get("provenance") or {})
+    kept, dropped = {}, []
+
+    def keep(entry, what):
+        entry = entry if "made_by" in entry else {"made_by": made_before, **entry}
+        if current(entry["made_by"], dependencies):
+            return entry
+        dropped.append(what)
+        return None
+
+    for part in STEP_PARTS:
+        for algorithm, entry in (previous.get(part) or {}).items():
+            entry = keep(entry, f"{part}/{algorithm}")
+            if entry:
+                kept.setdefault(part, {})[algorithm] = entry
+    e2e = previous.get("end_to_end") or {}
+    runs = [r for r in (keep(run, f"end_to_end {run['setting']} {run['algorithm']} seed {run['seed']}")
+                        for run in e2e.get("runs", [])) if r]
+    if runs:
+        kept["end_to_end"] = {"rounds": e2e["rounds"], "pretrain_epochs": e2e["pretrain_epochs"], "runs": runs}
+    if dropped:
+        log(f"merge: not kept (made by other code than today's): {', '.join(dropped)}")
+    return kept
+
+
+def merged(previous: dict, ours: dict) -> dict:
+    """The parts of `previous` (`load_previous`) that `ours` (this command's) does not make,
+    with ours; end-to-end runs of other rounds or pre-training than ours are not kept, and the
+    end-to-end summary is recomputed over the merged runs."""
+    out = {}
+    for part in STEP_PARTS:
+        entries = {**previous.get(part, {}), **ours.get(part, {})}
+        if entries:
+            out[part] = {a: entries[a] for a in sorted(entries, key=ALGORITHMS.index)}
+    theirs, mine = previous.get("end_to_end"), ours.get("end_to_end")
+    if mine and theirs and (theirs["rounds"], theirs["pretrain_epochs"]) != (mine["rounds"], mine["pretrain_epochs"]):
+        theirs = None
+    if theirs or mine:
+        header = mine or theirs
+        made = {(r["setting"], r["algorithm"], r["seed"]) for r in (mine or {}).get("runs", [])}
+        runs = [r for r in (theirs or {}).get("runs", []) if (r["setting"], r["algorithm"], r["seed"]) not in made]
+        runs += (mine or {}).get("runs", [])
+        runs.sort(key=lambda r: (r["setting"], ALGORITHMS.index(r["algorithm"]), r["seed"]))
+        out["end_to_end"] = {"rounds": header["rounds"], "pretrain_epochs": header["pretrain_epochs"], "runs": runs,
+                             "summary": end_to_end_summary(runs)}
+    return out
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """An exclusive lock on `path` (harnesses running side by side merge into one file)."""
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", default=None, help=f"a checkout of {REPOSITORY} (or KERASTL_REF_PERSONALIZEDFL)")
     parser.add_argument("--end-to-end", action="store_true")
-    parser.add_argument("--settings", nargs="+", default=["mnist5k-0.1", "mnist5k-0.01"])
-    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--no-step", action="store_true", help="no step parity (with --end-to-end: its runs only)")
+    parser.add_argument("--settings", nargs="+", default=["mnist5k-0.1", "mnist5k-0.01"],
+                        choices=["mnist5k-0.1", "mnist5k-0.01"])
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS,
+                        help="the algorithms of the step parity and the end-to-end runs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--pretrain-epochs", type=int, default=150)
     parser.add_argument("--float64-step-only", action="store_true",
                         help="only the step parity in float64, to benchmarks/results/parity_fedap_float64.*")
-    args = parser.parse_args()
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the parts of the existing results file that this command does not make (step "
+                             "parity per algorithm and precision, end-to-end runs per setting, algorithm and seed), "
+                             "those made by today's code: every part records the command and commit that made it. "
+                             "This harness's own file is not compared: a change to it that alters what a run "
+                             "computes needs a run without --merge")
+    args = parser.parse_args(argv)
     folder = common.reference_dir(NAME, args.reference)
     record = common.start_record(__file__)
-    content = {"reference": common.reference_info(folder, REPOSITORY), "known_differences": KNOWN}
-    markdown = ""
-    for float64 in (False, True):
-        if args.float64_step_only and not float64:
-            continue
-        comparisons = step_parity(folder, float64=float64)
-        key = "step_float64" if float64 else "step"
-        content[key] = {a: {"summary": c.summary(), "rows": c.rows} for a, c in comparisons.items()}
-        markdown += (f"## Step parity in {'float64' if float64 else 'float32'} (2 rounds, 4 mnist5k clients, "
-                     f"96 examples each, LeNet-5-BN)\n\n{step_markdown(comparisons)}\n\n")
-        common.write_results("fedap_float64" if args.float64_step_only else "fedap", content, markdown, record)
-    if args.float64_step_only:
+    made_by = made_by_of(record)
+    script = os.path.relpath(os.path.abspath(__file__), ROOT)
+    dependencies = [p for p in record["dependencies"] if p != script]
+    family = "fedap_float64" if args.float64_step_only else "fedap"
+    path = os.path.join(common.RESULTS, f"parity_{family}.json")
+    header = {"reference": common.reference_info(folder, REPOSITORY), "known_differences": KNOWN}
+    ours = {}
+    if args.merge and args.end_to_end and not args.float64_step_only:
+        e2e = load_previous(path, header["reference"], dependencies, log=lambda text: None).get("end_to_end")
+        if e2e and (e2e["rounds"], e2e["pretrain_epochs"]) != (args.rounds, args.pretrain_epochs):
+            parser.error(f"--merge: the file's end-to-end runs have {e2e['rounds']} rounds and "
+                         f"{e2e['pretrain_epochs']} pre-training epochs; this command would drop them")
+
+    def write():
+        # The file is re-read right before each write, under a lock: a stopped harness keeps
+        # what it finished, and harnesses running side by side keep each other's parts.
+        import tempfile
+
+        with locked(os.path.join(tempfile.gettempdir(), f"kerastl_parity_{family}.lock")):
+            previous = load_previous(path, header["reference"], dependencies) if args.merge else {}
+            content = {**header, **merged(previous, ours)}
+            common.write_results(family, content, markdown(content), record)
+        return content
+
+    if not args.no_step:
+        for part, dtype in STEP_PARTS.items():
+            if args.float64_step_only and dtype != "float64":
+                continue
+            comparisons = step_parity(folder, algorithms=args.algorithms, float64=dtype == "float64")
+            ours[part] = {a: {"made_by": made_by, "summary": c.summary(), "rows": c.rows}
+                          for a, c in comparisons.items()}
+            content = write()
+            print(f"## Step parity in {dtype}\n\n{step_markdown(content[part])}\n", flush=True)
+    if args.float64_step_only or not args.end_to_end:
         return
-    print(markdown, flush=True)
-    if args.end_to_end:
-        runs = {}
-        content["end_to_end"] = {"rounds": args.rounds, "pretrain_epochs": args.pretrain_epochs, "runs": []}
-        # Algorithm by algorithm (every seed of the first before the second): a run stopped
-        # early has whole algorithms.
-        for algorithm in args.algorithms:
-            for setting in args.settings:
-                for seed in args.seeds:
-                    result = end_to_end(folder, setting, algorithm, seed, args.rounds,
-                                        pretrain_epochs=args.pretrain_epochs)
-                    runs.setdefault((setting, algorithm), {})[seed] = result
-                    content["end_to_end"]["runs"].append({"setting": setting, "algorithm": algorithm, "seed": seed,
-                                                          **result})
-                    content["end_to_end"]["summary"] = summary = end_to_end_summary(runs)
-                    table = ("mean client test accuracy % at the best-validation round (mean +- sample std over "
-                             "seeds) and seconds per round (mean)\n\n" + end_to_end_markdown(summary))
-                    common.write_results("fedap", content, markdown + "## End to end\n\n" + table, record)
-                    print(setting, algorithm, seed, result, flush=True)
+    ours["end_to_end"] = {"rounds": args.rounds, "pretrain_epochs": args.pretrain_epochs, "runs": []}
+    # Algorithm by algorithm (every seed of the first before the second): a run stopped
+    # early has whole algorithms.
+    for algorithm in args.algorithms:
+        for setting in args.settings:
+            for seed in args.seeds:
+                result = end_to_end(folder, setting, algorithm, seed, args.rounds, pretrain_epochs=args.pretrain_epochs)
+                ours["end_to_end"]["runs"].append({"setting": setting, "algorithm": algorithm, "seed": seed,
+                                                   "made_by": made_by, **result})
+                write()
+                print(setting, algorithm, seed, result, flush=True)
 
 
 if __name__ == "__main__":

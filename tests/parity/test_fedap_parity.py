@@ -41,3 +41,79 @@ def test_fedap_statistics_and_w_agree(comparisons):
     assert summary["w_same_statistics"]["ok"], summary                # get_weight_matrix1 == fedap_weights
     assert summary["w_own_statistics"]["worst"] < 1e-2
 
+
+
+# ---------------------------------------------------------------- --merge (no training)
+
+
+def _summary(worst):
+    return {"weights": {"steps": 8, "worst": worst, "ok": True}}
+
+
+def _run(algorithm, seed, accuracy, made_by=None):
+    run = {"setting": "mnist5k-0.1", "algorithm": algorithm, "seed": seed,
+           "kerastl": {"mean_accuracy": accuracy, "seconds_per_round": 1.0},
+           "reference": {"mean_accuracy": accuracy - 0.1, "seconds_per_round": 2.0}}
+    return {**run, "made_by": made_by} if made_by else run
+
+
+def _previous_file(tmp_path, reference, rounds=20):
+    import json
+
+    head = common.provenance.git("rev-parse", "HEAD").stdout.strip()
+    unknown = {"command": "older", "commit": "0" * 40, "dirty": False}   # a commit git does not know: not today's
+    content = {"reference": reference,
+               "step": {"fedap": {"summary": _summary(1e-3)}, "fedprox": {"summary": _summary(2e-3)}},
+               "step_float64": {"fedap": {"summary": _summary(1e-7)}, "base": {"summary": _summary(3e-7),
+                                                                               "made_by": unknown}},
+               "end_to_end": {"rounds": rounds, "pretrain_epochs": 150,
+                              "runs": [_run("fedap", 0, 0.4), _run("fedap", 1, 0.5), _run("fedprox", 0, 0.9, unknown)]},
+               "provenance": {"commit": head, "command": "old command", "dirty_dependencies": []}}
+    path = tmp_path / "parity_fedap.json"
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+# A path no commit and no working tree has: nothing it names changed since HEAD.
+NO_CHANGE = ["tests/parity/no_such_dependency.py"]
+
+
+def test_merge_keeps_the_parts_this_command_does_not_make(tmp_path):
+    reference = {"repository": "r", "commit": "c"}
+    previous = fedap_parity.load_previous(_previous_file(tmp_path, reference), reference, NO_CHANGE,
+                                          log=lambda text: None)
+    # Parts without their own made_by get the file's provenance; one made at an unknown commit is dropped.
+    assert previous["step"]["fedap"]["made_by"]["command"] == "old command"
+    assert set(previous["step_float64"]) == {"fedap"}
+    assert [(r["algorithm"], r["seed"]) for r in previous["end_to_end"]["runs"]] == [("fedap", 0), ("fedap", 1)]
+
+    new = {"command": "new command", "commit": "abc", "dirty": False}
+    ours = {"step": {"fedprox": {"summary": _summary(4e-3), "made_by": new}},
+            "step_float64": {"fedprox": {"summary": _summary(5e-7), "made_by": new}},
+            "end_to_end": {"rounds": 20, "pretrain_epochs": 150,
+                           "runs": [_run("fedprox", 0, 0.3, new), _run("fedprox", 1, 0.5, new)]}}
+    content = fedap_parity.merged(previous, ours)
+    assert list(content["step"]) == ["fedap", "fedprox"]
+    assert content["step"]["fedprox"]["summary"]["weights"]["worst"] == 4e-3          # ours replaces theirs
+    assert content["step"]["fedap"]["summary"]["weights"]["worst"] == 1e-3            # theirs kept
+    assert list(content["step_float64"]) == ["fedap", "fedprox"]
+    summary = content["end_to_end"]["summary"]["mnist5k-0.1"]
+    assert summary["fedap"]["kerastl"]["mean_accuracy"]["values"] == [0.4, 0.5]
+    assert summary["fedprox"]["kerastl"]["mean_accuracy"]["mean"] == pytest.approx(0.4)
+    assert summary["fedprox"]["reference"]["mean_accuracy"]["n"] == 2
+    text = fedap_parity.markdown(content)
+    assert "| mnist5k-0.1 | fedap | 2 | 45.00 +- 7.07 |" in text
+    assert "| mnist5k-0.1 | fedprox | 2 | 40.00 +- 14.14 |" in text
+    assert "| fedap | weights | 8 | 1.00e-03 | ok |" in text and "| fedprox | weights | 8 | 4.00e-03 | ok |" in text
+    assert "`old command`" in text and "`new command`" in text
+
+
+def test_merge_keeps_no_runs_of_other_rounds_nor_another_reference(tmp_path):
+    reference = {"repository": "r", "commit": "c"}
+    path = _previous_file(tmp_path, reference, rounds=10)
+    previous = fedap_parity.load_previous(path, reference, NO_CHANGE, log=lambda text: None)
+    ours = {"end_to_end": {"rounds": 20, "pretrain_epochs": 150, "runs": [_run("base", 0, 0.2)]}}
+    content = fedap_parity.merged(previous, ours)
+    assert [r["algorithm"] for r in content["end_to_end"]["runs"]] == ["base"]
+    assert list(content["step"]) == ["fedap", "fedprox"]                              # step parity still kept
+    assert fedap_parity.load_previous(path, {"repository": "r", "commit": "d"}, NO_CHANGE, log=lambda t: None) == {}
