@@ -481,17 +481,24 @@ def current(made_by: dict, dependencies: list[str]) -> bool:
         not common.provenance.changed_since(made_by["commit"], dependencies)
 
 
+def same_reference(a: dict, b: dict) -> bool:
+    """The same reference code: the same commit (known) and the same modified files, wherever
+    the checkout is."""
+    identity = ("repository", "commit", "modified")
+    return bool(a.get("commit")) and all(a.get(key) == b.get(key) for key in identity)
+
+
 def load_previous(path: str, reference: dict, dependencies: list[str], log=print) -> dict:
     """The parts of the results file at `path` made by today's code (`current`) against the
-    same reference checkout: `{"step": {algorithm: entry}, "step_float64": {...},
+    same reference code (`same_reference`): `{"step": {algorithm: entry}, "step_float64": {...},
     "end_to_end": {"rounds", "pretrain_epochs", "runs": [...]}}`, every entry with its
     `made_by` (a file written before entries carried one: its provenance's)."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         previous = json.load(f)
-    if previous.get("reference") != reference:
-        log(f"merge: {path} was made against another reference checkout; nothing kept")
+    if not same_reference(previous.get("reference") or {}, reference):
+        log(f"merge: {path} was made against another reference (or one of unknown commit); nothing kept")
         return {}
     made_before = made_by_of(previous.get("provenance") or {})
     kept, dropped = {}, []

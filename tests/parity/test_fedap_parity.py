@@ -117,3 +117,7 @@ def test_merge_keeps_no_runs_of_other_rounds_nor_another_reference(tmp_path):
     assert [r["algorithm"] for r in content["end_to_end"]["runs"]] == ["base"]
     assert list(content["step"]) == ["fedap", "fedprox"]                              # step parity still kept
     assert fedap_parity.load_previous(path, {"repository": "r", "commit": "d"}, NO_CHANGE, log=lambda t: None) == {}
+    # The same commit in another folder is the same reference; a checkout of unknown commit is none.
+    assert fedap_parity.load_previous(path, {**reference, "path": "/elsewhere"}, NO_CHANGE, log=lambda t: None)
+    unknown = _previous_file(tmp_path, {"repository": "r", "commit": None})
+    assert fedap_parity.load_previous(unknown, {"repository": "r", "commit": None}, NO_CHANGE, log=lambda t: None) == {}
