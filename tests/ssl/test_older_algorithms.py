@@ -11,7 +11,7 @@ import tensorflow as tf
 from kerastl.ssl import SemiSupervisedModel, torchssl_optimizer
 from kerastl.ssl.algorithms import (VAT, MeanTeacher, MixMatch, ReMixMatch, StepNetworks,
                                     algorithm_spec, build_algorithm)
-from kerastl.ssl.algorithms.base import chunked_forward, interleave_order, mixup, sharpen, softmax_mse, step_seed
+from kerastl.ssl.algorithms.base import chunked_forward, cross_entropy, interleave_order, mixup, sharpen, softmax_mse, step_seed
 from kerastl.ssl.algorithms.remixmatch import rotate_randomly
 from kerastl.ssl.algorithms.vat import kl_divergence, l2_normalize
 
@@ -240,8 +240,38 @@ def test_vat_direction_in_a_float64_network_is_the_hessian_power_iteration():
     assert r_adv.dtype == tf.float64
     cosine = (r_adv.numpy() * hessian_d).sum(-1)
     assert cosine.min() > 1 - 1e-4
-    # The step's losses stay float32 (they are combined with the float32 supervised loss).
-    assert losses["loss"].dtype == tf.float32 and losses["unsup_loss"].dtype == tf.float32
+    # The step's losses are float64 too (float32 losses would round every gradient at ~1e-7),
+    # and equal the float64 hand computation far below float32's resolution.
+    assert {losses[k].dtype for k in ("loss", "sup_loss", "unsup_loss")} == {tf.float64}
+    p_clean, p_adv = softmax(clean.numpy()), softmax(net(x + r_adv).numpy())
+    vat = (p_clean * (np.log(p_clean) - np.log(p_adv))).sum(-1).mean()
+    sup = -np.log(softmax(net(x[:2]).numpy())[[0, 1], [0, 1]]).mean()
+    entropy = -(p_clean * np.log(p_clean)).sum(-1).mean()
+    assert float(losses["unsup_loss"]) == pytest.approx(vat, rel=1e-12)
+    assert float(losses["sup_loss"]) == pytest.approx(sup, rel=1e-12)
+    assert float(losses["loss"]) == pytest.approx(sup + 0.3 * vat + 0.06 * entropy, rel=1e-12)
+
+
+def test_vat_losses_follow_a_float32_network_in_float32():
+    net = dense_net(inputs=4, bn=False)
+    algorithm = VAT(eps=1.0)
+    x = tf.random.stateless_normal([5, 4], [0, 2])
+    losses = algorithm.compute_losses(StepNetworks(net), x[:2], tf.constant([0, 1]), None, [x], tf.constant(0))
+    assert {losses[k].dtype for k in ("loss", "sup_loss", "unsup_loss")} == {tf.float32}
+
+
+def test_cross_entropy_keeps_float64_and_rounds_the_rest_to_float32():
+    # CE of logits [ln 3, 0] against class 0: -ln(3/4); soft target [1/2, 1/2]: -(ln 3/4 + ln 1/4) / 2.
+    logits = np.array([[math.log(3.0), 0.0]])
+    hard, soft = -math.log(0.75), -(math.log(0.75) + math.log(0.25)) / 2
+    for dtype, rel in ((tf.float64, 1e-15), (tf.float32, 1e-6), (tf.float16, 1e-3)):
+        z = tf.constant(logits, dtype)
+        out_hard = cross_entropy(tf.constant([0]), z)
+        out_soft = cross_entropy(tf.constant([[0.5, 0.5]]), z)
+        expected_dtype = tf.float64 if dtype == tf.float64 else tf.float32
+        assert out_hard.dtype == out_soft.dtype == expected_dtype
+        assert float(out_hard[0]) == pytest.approx(hard, rel=rel)
+        assert float(out_soft[0]) == pytest.approx(soft, rel=rel)
 
 
 def test_kl_divergence_by_hand():

@@ -186,10 +186,11 @@ def hard_pseudo_labels(logits: tf.Tensor, temperature: float = 1.0):
 
 
 def cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Per-example CE: integer targets, or soft targets (a distribution per row)."""
-    logits = tf.cast(logits, tf.float32)
+    """Per-example CE: integer targets, or soft targets (a distribution per row). In float32
+    (mixed-precision logits included), in float64 for float64 logits."""
+    logits = tf.cast(logits, tf.float64 if logits.dtype == tf.float64 else tf.float32)
     if targets.shape.rank == logits.shape.rank:
-        return -tf.reduce_sum(targets * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+        return -tf.reduce_sum(tf.cast(targets, logits.dtype) * tf.nn.log_softmax(logits, axis=-1), axis=-1)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
@@ -198,12 +199,12 @@ def masked_mean(per_example: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(per_example * mask)
 
 
-def linear_rampup(step: tf.Tensor, rampup_steps: float) -> tf.Tensor:
+def linear_rampup(step: tf.Tensor, rampup_steps: float, dtype=tf.float32) -> tf.Tensor:
     """min(1, step / rampup_steps); 1 when rampup_steps is 0. `rampup_steps` may be
     fractional (a share of a short run: TorchSSL's `it / (ratio * num_train_iter)`)."""
     if rampup_steps <= 0:
-        return tf.constant(1.0)
-    return tf.clip_by_value(tf.cast(step, tf.float32) / float(rampup_steps), 0.0, 1.0)
+        return tf.constant(1.0, dtype)
+    return tf.clip_by_value(tf.cast(step, dtype) / tf.constant(float(rampup_steps), dtype), 0.0, 1.0)
 
 
 def sharpen(probs: tf.Tensor, temperature: float) -> tf.Tensor:

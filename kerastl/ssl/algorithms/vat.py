@@ -72,23 +72,26 @@ class VAT(SSLAlgorithm):
 
     def compute_losses(self, nets, x_lb, y_lb, index, views, step):
         (x_ulb,) = views
-        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
+        # Every pass and loss at the network's precision: float32 for a float32 or
+        # mixed-precision network (as before), float64 for a float64 one, where float32 losses
+        # would round every gradient at ~1e-7 (USB computes them in the network's dtype).
+        precision = network_precision(nets)
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb, precision)))
         # Clean and perturbed unlabeled passes normalise over the same kind of batch (the
         # unlabeled one), so their difference is the perturbation's effect alone.
         # The clean logits at the network's precision too: the probe's divergence is a
         # difference of ~1e-6 from them, which float32 rounding of the clean logits would swamp.
-        logits_ulb = nets.frozen_bn(x_ulb, network_precision(nets))
+        logits_ulb = nets.frozen_bn(x_ulb, precision)
         clean = tf.stop_gradient(logits_ulb)
         seed = step_seed(self.seed * 3 + 11, step)
         r_adv = self.adversarial_perturbation(nets, x_ulb, clean, seed, self.replayed("vat_direction", step))
-        vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv))
-        entropy_logits = tf.cast(logits_ulb, tf.float32)
-        entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(entropy_logits, axis=-1), entropy_logits))
-        loss = sup_loss + self.loss_weight(step) * vat_loss + self.entmin_weight * entropy
+        vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv, precision))
+        entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
+        loss = sup_loss + self.loss_weight(step, precision) * vat_loss + self.entmin_weight * entropy
         return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": vat_loss, "mask": None}
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return tf.constant(self.lambda_u, dtype) * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps, "xi": self.xi, "power_iterations": self.power_iterations,
