@@ -805,8 +805,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print the tables, write no results file")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the runs of the existing results file that this command does not make "
-                             "(each run records the command and commit that made it)")
+                        help="keep the runs of the existing results file that this command does not make, "
+                             "or has not made yet when it stops (each run records the command and commit "
+                             "that made it)")
     args = parser.parse_args(argv)
     try:
         settings = [Setting.from_run(r, steps=args.wrn_steps if "/wrn_28_2" in r else args.steps, seed=args.seed)
@@ -833,7 +834,9 @@ def main(argv=None) -> int:
             return
         made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
         for name, entry in previous["runs"].items():
-            if name not in results["runs_requested"]:
+            # A run this command has not (yet) made keeps its earlier entry, so a harness
+            # stopped half-way through its list loses nothing.
+            if name not in results["runs"]:
                 results["runs"][name] = {"made_by": made_before, **entry} if "made_by" not in entry else entry
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)
