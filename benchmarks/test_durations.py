@@ -58,13 +58,17 @@ def parse_pytest_output(text: str) -> dict:
 
 
 def run_env(env: str, logs: str) -> dict:
-    started = time.perf_counter()
-    run = subprocess.run(["tox", "-e", env], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    # The log is written as tox runs, so a long run can be watched (tail -f) and a stopped
+    # one still shows how far it got.
     os.makedirs(logs, exist_ok=True)
-    with open(os.path.join(logs, f"{env}.log"), "w") as f:
-        f.write(run.stdout + run.stderr)
-    return {**parse_pytest_output(run.stdout), "wall_seconds": round(wall, 1), "exit_code": run.returncode}
+    log = os.path.join(logs, f"{env}.log")
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        code = subprocess.run(["tox", "-e", env], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - started
+    with open(log) as f:
+        parsed = parse_pytest_output(f.read())
+    return {**parsed, "wall_seconds": round(wall, 1), "exit_code": code}
 
 
 def main(argv=None):
