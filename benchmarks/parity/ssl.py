@@ -352,6 +352,11 @@ def keras_network(setting: Setting):
     return network
 
 
+# TensorFlow's LeakyRelu op holds its slope as a float32 attribute: Keras' LeakyReLU(0.1)
+# multiplies by float32(0.1) = 0.10000000149011612 even in float64 (1.5e-8 relative).
+KERAS_SLOPE = float(np.float32(0.1))
+
+
 def small_cnn_twin(keras_network):
     """A PyTorch module with kerastl's `small_cnn` layout and layer names (conv, BN with the
     Keras epsilon and converted momentum, LeakyReLU 0.1, 2x2 max pooling after stages 0 and 1,
@@ -380,7 +385,7 @@ def small_cnn_twin(keras_network):
             for conv in convs:
                 stage = int(conv.name[4])
                 x = self.get_submodule(conv.name)(x)
-                x = nn.functional.leaky_relu(self.get_submodule(conv.name.replace("conv", "bn"))(x), 0.1)
+                x = nn.functional.leaky_relu(self.get_submodule(conv.name.replace("conv", "bn"))(x), KERAS_SLOPE)
                 if conv.name.endswith("_1") and stage < 2:
                     x = nn.functional.max_pool2d(x, 2)
             feat = torch.mean(x, dim=(2, 3))
@@ -404,6 +409,8 @@ def usb_wrn(keras_network, num_classes: int):
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eps = 1e-3
+        if isinstance(module, nn.LeakyReLU):
+            module.negative_slope = KERAS_SLOPE
     return net
 
 
@@ -477,6 +484,9 @@ class KerastlSide:
         self.model = SemiSupervisedModel(network, self.algorithm, ema_decay=setting.ema_decay, ema_warmup=False)
         self.model.compile(optimizer=torchssl_optimizer(learning_rate=setting.lr, total_steps=setting.horizon,
                                                         l2=setting.weight_decay, momentum=setting.momentum))
+        # Built now, as fit would before its first step: the step-1 learning rate read below is
+        # then the one the update uses (float64 for a float64 network).
+        self.model.optimizer.build(self.model.trainable_variables)
         self.record = {}
         self.passes = []
         self.batch = None

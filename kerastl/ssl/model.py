@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, StepNetworks
+from kerastl.ssl.precision import loss_dtype
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -135,12 +136,13 @@ class SemiSupervisedModel(keras.Model):
 
     def _update_ema(self, step):
         decay = self.ema_decay
-        if self.ema_warmup:
-            k = tf.cast(step, tf.float32)
+        if self.ema_warmup:  # in the loss dtype: float64 for a float64 network's weights
+            k = tf.cast(step, loss_dtype(self.network.compute_dtype))
             decay = tf.minimum(decay, (1.0 + k) / (10.0 + k))
         for online, ema in self._pairs:
             if online.trainable:
-                ema.assign(decay * ema + (1.0 - decay) * online)
+                weight = decay if isinstance(decay, float) else tf.cast(decay, ema.dtype)
+                ema.assign(weight * ema + (1.0 - weight) * online)
             else:  # BN moving statistics are copied, as TorchSSL's EMA copies buffers
                 ema.assign(online)
 

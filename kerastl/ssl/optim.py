@@ -7,18 +7,21 @@ import math
 import keras
 import tensorflow as tf
 
+from kerastl.ssl.precision import loss_dtype
+
 
 @keras.saving.register_keras_serializable("kerastl")
 class CosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """`lr * cos(7 * pi * step / (16 * total_steps))` (TorchSSL / FixMatch: ends at ~0.2 lr)."""
+    """`lr * cos(7 * pi * step / (16 * total_steps))` (TorchSSL / FixMatch: ends at ~0.2 lr),
+    in float32 (`dtype`: another; `SGDWithL2` asks for float64 when it trains float64 weights)."""
 
     def __init__(self, learning_rate: float, total_steps: int, cycles: float = 7 / 16):
         self.learning_rate = float(learning_rate)
         self.total_steps = int(total_steps)
         self.cycles = float(cycles)
 
-    def __call__(self, step):
-        progress = tf.cast(step, tf.float32) / float(max(self.total_steps, 1))
+    def __call__(self, step, dtype=tf.float32):
+        progress = tf.cast(step, dtype) / float(max(self.total_steps, 1))
         return self.learning_rate * tf.cos(math.pi * self.cycles * progress)
 
     def get_config(self):
@@ -36,6 +39,7 @@ class SGDWithL2(keras.optimizers.SGD):
 
     - Decay: `g += l2 * w` for kernels only, before momentum (Keras' own `weight_decay` is
       decoupled, AdamW-style, which is a different method).
+    - Float64 weights get a float64 learning rate (from a `CosineSchedule`) and momentum.
     - Momentum: the buffer holds gradients, the learning rate scales the whole step:
       `b = momentum * b + g`, `w -= lr * (g + momentum * b)` with Nesterov (`w -= lr * b`
       without). Keras' SGD keeps `m = momentum * m - lr * g` instead, so past steps stay
@@ -50,6 +54,20 @@ class SGDWithL2(keras.optimizers.SGD):
     def __init__(self, l2: float = 5e-4, **kwargs):
         super().__init__(**kwargs)
         self.l2 = float(l2)
+        self._lr_dtype = tf.float32
+
+    def build(self, variables):
+        # The learning rate in the weights' loss dtype: float64 when any is float64 (a
+        # float32 lr would put a ~1e-8 relative error into every update of a float64
+        # network), float32 otherwise (mixed precision keeps float32 weights).
+        if any(loss_dtype(v.dtype) == tf.float64 for v in variables):
+            self._lr_dtype = tf.float64
+        super().build(variables)
+
+    def _get_current_learning_rate(self):
+        if isinstance(self._learning_rate, CosineSchedule):
+            return self._learning_rate(self._iterations, self._lr_dtype)
+        return super()._get_current_learning_rate()
 
     def apply(self, grads, trainable_variables=None):
         variables = trainable_variables if trainable_variables is not None else self._trainable_variables
@@ -68,7 +86,9 @@ class SGDWithL2(keras.optimizers.SGD):
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * gradient)
             return
-        momentum = tf.cast(self.momentum, variable.dtype)
+        # Not tf.cast(self.momentum, ...): that rounds the Python float to float32 first
+        # (0.9 -> 0.89999998), which a float64 update would carry (1.3e-8 relative).
+        momentum = tf.constant(self.momentum, variable.dtype)
         buffer = self.momentums[self._get_variable_index(variable)]
         self.assign(buffer, momentum * buffer + gradient)
         step = gradient + momentum * buffer if self.nesterov else buffer

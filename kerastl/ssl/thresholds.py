@@ -12,6 +12,8 @@ import math
 import keras
 import tensorflow as tf
 
+from kerastl.ssl.precision import loss_dtype
+
 MAPPINGS = ("convex", "linear", "concave")
 
 
@@ -26,11 +28,13 @@ class FixedThreshold(keras.layers.Layer):
 
     def __init__(self, tau: float = 0.95, **kwargs):
         kwargs.setdefault("dtype", "float32")  # thresholds stay float32 under mixed precision
+        kwargs.setdefault("autocast", False)  # float64 probabilities are not rounded to float32
         super().__init__(**kwargs)
         self.tau = float(tau)
 
     def call(self, max_probs, pseudo_labels, index):
-        return tf.cast(max_probs >= self.tau, tf.float32)
+        # The mask in the loss dtype: float32, float64 for float64 probabilities.
+        return tf.cast(max_probs >= self.tau, loss_dtype(max_probs.dtype))
 
     def get_config(self):
         return {**super().get_config(), "tau": self.tau}
@@ -75,6 +79,7 @@ class CurriculumThreshold(keras.layers.Layer):
     def __init__(self, num_unlabeled: int, num_classes: int, tau: float = 0.95, warmup: bool = True,
                  mapping: str = "convex", **kwargs):
         kwargs.setdefault("dtype", "float32")  # counts and beta stay float32 under mixed precision
+        kwargs.setdefault("autocast", False)  # float64 probabilities are not rounded to float32
         super().__init__(**kwargs)
         if mapping not in MAPPINGS:
             raise ValueError(f"mapping {mapping!r}: expected one of {', '.join(MAPPINGS)}")
@@ -109,7 +114,10 @@ class CurriculumThreshold(keras.layers.Layer):
     def call(self, max_probs, pseudo_labels, index):
         self.classwise_acc.assign(self.learning_effect())
         beta = tf.gather(self.classwise_acc, pseudo_labels)
-        mask = tf.cast(max_probs >= self.tau * self.mapped(beta), tf.float32)
+        # beta and its mapping stay float32 (as USB's classwise_acc), compared with and
+        # masking in the probabilities' dtype (float64 for a float64 network).
+        threshold = tf.cast(self.tau * self.mapped(beta), max_probs.dtype)
+        mask = tf.cast(max_probs >= threshold, loss_dtype(max_probs.dtype))
         self._record(max_probs >= self.tau, tf.cast(pseudo_labels, tf.int32), tf.cast(index, tf.int32))
         return mask
 

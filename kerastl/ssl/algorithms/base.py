@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerastl.ssl.precision import in_loss_dtype, loss_dtype
 from kerastl.ssl.thresholds import FixedThreshold
 
 
@@ -64,7 +65,9 @@ class SSLAlgorithm(keras.layers.Layer):
     replay_draws = None
 
     def __init__(self, threshold=None, lambda_u: float = 1.0, **kwargs):
-        kwargs.setdefault("dtype", "float32")  # losses are computed in float32 under mixed precision
+        # Losses are computed in float32 under mixed precision (in float64 for a float64
+        # network: StepNetworks' logits and `kerastl.ssl.precision.loss_dtype` decide).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if isinstance(threshold, dict):
             threshold = keras.saving.deserialize_keras_object(threshold)
@@ -90,11 +93,11 @@ class SSLAlgorithm(keras.layers.Layer):
 
         Default: the forward passes `joint_forward` names, cross-entropy on the labeled
         logits, `unsupervised_loss` on the unlabeled logits (a dict by view name), weighted
-        by `loss_weight(step)`.
+        by `loss_weight(step)`. All of it in the logits' loss dtype (`nets.dtype`).
         """
         if not views:
             sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
-            return {"loss": sup_loss, "sup_loss": sup_loss, "unsup_loss": tf.constant(0.0), "mask": None}
+            return {"loss": sup_loss, "sup_loss": sup_loss, "unsup_loss": tf.zeros_like(sup_loss), "mask": None}
         if self.joint_forward:
             num_lb = tf.shape(x_lb)[0]
             logits = nets(tf.concat([x_lb, *views], axis=0))
@@ -103,7 +106,7 @@ class SSLAlgorithm(keras.layers.Layer):
             logits_lb, parts = nets(x_lb), [nets.frozen_bn(view) for view in views]
         sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), logits_lb))
         unsup_loss, mask = self.unsupervised_loss(dict(zip(self.views, parts)), index, step)
-        return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
+        return {"loss": sup_loss + self.loss_weight(step, sup_loss.dtype) * unsup_loss, "sup_loss": sup_loss,
                 "unsup_loss": unsup_loss, "mask": mask}
 
     def unsupervised_loss(self, logits: dict[str, tf.Tensor], index: tf.Tensor, step: tf.Tensor):
@@ -111,9 +114,10 @@ class SSLAlgorithm(keras.layers.Layer):
         the float mask of examples that count (None when nothing is masked)."""
         raise NotImplementedError(f"{type(self).__name__} must implement unsupervised_loss or compute_losses")
 
-    def loss_weight(self, step: tf.Tensor) -> tf.Tensor:
-        """Weight of the unsupervised loss at `step` (a ramp-up overrides this)."""
-        return tf.constant(self.lambda_u, tf.float32)
+    def loss_weight(self, step: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+        """Weight of the unsupervised loss at `step`, in `dtype` (the losses' dtype; a
+        ramp-up overrides this)."""
+        return tf.constant(self.lambda_u, dtype)
 
     def replayed(self, name: str, step: tf.Tensor):
         """What `replay_draws` gives for the draw `name` at `step`, or None when it is not
@@ -132,10 +136,11 @@ class SSLAlgorithm(keras.layers.Layer):
 class StepNetworks:
     """The forward passes an algorithm may run inside a training step.
 
-    `nets(x)` is the trained network in training mode (float32 logits; `dtype` asks for
-    another). `frozen_bn(x)` is the same pass with the batch-norm moving statistics left as
-    they were (TorchSSL's `freeze_bn`: extra passes over perturbed or repeated inputs must
-    not move them).
+    `nets(x)` is the trained network in training mode, its logits in `nets.dtype` (the loss
+    dtype: float32, also for a mixed-precision network; float64 for a float64 network;
+    `dtype` asks for another). `frozen_bn(x)` is the same pass with the batch-norm moving
+    statistics left as they were (TorchSSL's `freeze_bn`: extra passes over perturbed or
+    repeated inputs must not move them).
     `teacher(x)` is the EMA network in training mode (batch statistics, as TorchSSL's teacher
     pass; its moving statistics are replaced by the online network's after the step), without
     gradient. `features(x)` returns
@@ -147,9 +152,10 @@ class StepNetworks:
         self.network = network
         self._teacher = teacher
         self._feature_network = feature_network
+        self.dtype = loss_dtype(network.compute_dtype)
 
-    def __call__(self, x, dtype=tf.float32):
-        return tf.cast(self.network(x, training=True), dtype)
+    def __call__(self, x, dtype=None):
+        return tf.cast(self.network(x, training=True), dtype or self.dtype)
 
     def _with_frozen_statistics(self, fn, x):
         moving = [v for v in self.network.non_trainable_variables]
@@ -162,33 +168,34 @@ class StepNetworks:
                 variable.assign(value)
         return out
 
-    def frozen_bn(self, x, dtype=tf.float32):
+    def frozen_bn(self, x, dtype=None):
         return self._with_frozen_statistics(lambda inputs: self(inputs, dtype), x)
 
     def teacher(self, x):
         if self._teacher is None:
             raise ValueError("this model has no teacher (EMA) network")
-        return tf.stop_gradient(tf.cast(self._teacher(x, training=True), tf.float32))
+        return tf.stop_gradient(tf.cast(self._teacher(x, training=True), self.dtype))
 
     def features(self, x):
         if self._feature_network is None:
             raise ValueError("the network has no layer named 'features' (the penultimate representation)")
         def run(inputs):
             features, logits = self._feature_network(inputs, training=True)
-            return tf.cast(features, tf.float32), tf.cast(logits, tf.float32)
+            return tf.cast(features, self.dtype), tf.cast(logits, self.dtype)
         return self._with_frozen_statistics(run, x)
 
 
 def hard_pseudo_labels(logits: tf.Tensor, temperature: float = 1.0):
-    """`(probs, argmax)` of `softmax(logits / T)`, with no gradient flowing into the targets."""
-    probs = tf.nn.softmax(tf.stop_gradient(tf.cast(logits, tf.float32)) / temperature, axis=-1)
+    """`(probs, argmax)` of `softmax(logits / T)`, with no gradient flowing into the targets
+    (float32 probabilities; float64 for float64 logits)."""
+    probs = tf.nn.softmax(tf.stop_gradient(in_loss_dtype(logits)) / temperature, axis=-1)
     return probs, tf.argmax(probs, axis=-1, output_type=tf.int32)
 
 
 def cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Per-example CE: integer targets, or soft targets (a distribution per row). In float32
     (mixed-precision logits included), in float64 for float64 logits."""
-    logits = tf.cast(logits, tf.float64 if logits.dtype == tf.float64 else tf.float32)
+    logits = in_loss_dtype(logits)
     if targets.shape.rank == logits.shape.rank:
         return -tf.reduce_sum(tf.cast(targets, logits.dtype) * tf.nn.log_softmax(logits, axis=-1), axis=-1)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
@@ -223,30 +230,36 @@ def mixup(x: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor, draws
     """MixUp as MixMatch uses it: `lam ~ Beta(alpha, alpha)`, `lam = max(lam, 1 - lam)` (so
     each mixed example stays closer to its own input), partners by a random permutation.
     `draws`: None, or `(lam, order)` to use instead of drawing them from `seed` (`lam` before
-    `max(lam, 1 - lam)`).
+    `max(lam, 1 - lam)`). `lam` is in the targets' dtype (the loss dtype); with float64
+    targets (a float64 network) the images are mixed in float64 too.
 
     Returns `(mixed_x, mixed_targets, lam)`.
     """
+    dtype = targets.dtype
+    if dtype == tf.float64:
+        x = tf.cast(x, dtype)
     if draws is not None:
-        lam, order = tf.cast(draws[0], x.dtype), tf.cast(draws[1], tf.int32)
+        lam, order = tf.cast(draws[0], dtype), tf.cast(draws[1], tf.int32)
     else:
         seeds = tf.random.experimental.stateless_split(seed, 3)
         if alpha > 0:
             gammas = tf.random.stateless_gamma([2], seeds[0], alpha=alpha)
-            lam = gammas[0] / (gammas[0] + gammas[1])
+            lam = tf.cast(gammas[0] / (gammas[0] + gammas[1]), dtype)
         else:
-            lam = tf.constant(1.0)
+            lam = tf.constant(1.0, dtype)
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(x)[0]), seeds[1])
     lam = tf.maximum(lam, 1.0 - lam)
-    mixed_x = lam * x + (1.0 - lam) * tf.gather(x, order)
+    mixed_x = tf.cast(lam, x.dtype) * x + tf.cast(1.0 - lam, x.dtype) * tf.gather(x, order)
     mixed_targets = lam * targets + (1.0 - lam) * tf.gather(targets, order)
     return mixed_x, mixed_targets, lam
 
 
 def softmax_mse(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """Mean over examples AND classes of `(softmax(logits) - targets)^2` (PyTorch's
-    `mse_loss(reduction='mean')`, MixMatch's L2 loss divided by the number of classes)."""
-    return tf.reduce_mean(tf.square(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1) - targets))
+    `mse_loss(reduction='mean')`, MixMatch's L2 loss divided by the number of classes), in
+    the logits' loss dtype."""
+    probs = tf.nn.softmax(in_loss_dtype(logits), axis=-1)
+    return tf.reduce_mean(tf.square(probs - tf.cast(targets, probs.dtype)))
 
 
 def interleave_order(chunks: int, chunk_size: int):

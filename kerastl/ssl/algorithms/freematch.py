@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import SSLAlgorithm, cross_entropy, hard_pseudo_labels, masked_mean
 from kerastl.ssl.algorithms.registry import register_algorithm
+from kerastl.ssl.precision import in_loss_dtype
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -64,10 +65,14 @@ class FreeMatch(SSLAlgorithm):
         """Moves tau_t, p_t and h_t with this step's weak probabilities (every replica's)."""
         probs = all_replicas(probs)
         m = self.ema_p
-        tau = m * self.global_threshold + (1.0 - m) * tf.reduce_mean(tf.reduce_max(probs, axis=-1))
+
+        def moved(state, value):  # in the probabilities' dtype, stored in the state's
+            return tf.cast(m * tf.cast(state, value.dtype) + (1.0 - m) * value, state.dtype)
+
+        tau = moved(self.global_threshold, tf.reduce_mean(tf.reduce_max(probs, axis=-1)))
         self.global_threshold.assign(tf.clip_by_value(tau, 0.0, 0.95) if self.clip_threshold else tau)
-        self.class_confidence.assign(m * self.class_confidence + (1.0 - m) * tf.reduce_mean(probs, axis=0))
-        self.label_histogram.assign(m * self.label_histogram + (1.0 - m) * histogram(probs, self.num_classes))
+        self.class_confidence.assign(moved(self.class_confidence, tf.reduce_mean(probs, axis=0)))
+        self.label_histogram.assign(moved(self.label_histogram, histogram(probs, self.num_classes)))
 
     def class_thresholds(self) -> tf.Tensor:
         """tau_t(c) = tau_t * p_t(c) / max_c p_t(c), from the current state."""
@@ -77,21 +82,26 @@ class FreeMatch(SSLAlgorithm):
     def unsupervised_loss(self, logits, index, step):
         probs, pseudo = hard_pseudo_labels(logits["weak"])
         self.update(probs)
-        mask = tf.cast(tf.reduce_max(probs, axis=-1) >= tf.gather(self.class_thresholds(), pseudo), tf.float32)
+        thresholds = tf.cast(tf.gather(self.class_thresholds(), pseudo), probs.dtype)
+        mask = tf.cast(tf.reduce_max(probs, axis=-1) >= thresholds, probs.dtype)
         return masked_mean(cross_entropy(pseudo, logits["strong"]), mask), mask
 
     def fairness_loss(self, logits_strong: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """L_f over the masked strong views (0 when the mask is empty); gradients reach the
         strong logits through their mean probability only."""
-        probs = tf.nn.softmax(tf.cast(logits_strong, tf.float32), axis=-1)
+        probs = tf.nn.softmax(in_loss_dtype(logits_strong), axis=-1)
+        mask = tf.cast(mask, probs.dtype)
         count = tf.reduce_sum(mask)
         # Masked sums rather than a boolean selection: static shapes, so XLA compiles it.
         mean_probs = tf.math.divide_no_nan(tf.reduce_sum(probs * mask[:, None], axis=0), count)
         hist = histogram(probs, self.num_classes, mask)
-        target = sum_normalised(self.class_confidence * tf.math.divide_no_nan(1.0, self.label_histogram))
-        predicted = sum_normalised(mean_probs * tf.math.divide_no_nan(1.0, hist))
+        confidence, label_histogram = (tf.cast(state, probs.dtype)
+                                       for state in (self.class_confidence, self.label_histogram))
+        one = tf.constant(1.0, probs.dtype)
+        target = sum_normalised(confidence * tf.math.divide_no_nan(one, label_histogram))
+        predicted = sum_normalised(mean_probs * tf.math.divide_no_nan(one, hist))
         loss = tf.reduce_sum(target * tf.math.log(predicted + 1e-12))
-        return tf.where(count > 0, loss, 0.0)
+        return tf.where(count > 0, loss, tf.zeros_like(loss))
 
     def compute_losses(self, nets, x_lb, y_lb, index, views, step):
         # The default step's single forward pass, plus the fairness term on the strong views.
@@ -131,7 +141,7 @@ def all_replicas(values: tf.Tensor) -> tf.Tensor:
 
 def histogram(probs: tf.Tensor, num_classes: int, weights: tf.Tensor | None = None) -> tf.Tensor:
     """Share of the (weighted) rows whose argmax is each class; zeros when no row counts."""
-    counts = tf.one_hot(tf.argmax(probs, axis=-1), num_classes)
+    counts = tf.one_hot(tf.argmax(probs, axis=-1), num_classes, dtype=probs.dtype)
     if weights is not None:
         counts = counts * weights[:, None]
     return sum_normalised(tf.reduce_sum(counts, axis=0))

@@ -42,11 +42,11 @@ class MeanTeacher(SSLAlgorithm):
         sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
         teacher_probs = tf.nn.softmax(nets.teacher(teacher_view), axis=-1)
         unsup_loss = softmax_mse(nets.frozen_bn(student_view), teacher_probs)
-        return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
+        return {"loss": sup_loss + self.loss_weight(step, sup_loss.dtype) * unsup_loss, "sup_loss": sup_loss,
                 "unsup_loss": unsup_loss, "mask": None}
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         return {**super().get_config(), "rampup_steps": self.rampup_steps}

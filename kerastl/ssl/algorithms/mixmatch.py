@@ -56,17 +56,18 @@ class MixMatch(SSLAlgorithm):
         num_lb = tf.shape(x_lb)[0]
         guess = self.guess_labels(nets, views)
         num_classes = tf.shape(guess)[-1]
-        targets = tf.concat([tf.one_hot(tf.cast(y_lb, tf.int32), num_classes), *([guess] * len(views))], axis=0)
+        labeled = tf.one_hot(tf.cast(y_lb, tf.int32), num_classes, dtype=guess.dtype)
+        targets = tf.concat([labeled, *([guess] * len(views))], axis=0)
         mixed_x, mixed_targets, _ = mixup(tf.concat([x_lb, *views], axis=0), targets, self.alpha,
                                           step_seed(self.seed * 3 + 13, step), mixup_draws(self, step))
         logits = chunked_forward(nets, mixed_x, x_lb.shape[0], self.interleave)
         sup_loss = tf.reduce_mean(cross_entropy(mixed_targets[:num_lb], logits[:num_lb]))
         unsup_loss = softmax_mse(logits[num_lb:], mixed_targets[num_lb:])
-        return {"loss": sup_loss + self.loss_weight(step) * unsup_loss, "sup_loss": sup_loss,
+        return {"loss": sup_loss + self.loss_weight(step, sup_loss.dtype) * unsup_loss, "sup_loss": sup_loss,
                 "unsup_loss": unsup_loss, "mask": None}
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha,

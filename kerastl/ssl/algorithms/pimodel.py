@@ -38,8 +38,8 @@ class PiModel(SSLAlgorithm):
         target = tf.nn.softmax(tf.stop_gradient(logits["weak2"]), axis=-1)
         return softmax_mse(logits["weak"], target), None
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         return {**super().get_config(), "rampup_steps": self.rampup_steps}

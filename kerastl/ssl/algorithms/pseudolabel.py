@@ -11,6 +11,7 @@ threshold with CPL.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from kerastl.ssl.algorithms.base import (SSLAlgorithm, cross_entropy, linear_rampup,
                                          masked_mean)
@@ -34,8 +35,8 @@ class PseudoLabel(SSLAlgorithm):
         pseudo, mask = self.confident_pseudo_labels(logits["weak"], index)
         return masked_mean(cross_entropy(pseudo, logits["weak"]), mask), mask
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         return {**super().get_config(), "rampup_steps": self.rampup_steps}

@@ -29,6 +29,7 @@ from kerastl.ssl.algorithms.base import (SSLAlgorithm, chunked_forward, cross_en
                                          sharpen, step_seed)
 from kerastl.ssl.algorithms.mixmatch import mixup_draws
 from kerastl.ssl.algorithms.registry import register_algorithm
+from kerastl.ssl.precision import loss_dtype
 
 
 @keras.saving.register_keras_serializable("kerastl")
@@ -71,6 +72,8 @@ class ReMixMatch(SSLAlgorithm):
             raise ValueError(f"ReMixMatch rotates images by 90 degrees: expected square images, got {height}x{width}")
         features = network.get_layer("features").output.shape[-1]
         if not self.rotation_head.built:
+            # In the loss dtype: float32 under mixed precision, float64 for a float64 network.
+            self.rotation_head.dtype_policy = loss_dtype(network.compute_dtype).name
             self.rotation_head.build((None, features))
 
     def align(self, probs: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
@@ -80,8 +83,9 @@ class ReMixMatch(SSLAlgorithm):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             mean = context.all_reduce("MEAN", mean)
-        p_model = tf.where(tf.equal(step, 0), mean, 0.999 * self.p_model + 0.001 * mean)
-        self.p_model.assign(p_model)
+        # Moved in the probabilities' dtype, stored in the state's.
+        p_model = tf.where(tf.equal(step, 0), mean, 0.999 * tf.cast(self.p_model, mean.dtype) + 0.001 * mean)
+        self.p_model.assign(tf.cast(p_model, self.p_model.dtype))
         epsilon = self.alignment_epsilon
         aligned = probs * (tf.constant(self.p_target, probs.dtype) + epsilon) / (p_model + epsilon)
         return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
@@ -92,7 +96,8 @@ class ReMixMatch(SSLAlgorithm):
         probs = tf.nn.softmax(tf.stop_gradient(nets.frozen_bn(weak)), axis=-1)
         guess = tf.stop_gradient(sharpen(self.align(probs, step), self.temperature))
         seeds = tf.random.experimental.stateless_split(step_seed(self.seed * 3 + 17, step), 2)
-        targets = tf.concat([tf.one_hot(tf.cast(y_lb, tf.int32), self.num_classes), guess, guess, guess], axis=0)
+        labeled = tf.one_hot(tf.cast(y_lb, tf.int32), self.num_classes, dtype=guess.dtype)
+        targets = tf.concat([labeled, guess, guess, guess], axis=0)
         mixed_x, mixed_targets, _ = mixup(tf.concat([x_lb, strong, strong2, weak], axis=0), targets,
                                           self.alpha, seeds[0], mixup_draws(self, step))
         logits = chunked_forward(nets, mixed_x, x_lb.shape[0], self.interleave)
@@ -102,13 +107,13 @@ class ReMixMatch(SSLAlgorithm):
         rotated, quarter_turns = rotate_randomly(strong, seeds[1], self.replayed("rotation", step))
         features, _ = nets.features(rotated)
         rotation_loss = tf.reduce_mean(cross_entropy(quarter_turns, self.rotation_head(features)))
-        ramp = linear_rampup(step, self.rampup_steps)
+        ramp = linear_rampup(step, self.rampup_steps, sup_loss.dtype)
         loss = (sup_loss + self.w_rot * rotation_loss + self.w_kl * ramp * premix_loss
                 + self.lambda_u * ramp * match_loss)
         return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": match_loss, "mask": None}
 
-    def loss_weight(self, step):
-        return self.lambda_u * linear_rampup(step, self.rampup_steps)
+    def loss_weight(self, step, dtype=tf.float32):
+        return self.lambda_u * linear_rampup(step, self.rampup_steps, dtype)
 
     def get_config(self):
         config = super().get_config()

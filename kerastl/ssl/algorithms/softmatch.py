@@ -62,9 +62,10 @@ class SoftMatch(SSLAlgorithm):
         """Uniform alignment: moves `class_prior` with this step's mean prediction, returns
         `probs * (1/C) / class_prior` renormalised (each with 1e-6 added, as USB)."""
         mean = tf.reduce_mean(all_replicas(probs), axis=0)
-        prior = tf.convert_to_tensor(self.class_prior)
+        # The state is read and moved in the probabilities' dtype, stored in its own.
+        prior = tf.cast(self.class_prior, probs.dtype)
         prior = tf.where(tf.reduce_sum(prior) > 0, self.ema_p * prior + (1.0 - self.ema_p) * mean, mean)
-        self.class_prior.assign(prior)
+        self.class_prior.assign(tf.cast(prior, self.class_prior.dtype))
         aligned = probs * (1.0 / self.num_classes + 1e-6) / (prior + 1e-6)
         return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
 
@@ -72,16 +73,18 @@ class SoftMatch(SSLAlgorithm):
         """Moves mu_t and var_t with this step's confidences (every replica's)."""
         max_probs = all_replicas(max_probs)
         mean = tf.reduce_mean(max_probs)
-        count = tf.cast(tf.size(max_probs), tf.float32)
+        count = tf.cast(tf.size(max_probs), max_probs.dtype)
         variance = tf.reduce_sum(tf.square(max_probs - mean)) / tf.maximum(count - 1.0, 1.0)
         m = self.ema_p
-        self.confidence_mean.assign(m * self.confidence_mean + (1.0 - m) * mean)
-        self.confidence_variance.assign(m * self.confidence_variance + (1.0 - m) * variance)
+        for state, value in ((self.confidence_mean, mean), (self.confidence_variance, variance)):
+            state.assign(tf.cast(m * tf.cast(state, value.dtype) + (1.0 - m) * value, state.dtype))
 
     def sample_weights(self, max_probs: tf.Tensor) -> tf.Tensor:
         """The truncated Gaussian: 1 at or above mu_t, exp(-(x - mu_t)^2 / (2 var_t / n_sigma^2)) below."""
-        below = tf.minimum(max_probs - self.confidence_mean, 0.0)
-        return tf.exp(-tf.square(below) / (2.0 * self.confidence_variance / self.n_sigma ** 2))
+        mean, variance = (tf.cast(state, max_probs.dtype)
+                          for state in (self.confidence_mean, self.confidence_variance))
+        below = tf.minimum(max_probs - mean, 0.0)
+        return tf.exp(-tf.square(below) / (2.0 * variance / self.n_sigma ** 2))
 
     def unsupervised_loss(self, logits, index, step):
         probs, pseudo = hard_pseudo_labels(logits["weak"])

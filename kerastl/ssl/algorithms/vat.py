@@ -54,7 +54,7 @@ class VAT(SSLAlgorithm):
         (power iteration from `start`, default a standard normal draw from `seed`)."""
         # The xi-step is ~1e-6 of the input: a float64 network keeps its precision here
         # (float32 rounds the probe and the divergence's gradient).
-        precision = network_precision(nets)
+        precision = nets.dtype
         x = tf.cast(x, precision)
         start = tf.random.stateless_normal(tf.shape(x), seed) if start is None else start
         d = l2_normalize(tf.cast(start, precision))
@@ -72,22 +72,19 @@ class VAT(SSLAlgorithm):
 
     def compute_losses(self, nets, x_lb, y_lb, index, views, step):
         (x_ulb,) = views
-        # Every pass and loss at the network's precision: float32 for a float32 or
-        # mixed-precision network (as before), float64 for a float64 one, where float32 losses
-        # would round every gradient at ~1e-7 (USB computes them in the network's dtype).
-        precision = network_precision(nets)
-        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb, precision)))
+        # Every pass and loss in the loss dtype `nets.dtype` (float64 for a float64 network).
+        sup_loss = tf.reduce_mean(cross_entropy(tf.cast(y_lb, tf.int32), nets(x_lb)))
         # Clean and perturbed unlabeled passes normalise over the same kind of batch (the
         # unlabeled one), so their difference is the perturbation's effect alone.
         # The clean logits at the network's precision too: the probe's divergence is a
         # difference of ~1e-6 from them, which float32 rounding of the clean logits would swamp.
-        logits_ulb = nets.frozen_bn(x_ulb, precision)
+        logits_ulb = nets.frozen_bn(x_ulb)
         clean = tf.stop_gradient(logits_ulb)
         seed = step_seed(self.seed * 3 + 11, step)
         r_adv = self.adversarial_perturbation(nets, x_ulb, clean, seed, self.replayed("vat_direction", step))
-        vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv, precision))
+        vat_loss = kl_divergence(clean, nets.frozen_bn(tf.cast(x_ulb, r_adv.dtype) + r_adv))
         entropy = tf.reduce_mean(cross_entropy(tf.nn.softmax(logits_ulb, axis=-1), logits_ulb))
-        loss = sup_loss + self.loss_weight(step, precision) * vat_loss + self.entmin_weight * entropy
+        loss = sup_loss + self.loss_weight(step, sup_loss.dtype) * vat_loss + self.entmin_weight * entropy
         return {"loss": loss, "sup_loss": sup_loss, "unsup_loss": vat_loss, "mask": None}
 
     def loss_weight(self, step, dtype=tf.float32):
@@ -97,11 +94,6 @@ class VAT(SSLAlgorithm):
         return {**super().get_config(), "eps": self.eps, "xi": self.xi, "power_iterations": self.power_iterations,
                 "entmin_weight": self.entmin_weight, "input_scale": self.input_scale,
                 "rampup_steps": self.rampup_steps, "seed": self.seed}
-
-
-def network_precision(nets) -> tf.DType:
-    """float64 for a float64 network, else float32 (mixed precision included)."""
-    return tf.float64 if getattr(nets.network, "compute_dtype", None) == "float64" else tf.float32
 
 
 def l2_normalize(d: tf.Tensor) -> tf.Tensor:
