@@ -57,11 +57,13 @@ if ROOT not in sys.path:
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import fcntl  # noqa: E402
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -300,7 +302,8 @@ def batches(setting: Setting):
                                                zip(batch["x_ulb_s"], batch["rot_v"])]).astype("float32")
         if "mixup" in pairing.draws:
             alpha = pairing.usb_args["mixup_alpha"]
-            batch["mixup_lambda"] = float(extra.beta(alpha, alpha))
+            # float64, as USB uses it: a Python float would reach kerastl as a float32 tensor.
+            batch["mixup_lambda"] = np.float64(extra.beta(alpha, alpha))
             batch["mixup_order"] = extra.permutation(len(lb) + len(ulb) * len(pairing.views)).astype("int64")
         if "vat_direction" in pairing.draws:
             batch["vat_direction"] = extra.standard_normal(batch["x_ulb_w"].shape)
@@ -806,6 +809,31 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str):
+    """Hold an exclusive lock on `path` (created if missing) for the block."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merged_runs(results: dict, previous: dict, made_here: set) -> dict:
+    """Take into `results["runs"]` every run of `previous` (the results file as it is on
+    disk now) that this command has not made itself, in its on-disk version: a harness
+    stopped half-way loses nothing, and one running beside it keeps the other's newest runs.
+    Nothing is taken from a file made against another reference."""
+    if previous.get("reference") != results["reference"]:
+        return results
+    made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
+    for name, entry in previous["runs"].items():
+        if name not in made_here:
+            results["runs"][name] = entry if "made_by" in entry else {"made_by": made_before, **entry}
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -833,24 +861,20 @@ def main(argv=None) -> int:
     made_by = {"command": command, "commit": record.get("commit")}
     previous_path = os.path.join(common.RESULTS, "parity_ssl.json")
 
-    def merge_previous():
-        # Read at every write, not once at the start: harnesses running side by side with
-        # --merge (one per core) then keep each other's finished runs.
-        if not (args.merge and os.path.exists(previous_path)):
-            return
-        with open(previous_path) as f:
-            previous = json.load(f)
-        if previous.get("reference") != results["reference"]:
-            return
-        made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
-        for name, entry in previous["runs"].items():
-            # A run this command has not (yet) made keeps its earlier entry, so a harness
-            # stopped half-way through its list loses nothing.
-            if name not in results["runs"]:
-                results["runs"][name] = {"made_by": made_before, **entry} if "made_by" not in entry else entry
+    made_here = set()
+
+    def write():
+        # Read the file again at every write, under a lock: harnesses running side by side
+        # with --merge (one per core) then keep each other's finished runs, newest included.
+        with exclusive_lock(os.path.join(tempfile.gettempdir(), "kerastl-parity_ssl.lock")):
+            if args.merge and os.path.exists(previous_path):
+                with open(previous_path) as f:
+                    merged_runs(results, json.load(f), made_here)
+            return common.write_results("ssl", results, markdown(results, command), record)
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)
         comparison, extras = run(setting)
+        made_here.add(setting.name)
         results["runs"][setting.name] = {
             "setting": dataclasses.asdict(setting), "labeled_batch": setting.labeled_batch, "horizon": setting.horizon,
             "made_by": made_by, "summary": comparison.summary(), **extras, "rows": comparison.rows}
@@ -859,8 +883,7 @@ def main(argv=None) -> int:
                   f"first failing {s['first_failing_step']}", flush=True)
         results["complete"] = all(name in results["runs"] for name in results["runs_requested"])
         if not args.no_write:  # after every run: a stopped harness keeps what it finished
-            merge_previous()
-            paths = common.write_results("ssl", results, markdown(results, command), record)
+            paths = write()
     if args.no_write:
         print(markdown(results, command))
     else:

@@ -115,3 +115,29 @@ def test_run_names_are_checked():
     assert setting.float64 and setting.horizon == ssl_parity.CONSTANT_LR_HORIZON
     assert setting.name == "fixmatch/wrn_28_2/lr-constant+float64"
     assert ssl_parity.Setting.from_run("pimodel/small_cnn").uratio == 1
+
+
+# ---------------------------------------------------------------- --merge (no training)
+
+
+def test_merge_takes_the_newest_version_of_runs_made_elsewhere():
+    reference = {"package": "semilearn", "version": "0.3.2"}
+    # This harness made fixmatch; it read an old remixmatch from the file when it started.
+    ours = {"reference": reference, "runs": {"fixmatch/small_cnn/float64": {"made_by": {"commit": "new"}, "v": 1},
+                                             "remixmatch/small_cnn/float64": {"made_by": {"commit": "old"}, "v": 0}}}
+    # Meanwhile a harness beside it re-made remixmatch and added vat; the file also holds
+    # an old fixmatch, and a run with no made_by of its own.
+    on_disk = {"reference": reference, "provenance": {"command": "c", "commit": "before"},
+               "runs": {"fixmatch/small_cnn/float64": {"made_by": {"commit": "old"}, "v": 0},
+                        "remixmatch/small_cnn/float64": {"made_by": {"commit": "new"}, "v": 2},
+                        "vat/small_cnn/float64": {"v": 3}}}
+    merged = ssl_parity.merged_runs(ours, on_disk, made_here={"fixmatch/small_cnn/float64"})["runs"]
+    assert merged["fixmatch/small_cnn/float64"]["v"] == 1  # ours is never replaced
+    assert merged["remixmatch/small_cnn/float64"]["v"] == 2  # the other harness's newest
+    assert merged["vat/small_cnn/float64"] == {"made_by": {"command": "c", "commit": "before"}, "v": 3}
+
+
+def test_merge_takes_nothing_made_against_another_reference():
+    ours = {"reference": {"version": "0.3.2"}, "runs": {}}
+    other = {"reference": {"version": "0.3.1"}, "runs": {"vat/small_cnn/float64": {"v": 3}}}
+    assert ssl_parity.merged_runs(ours, other, made_here=set())["runs"] == {}
