@@ -7,6 +7,8 @@ state from one round to the next, so its model alone is its state.
 Example:
 >>> train = make_local_trainer(model, learning_rate=0.01)
 >>> train(dataset, epochs=1)          # dataset of (x, y) batches; updates model in place
+>>> evaluate = make_evaluator(model)
+>>> correct, count = evaluate(dataset)
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import tensorflow as tf
 PROX_FORMS = ("norm", "squared")
 
 
+LOOPS = ("python", "graph")
+
+
 def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_loss: bool = False,
-                       prox_form: str = "norm"):
+                       prox_form: str = "norm", loop: str = "python"):
     """`train(dataset, epochs, proximal=True)`: runs `epochs` passes of SGD over `dataset`
     (elements `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch;
     with `with_loss`, `(seen, loss)`: loss is the mean cross-entropy over the last epoch's
@@ -31,9 +36,18 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
       step of each epoch on, as the reference (the norm has no gradient at w_start, where
       the first step stands);
     - `prox_form="squared"` (FedProx's paper): `prox_mu / 2 * ||w - w_start||^2` at every step.
+
+    `loop` says where the loop over the batches runs; both run the same compiled step:
+    - `"python"` (called eagerly, as the local engine does): each batch is one call of the
+      compiled step. On a CPU this is about 3x faster than a loop inside the graph
+      (`benchmarks/adafed_step_cost.py`).
+    - `"graph"`: the whole call is one `tf.function`, so it can run inside another graph;
+      a TFF computation needs this.
     """
     if prox_form not in PROX_FORMS:
         raise ValueError(f"prox_form {prox_form!r}: expected one of {', '.join(PROX_FORMS)}")
+    if loop not in LOOPS:
+        raise ValueError(f"loop {loop!r}: expected one of {', '.join(LOOPS)}")
     variables = model.trainable_variables
 
     def proximal_term(anchor):
@@ -43,49 +57,81 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
         # max(., tiny): the norm's gradient stays finite (zero) where w equals w_start.
         return prox_mu / 2.0 * tf.sqrt(tf.maximum(squared, 1e-30))
 
-    @tf.function
-    def train(dataset, epochs, proximal=tf.constant(True)):
-        anchor = [tf.identity(v) for v in variables]
-        seen = tf.constant(0, tf.int64)
-        loss_sum = tf.constant(0.0, tf.float32)
-        for _ in tf.range(epochs):
-            seen = tf.constant(0, tf.int64)
-            loss_sum = tf.constant(0.0, tf.float32)
-            for element in dataset:
-                x, y = split_element(element)
-                with tf.GradientTape() as tape:
-                    logits = tf.cast(model(x, training=True), tf.float32)
-                    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=tf.cast(y, tf.int32), logits=logits))
-                    loss = cross_entropy
-                    if prox_mu > 0:
-                        active = tf.logical_and(tf.cast(proximal, tf.bool),
-                                                tf.logical_or(prox_form == "squared", seen > 0))
-                        loss += tf.where(active, tf.cast(proximal_term(anchor), tf.float32), 0.0)
-                for variable, gradient in zip(variables, tape.gradient(loss, variables)):
-                    variable.assign_sub(learning_rate * gradient)
-                batch = tf.shape(y)[0]
-                seen += tf.cast(batch, tf.int64)
-                loss_sum += cross_entropy * tf.cast(batch, tf.float32)
+    def step(x, y, anchor, proximal_active):
+        """One SGD step; returns the batch's mean cross-entropy and its size."""
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(x, training=True), tf.float32)
+            cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(y, tf.int32), logits=logits))
+            loss = cross_entropy
+            if prox_mu > 0:
+                loss += tf.where(proximal_active, tf.cast(proximal_term(anchor), tf.float32), 0.0)
+        for variable, gradient in zip(variables, tape.gradient(loss, variables)):
+            variable.assign_sub(learning_rate * gradient)
+        return cross_entropy, tf.shape(y)[0]
+
+    def result(seen, loss_sum):
         if with_loss:
             return seen, loss_sum / tf.maximum(tf.cast(seen, tf.float32), 1.0)
         return seen
+
+    if loop == "graph":
+        @tf.function
+        def train(dataset, epochs, proximal=tf.constant(True)):
+            anchor = [tf.identity(v) for v in variables]
+            seen = tf.constant(0, tf.int64)
+            loss_sum = tf.constant(0.0, tf.float32)
+            for _ in tf.range(epochs):
+                seen = tf.constant(0, tf.int64)
+                loss_sum = tf.constant(0.0, tf.float32)
+                for element in dataset:
+                    x, y = split_element(element)
+                    active = tf.logical_and(tf.cast(proximal, tf.bool),
+                                            tf.logical_or(prox_form == "squared", seen > 0))
+                    cross_entropy, batch = step(x, y, anchor, active)
+                    seen += tf.cast(batch, tf.int64)
+                    loss_sum += cross_entropy * tf.cast(batch, tf.float32)
+            return result(seen, loss_sum)
+
+        return train
+
+    # One trace serves every batch size (a client's last batch is smaller).
+    compiled_step = tf.function(step, reduce_retracing=True)
+
+    def train(dataset, epochs, proximal=True):
+        if not tf.executing_eagerly():
+            raise RuntimeError("a trainer made with loop='python' is called eagerly; inside a graph use loop='graph'")
+        anchor = [tf.identity(v) for v in variables]
+        seen, loss_sum = 0, tf.constant(0.0, tf.float32)
+        for _ in range(int(epochs)):
+            seen, loss_sum = 0, tf.constant(0.0, tf.float32)
+            for element in dataset:
+                x, y = split_element(element)
+                active = tf.constant(bool(proximal) and (prox_form == "squared" or seen > 0))
+                cross_entropy, batch = compiled_step(x, y, anchor, active)
+                seen += int(y.shape[0])
+                loss_sum += cross_entropy * tf.cast(batch, tf.float32)
+        return result(tf.constant(seen, tf.int64), loss_sum)
 
     return train
 
 
 def make_evaluator(model):
-    """`evaluate(dataset) -> (correct, count)` with the model in inference mode."""
+    """`evaluate(dataset) -> (correct, count)` with the model in inference mode; called
+    eagerly, each batch one call of a compiled function (as `make_local_trainer`'s loop)."""
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
+    def correct_in(x, y):
+        predicted = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), tf.int64))
+
     def evaluate(dataset):
-        def add(totals, element):
+        correct, count = tf.constant(0, tf.int64), 0
+        for element in dataset:
             x, y = split_element(element)
-            predicted = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
-            correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), tf.int64))
-            return totals[0] + correct, totals[1] + tf.cast(tf.shape(y)[0], tf.int64)
-
-        return dataset.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
+            correct += correct_in(x, y)
+            count += int(y.shape[0])
+        return correct, tf.constant(count, tf.int64)
 
     return evaluate
 

@@ -228,27 +228,29 @@ def batches(seed, n=24, features=5, batch=8):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
+@pytest.mark.parametrize("loop", ["python", "graph"])
 @pytest.mark.parametrize("form", ["norm", "squared"])
-def test_fedprox_term_is_zero_at_the_received_weights(form):
+def test_fedprox_term_is_zero_at_the_received_weights(form, loop):
     data = batches(0)
     results = {}
     for mu in (0.0, 50.0):
         model = small_bn_model(seed=3)
-        train = make_local_trainer(model, 0.1, prox_mu=mu, prox_form=form)
+        train = make_local_trainer(model, 0.1, prox_mu=mu, prox_form=form, loop=loop)
         train(data.take(1), tf.constant(1))
         one_step = [w.copy() for w in model.get_weights()]
         train(data.take(2), tf.constant(1))     # starts from the new weights: the first step is again free
         results[mu] = one_step
         model2 = small_bn_model(seed=3)
-        make_local_trainer(model2, 0.1, prox_mu=mu, prox_form=form)(data, tf.constant(1))
+        make_local_trainer(model2, 0.1, prox_mu=mu, prox_form=form, loop=loop)(data, tf.constant(1))
         results[(mu, "three")] = model2.get_weights()
     for a, b in zip(results[0.0], results[50.0]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)           # step 1: gradient of the term is 0
     assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(results[(0.0, "three")], results[(50.0, "three")]))
 
 
+@pytest.mark.parametrize("loop", ["python", "graph"])
 @pytest.mark.parametrize("form", ["norm", "squared"])
-def test_fedprox_second_step_by_hand_and_no_term_when_switched_off(form):
+def test_fedprox_second_step_by_hand_and_no_term_when_switched_off(form, loop):
     # Step 1 is the same with and without the term (no gradient at the received weights), so
     # step 2 differs exactly by lr times the term's gradient at w1:
     # norm (the reference): mu / 2 * (w1 - w0) / ||w1 - w0||; squared: mu * (w1 - w0).
@@ -260,8 +262,9 @@ def test_fedprox_second_step_by_hand_and_no_term_when_switched_off(form):
     w1 = [v.numpy() for v in plain.trainable_variables]
     plain2 = small_bn_model(seed=3)
     make_local_trainer(plain2, lr)(data, tf.constant(1))
-    make_local_trainer(with_term, lr, prox_mu=mu, prox_form=form)(data, tf.constant(1))
-    make_local_trainer(switched_off, lr, prox_mu=mu, prox_form=form)(data, tf.constant(1), tf.constant(False))
+    make_local_trainer(with_term, lr, prox_mu=mu, prox_form=form, loop=loop)(data, tf.constant(1))
+    make_local_trainer(switched_off, lr, prox_mu=mu, prox_form=form, loop=loop)(data, tf.constant(1),
+                                                                               tf.constant(False))
     delta = [a - b for a, b in zip(w1, start)]
     norm = np.sqrt(sum(float(np.sum(d.astype(np.float64) ** 2)) for d in delta))
     for d, p, t, off in zip(delta, plain2.trainable_variables, with_term.trainable_variables,
@@ -271,6 +274,34 @@ def test_fedprox_second_step_by_hand_and_no_term_when_switched_off(form):
         np.testing.assert_array_equal(off.numpy(), p.numpy())   # round 0 of the reference: no term
     with pytest.raises(ValueError, match="prox_form 'cubed'"):
         make_local_trainer(plain, lr, prox_mu=mu, prox_form="cubed")
+
+
+@pytest.mark.parametrize("mu, form", [(0.0, "norm"), (0.5, "norm"), (0.5, "squared")])
+def test_python_and_graph_loops_train_alike(mu, form):
+    # The same steps, the loop over the batches in Python (the local engine) or in the graph
+    # (TFF): the same weights up to float32 rounding, the same count and loss; 37 = 4 x 8 + 5,
+    # so a smaller last batch is stepped too, and two epochs check the per-epoch reset.
+    data = batches(0, n=37, batch=8)
+    results = {}
+    for loop in ("python", "graph"):
+        model = small_bn_model(seed=4)
+        seen, loss = make_local_trainer(model, 0.1, prox_mu=mu, prox_form=form, with_loss=True, loop=loop)(
+            data, tf.constant(2))
+        results[loop] = model.get_weights(), int(seen), float(loss)
+    (python_weights, python_seen, python_loss), (graph_weights, graph_seen, graph_loss) = results.values()
+    assert python_seen == graph_seen == 37
+    assert python_loss == pytest.approx(graph_loss, rel=1e-5)
+    for a, b in zip(python_weights, graph_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_python_loop_refuses_a_graph_and_unknown_loops_are_named():
+    model = small_bn_model(seed=4)
+    train = make_local_trainer(model, 0.1)
+    with pytest.raises(RuntimeError, match="loop='graph'"):
+        tf.function(lambda: train(batches(0), tf.constant(1)))()
+    with pytest.raises(ValueError, match="loop 'eager'"):
+        make_local_trainer(model, 0.1, loop="eager")
 
 
 def test_local_training_learns_and_counts_examples():
