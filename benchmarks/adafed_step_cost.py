@@ -9,11 +9,10 @@ and 50 test images, batch 32):
 - `keras_forward` / `torch_forward`: the network's inference pass over the 175 images
   (Keras inside a `tf.function`, PyTorch in eval mode without autograd);
 - `keras_sgd_step` / `torch_sgd_step`: one plain SGD step on 32 images (cross-entropy);
-- `local_training_call`: kerastl's `make_local_trainer` as the local engine runs it
-  (`loop="python"`), one epoch over the client's dataset: each batch one call of the
-  compiled step;
-- `local_training_graph_loop`: the same with `loop="graph"` (what a TFF computation runs):
-  the loop over the batches inside the `tf.function`;
+- `local_training_call`: kerastl's `make_local_trainer` called eagerly, as the local engine
+  calls it, one epoch over the client's dataset: each batch one call of the compiled step;
+- `local_training_graph_loop`: the same trainer called inside a `tf.function` (as a TFF
+  computation calls it): the loop over the batches inside the graph;
 - `python_loop_steps`: the same 6 steps, each a call of a bare compiled step from Python on
   batches held as tensors (no dataset, no loss bookkeeping): the floor;
 - `evaluation_call`: kerastl's `make_evaluator` over the 50 test images;
@@ -77,7 +76,7 @@ def keras_pieces(x, y, x_test, y_test, lr):
     model = lenet5_bn((28, 28, 1), 10)
     weights = model.get_weights()
     train = make_local_trainer(model, lr)
-    train_in_graph = make_local_trainer(model, lr, loop="graph")
+    train_in_graph = tf.function(lambda data: train(data, tf.constant(1), tf.constant(True)))
     evaluate = make_evaluator(model)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(BATCH)
@@ -105,7 +104,7 @@ def keras_pieces(x, y, x_test, y_test, lr):
         "keras_forward": lambda: forward(images).numpy(),
         "keras_sgd_step": lambda: step(*batches[0]).numpy(),
         "local_training_call": lambda: int(train(dataset, tf.constant(1), tf.constant(True))),
-        "local_training_graph_loop": lambda: int(train_in_graph(dataset, tf.constant(1), tf.constant(True))),
+        "local_training_graph_loop": lambda: int(train_in_graph(dataset)),
         "python_loop_steps": python_loop,
         "evaluation_call": lambda: [int(v) for v in evaluate(test)],
         "set_weights": lambda: model.set_weights(weights),

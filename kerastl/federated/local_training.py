@@ -19,11 +19,8 @@ import tensorflow as tf
 PROX_FORMS = ("norm", "squared")
 
 
-LOOPS = ("python", "graph")
-
-
 def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_loss: bool = False,
-                       prox_form: str = "norm", loop: str = "python"):
+                       prox_form: str = "norm"):
     """`train(dataset, epochs, proximal=True)`: runs `epochs` passes of SGD over `dataset`
     (elements `(x, y)` or `{"x", "y"}`) and returns the number of examples seen per epoch;
     with `with_loss`, `(seen, loss)`: loss is the mean cross-entropy over the last epoch's
@@ -37,17 +34,14 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
       the first step stands);
     - `prox_form="squared"` (FedProx's paper): `prox_mu / 2 * ||w - w_start||^2` at every step.
 
-    `loop` says where the loop over the batches runs; both run the same compiled step:
-    - `"python"` (called eagerly, as the local engine does): each batch is one call of the
-      compiled step. On a CPU this is about 3x faster than a loop inside the graph
-      (`benchmarks/adafed_step_cost.py`).
-    - `"graph"`: the whole call is one `tf.function`, so it can run inside another graph;
-      a TFF computation needs this.
+    Where the loop over the batches runs depends on the caller; both loops run the same step:
+    - called eagerly (the local engine): in Python, each batch one call of the compiled
+      step. On a CPU this is about 3x faster than the loop inside a graph
+      (`benchmarks/adafed_step_cost.py`);
+    - called inside a graph (a `tf.function`, a TFF computation): inside that graph.
     """
     if prox_form not in PROX_FORMS:
         raise ValueError(f"prox_form {prox_form!r}: expected one of {', '.join(PROX_FORMS)}")
-    if loop not in LOOPS:
-        raise ValueError(f"loop {loop!r}: expected one of {', '.join(LOOPS)}")
     variables = model.trainable_variables
 
     def proximal_term(anchor):
@@ -75,32 +69,27 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
             return seen, loss_sum / tf.maximum(tf.cast(seen, tf.float32), 1.0)
         return seen
 
-    if loop == "graph":
-        @tf.function
-        def train(dataset, epochs, proximal=tf.constant(True)):
-            anchor = [tf.identity(v) for v in variables]
+    @tf.function
+    def train_in_graph(dataset, epochs, proximal):
+        anchor = [tf.identity(v) for v in variables]
+        seen = tf.constant(0, tf.int64)
+        loss_sum = tf.constant(0.0, tf.float32)
+        for _ in tf.range(epochs):
             seen = tf.constant(0, tf.int64)
             loss_sum = tf.constant(0.0, tf.float32)
-            for _ in tf.range(epochs):
-                seen = tf.constant(0, tf.int64)
-                loss_sum = tf.constant(0.0, tf.float32)
-                for element in dataset:
-                    x, y = split_element(element)
-                    active = tf.logical_and(tf.cast(proximal, tf.bool),
-                                            tf.logical_or(prox_form == "squared", seen > 0))
-                    cross_entropy, batch = step(x, y, anchor, active)
-                    seen += tf.cast(batch, tf.int64)
-                    loss_sum += cross_entropy * tf.cast(batch, tf.float32)
-            return result(seen, loss_sum)
-
-        return train
+            for element in dataset:
+                x, y = split_element(element)
+                active = tf.logical_and(tf.cast(proximal, tf.bool),
+                                        tf.logical_or(prox_form == "squared", seen > 0))
+                cross_entropy, batch = step(x, y, anchor, active)
+                seen += tf.cast(batch, tf.int64)
+                loss_sum += cross_entropy * tf.cast(batch, tf.float32)
+        return result(seen, loss_sum)
 
     # One trace serves every batch size (a client's last batch is smaller).
     compiled_step = tf.function(step, reduce_retracing=True)
 
-    def train(dataset, epochs, proximal=True):
-        if not tf.executing_eagerly():
-            raise RuntimeError("a trainer made with loop='python' is called eagerly; inside a graph use loop='graph'")
+    def train_from_python(dataset, epochs, proximal):
         anchor = [tf.identity(v) for v in variables]
         seen, loss_sum = 0, tf.constant(0.0, tf.float32)
         for _ in range(int(epochs)):
@@ -112,6 +101,11 @@ def make_local_trainer(model, learning_rate: float, prox_mu: float = 0.0, with_l
                 seen += int(y.shape[0])
                 loss_sum += cross_entropy * tf.cast(batch, tf.float32)
         return result(tf.constant(seen, tf.int64), loss_sum)
+
+    def train(dataset, epochs, proximal=True):
+        if tf.executing_eagerly():
+            return train_from_python(dataset, epochs, proximal)
+        return train_in_graph(dataset, epochs, tf.cast(proximal, tf.bool))
 
     return train
 

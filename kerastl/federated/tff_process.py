@@ -113,7 +113,7 @@ def build_fedap_process(model_fn, num_clients: int, element_spec, algorithm: str
     @tff.tensorflow.computation(tff.SequenceType(own_row.type_signature.result), sequence_type)
     def client_work(selected, dataset):
         model = model_fn()
-        train = make_local_trainer(model, learning_rate, prox, with_loss=True, prox_form=prox_form, loop="graph")
+        train = make_local_trainer(model, learning_rate, prox, with_loss=True, prox_form=prox_form)
         bn_inputs = bn_input_model(model) if spec.needs_similarity else None
 
         @tf.function
