@@ -10,23 +10,37 @@ each client's BN statistics (the reference's `get_weight_preckpt` on the same pr
 model), W (the reference's `get_weight_matrix1`, on its own statistics and on kerastl's).
 Relative tolerance 1e-5 (docs/parity.md).
 
-End to end (`end_to_end`): 20 mnist5k clients dealt by kerastl's paired Dirichlet (alpha 0.1
-and 0.01), every algorithm, both sides from the same start weights and client data, each with
-its own batch shuffling; mean client test accuracy at the best-validation round and wall time
-per round.
+End to end (`end_to_end`): every algorithm on every setting, both sides from the same start
+weights and client data, each with its own batch shuffling; mean client test accuracy at the
+best-validation round and wall time per round. Settings (`SETTINGS`):
+- `mnist5k-0.1`, `mnist5k-0.01`: 20 mnist5k clients dealt by kerastl's paired Dirichlet (alpha
+  0.1 and 0.01); kerastl's LeNet-5-BN, copied into the reference's `lenet5v` (11 outputs).
+- `watch`: 10 clients, one per subject of seglearn's smartwatch recordings (7 exercises,
+  windows of 100 steps x 6 channels, kerastl's `load_federated_data("watch")`); kerastl's
+  `sensor_cnn`, copied into the reference's PAMAP2 network `PamapModel` resized to the windows
+  (below; 10 outputs, its fixed width, on both sides). The reference gets the windows as its
+  PAMAP2 loader lays them out, (N, channels, 1, time).
 
 Run-time shims (the checkout stays untouched): `np.int` (gone from NumPy since 1.24, used by
 its 'evenly' splitter in the pre-training) is `int`; torchvision (imported by its data module
 for image transforms this harness does not use) is a stub; FedAP's statistics step, whose
 device defaults to CUDA, runs on the CPU. Its hard-coded `RandomState(1)` client split is not
-used: both sides get kerastl's partition.
+used: both sides get kerastl's partition. `PamapModel` hard-codes PAMAP2's 27 channels and
+200-step windows: for other windows (`resized_pamap`) its conv1 (in_channels) and fc1
+(in_features) are replaced by modules of the same kind and hyperparameters sized for them
+(6 channels; 32 x 19 features after a 100-step window), and its methods' `reshape(-1, 32 * 44)`
+flatten to the new width (the constant 1408 in their code swapped, nothing else); every other
+module is the reference's. FedAP's statistics (`getallfea`) are conv1's and conv2's outputs,
+the inputs of bn1 and bn2: the layers whose inputs kerastl measures (conv1_bn, conv2_bn).
 
 Usage (parity tox environment):
   python benchmarks/parity/fedap.py --reference ~/PersonalizedFL              # step parity
   python benchmarks/parity/fedap.py --reference DIR --end-to-end --rounds 20 --seeds 0 1 2
   python benchmarks/parity/fedap.py --reference DIR --end-to-end --algorithms fedprox base --merge
-Writes benchmarks/results/parity_fedap.{json,md}; with --merge the parts of the file this
-command does not make stay (each part records the command and commit that made it).
+  python benchmarks/parity/fedap.py --reference DIR --end-to-end --no-step --settings watch --no-write
+Writes benchmarks/results/parity_fedap.{json,md} (not with --no-write); with --merge the parts
+of the file this command does not make stay (each part records the command and commit that
+made it).
 """
 
 from __future__ import annotations
@@ -60,6 +74,18 @@ ALGORITHMS = ("fedap", "fedavg", "fedbn", "fedprox", "base")
 # kerastl's LeNet-5-BN layer -> the reference's lenet5v module (the others share their names).
 LENET_NAMES = {"conv1_bn": "bn1", "conv2_bn": "bn2", "logits": "fc3"}
 REFERENCE_CLASSES = 11  # lenet5v's fixed output width (OrganS-MNIST's classes)
+# kerastl's sensor_cnn layer -> the reference's PamapModel module (the others share their names).
+SENSOR_NAMES = {"conv1_bn": "bn1", "conv2_bn": "bn2", "logits": "fc2"}
+PAMAP_CLASSES = 10  # PamapModel's fixed output width (PAMAP2's classes)
+# end-to-end setting -> what it runs (the markdown's notes, --help)
+SETTINGS = {
+    "mnist5k-0.1": "20 mnist5k clients, kerastl's paired Dirichlet (alpha 0.1); LeNet-5-BN as the reference's lenet5v",
+    "mnist5k-0.01": "20 mnist5k clients, kerastl's paired Dirichlet (alpha 0.01); LeNet-5-BN as the reference's "
+                    "lenet5v",
+    "watch": "10 clients, one per subject of seglearn's smartwatch recordings (7 exercises, windows 100 steps x 6 "
+             "channels); sensor_cnn as the reference's PamapModel with conv1 (6 input channels) and fc1 (32 x 19 "
+             "inputs) resized to the windows, 10 outputs",
+}
 # quantity -> why it differs from the reference (docs/parity.md); reported, not a failure.
 KNOWN = {
     "bn_moving_variance": "PyTorch's running variance takes the unbiased batch variance (n / (n - 1))",
@@ -70,8 +96,10 @@ KNOWN = {
 
 
 @contextlib.contextmanager
-def reference(folder: str):
-    """The reference's modules, importable and runnable on this machine while the block runs."""
+def reference(folder: str, windows: tuple[int, int] | None = None):
+    """The reference's modules, importable and runnable on this machine while the block runs.
+    With `windows` (time, channels) its algorithms build `PamapModel` resized to them
+    (`resized_pamap`, the namespace's `pamap`)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(common.on_path(folder))
         stack.enter_context(common.stub_modules(["torchvision"]))
@@ -79,15 +107,67 @@ def reference(folder: str):
         from alg import algs
         from alg import fedap as fedap_module
         from network import models
+        from util import modelsel
 
         on_cpu = functools.partial(fedap_module.get_weight_preckpt, device="cpu")
         stack.enter_context(common.patched(fedap_module, "get_weight_preckpt", on_cpu))
-        yield types.SimpleNamespace(algs=algs, fedap=fedap_module, lenet5v=models.lenet5v)
+        pamap = resized_pamap(models.PamapModel, *windows) if windows else None
+        if pamap:
+            stack.enter_context(common.patched(modelsel, "PamapModel", pamap))
+        yield types.SimpleNamespace(algs=algs, fedap=fedap_module, lenet5v=models.lenet5v, pamap=pamap)
 
 
-def reference_args(algorithm: str, clients: int, lr: float, mu: float, self_weight: float, **extra):
+def resized_pamap(pamap_model, window: int, channels: int):
+    """A subclass of the reference's `pamap_model` (`PamapModel`: 27 channels, 200-step windows
+    hard-coded) for windows of `window` steps and `channels` channels. Its constructor builds
+    the reference's network, then replaces conv1 by a Conv2d of the same out_channels, kernel,
+    stride and padding over `channels` inputs and fc1 by a Linear of the same outputs over
+    what conv2's pooled output holds; the reference's methods, with the hard-coded width of
+    their `reshape(-1, 32 * 44)` (the constant 1408 in their code) swapped for that size,
+    stand as they are. Every other module is the reference's."""
+    import torch
+
+    def resize(model):
+        old = model.conv1
+        model.conv1 = torch.nn.Conv2d(channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                      bias=old.bias is not None)
+        with torch.no_grad():
+            x = torch.zeros(1, channels, 1, window)
+            features = model.pool2(model.conv2(model.pool1(model.conv1(x)))).numel()
+        model.fc1 = torch.nn.Linear(features, model.fc1.out_features, bias=model.fc1.bias is not None)
+        return features
+
+    with torch.random.fork_rng(devices=[]):  # the sizes only: PyTorch's global random state stays as it was
+        probe = pamap_model()
+        hard_coded = probe.fc1.in_features
+        features = resize(probe)
+
+    def __init__(self, *args, **kwargs):
+        pamap_model.__init__(self, *args, **kwargs)
+        resize(self)
+
+    methods = {name: with_constant(function, hard_coded, features) for name, function in vars(pamap_model).items()
+               if name != "__init__" and isinstance(function, types.FunctionType)
+               and hard_coded in function.__code__.co_consts}
+    if not {"forward", "getfinalfea", "get_sel_fea"} <= set(methods):
+        raise ValueError(f"{pamap_model.__name__}: forward, getfinalfea and get_sel_fea no longer reshape to "
+                         f"{hard_coded} features; the shim needs updating (found: {sorted(methods)})")
+    return type(pamap_model.__name__, (pamap_model,), {"__init__": __init__, **methods,
+                                                       "__doc__": f"PamapModel for {window} x {channels} windows"})
+
+
+def with_constant(function, old: int, new: int):
+    """`function` with the integer constant `old` of its code replaced by `new`."""
+    consts = tuple(new if type(c) is int and c == old else c for c in function.__code__.co_consts)
+    return types.FunctionType(function.__code__.replace(co_consts=consts), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+
+
+def reference_args(algorithm: str, clients: int, lr: float, mu: float, self_weight: float,
+                   dataset: str = "medmnist", **extra):
+    """The reference's options; `dataset` picks its network ("medmnist": lenet5v, "pamap": PamapModel)."""
     return argparse.Namespace(alg=algorithm, device="cpu", n_clients=clients, lr=lr, mu=mu,
-                              model_momentum=self_weight, batch=32, dataset="medmnist", **extra)
+                              model_momentum=self_weight, batch=32, dataset=dataset, **extra)
 
 
 def torch_batches(x: np.ndarray, y: np.ndarray, batch: int):
@@ -101,8 +181,11 @@ def torch_batches(x: np.ndarray, y: np.ndarray, batch: int):
 
 def nchw(x: np.ndarray) -> np.ndarray:
     """NHWC images as a float32 NCHW array with standard strides (a strided view would reach
-    PyTorch as a channels-last tensor, which `lenet5v`'s `view` refuses)."""
-    return np.transpose(np.asarray(x, np.float32), (0, 3, 1, 2)).copy(order="C")
+    PyTorch as a channels-last tensor, which `lenet5v`'s `view` refuses). Windows [N, time,
+    channels] are images one row high: (N, channels, 1, time), the layout of the reference's
+    PAMAP2 loader."""
+    x = np.asarray(x, np.float32)
+    return np.transpose(x[:, None] if x.ndim == 3 else x, (0, 3, 1, 2)).copy(order="C")
 
 
 def flatten_order(height: int = 4, width: int = 4, channels: int = 16) -> np.ndarray:
@@ -112,15 +195,35 @@ def flatten_order(height: int = 4, width: int = 4, channels: int = 16) -> np.nda
     return (h * width + w) * channels + c
 
 
-def copy_lenet(keras_model, module) -> None:
-    """kerastl's LeNet-5-BN weights into `lenet5v`; fc1's input rows follow PyTorch's
-    channel-first flatten."""
+def copy_network(keras_model, module, names: dict, fc1_order: np.ndarray) -> None:
+    """Every weight of `keras_model` into the reference's `module` (layers paired by
+    `common.layer_pairs` with `names`, tensors as `common.tensor_pairs` lays them out for
+    PyTorch); a tensor may take the module's shape where the two differ only by axes of one
+    (Conv1D's [out, in, k] as a 1 x k Conv2d's [out, in, 1, k]); fc1's input rows follow
+    PyTorch's channel-first flatten (`fc1_order`, a `flatten_order`)."""
     import torch
 
-    common.copy_keras_to_torch(keras_model, module, LENET_NAMES)
-    kernel = np.asarray(keras_model.get_layer("fc1").kernel.numpy())
     with torch.no_grad():
-        module.fc1.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel[flatten_order()].T)))
+        for layer, target, index in common.layer_pairs(keras_model, module, names):
+            for variable, tensor, to_torch, _ in common.tensor_pairs(layer, target, index):
+                value = np.asarray(variable.numpy())
+                value = value[fc1_order].T if layer.name == "fc1" and variable is layer.kernel else to_torch(value)
+                if [n for n in value.shape if n != 1] != [n for n in tensor.shape if n != 1]:
+                    raise ValueError(f"layer {layer.name!r}: shape {value.shape} does not fit {tuple(tensor.shape)}")
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value).reshape(tuple(tensor.shape))))
+
+
+def copy_lenet(keras_model, module) -> None:
+    """kerastl's LeNet-5-BN weights into `lenet5v`."""
+    copy_network(keras_model, module, LENET_NAMES, flatten_order())
+
+
+def copy_sensor_cnn(keras_model, module) -> None:
+    """kerastl's sensor_cnn weights into the reference's `PamapModel` resized to its windows
+    (`resized_pamap`): Conv1D kernels [k, in, out] as 1 x k Conv2d weights [out, in, 1, k]; fc1's
+    rows from the pooled [time, 32] features in PyTorch's (32, 1, time) flatten order."""
+    positions, channels = keras_model.get_layer("conv2_pool").output.shape[1:]
+    copy_network(keras_model, module, SENSOR_NAMES, flatten_order(1, positions, channels))
 
 
 def lenet_pairs(keras_model, module) -> dict:
@@ -291,20 +394,40 @@ def compare_statistics(ref, args, probe, statistics_weights, sim, captured, comp
 # ---------------------------------------------------------------- end to end
 
 
-def end_to_end(folder: str, setting: str, algorithm: str, seed: int, rounds: int, lr: float = 0.01,
-               mu: float = 1e-3, self_weight: float = 0.5, pretrain_epochs: int = 150, batch: int = 32,
-               clients: int = 20) -> dict:
-    """One algorithm on one setting (`mnist5k-0.1`, `mnist5k-0.01`) on both sides; returns each
-    side's mean client test accuracy at its best-validation round and seconds per round."""
-    import torch
-
+def setting_parts(setting: str, seed: int, clients: int = 20) -> types.SimpleNamespace:
+    """An end-to-end setting (`SETTINGS`): the clients' `data`, kerastl's network (`build`), and
+    how the reference builds the same network (`dataset` of its options, `windows` for
+    `reference`) and receives its weights (`copy`). `clients`: the mnist5k settings' (watch has
+    one client per subject)."""
     from kerastl.data.clients import load_federated_data
     from kerastl.federated.models import model_for
-    from kerastl.federated.simulation import FederatedSimulation, make_clients, pretrain_statistics_model
 
+    if setting not in SETTINGS:
+        raise ValueError(f"setting {setting!r}: expected one of {', '.join(SETTINGS)}")
+    if setting == "watch":
+        data = load_federated_data("watch", seed=seed)
+        windows = tuple(data.clients[0].x_train.shape[1:])
+        build = functools.partial(model_for, windows, PAMAP_CLASSES, seed, "sensor_cnn", 1.0, "pytorch")
+        return types.SimpleNamespace(data=data, build=build, dataset="pamap", windows=windows, copy=copy_sensor_cnn)
     alpha = float(setting.split("-")[1])
     data = load_federated_data("mnist5k", num_clients=clients, alpha=alpha, seed=seed)
     build = functools.partial(model_for, (28, 28, 1), REFERENCE_CLASSES, seed, "lenet5_bn", 1.0, "pytorch")
+    return types.SimpleNamespace(data=data, build=build, dataset="medmnist", windows=None, copy=copy_lenet)
+
+
+def end_to_end(folder: str, setting: str, algorithm: str, seed: int, rounds: int, lr: float = 0.01,
+               mu: float = 1e-3, self_weight: float = 0.5, pretrain_epochs: int = 150, batch: int = 32,
+               clients: int = 20) -> dict:
+    """One algorithm on one setting (`SETTINGS`) on both sides; returns each side's mean client
+    test accuracy at its best-validation round and seconds per round. `clients`: the mnist5k
+    settings' number of clients."""
+    import torch
+
+    from kerastl.federated.simulation import FederatedSimulation, make_clients, pretrain_statistics_model
+
+    parts = setting_parts(setting, seed, clients)
+    data, build = parts.data, parts.build
+    clients = len(data.clients)
     start = build().get_weights()
     out = {}
     # kerastl
@@ -323,11 +446,11 @@ def end_to_end(folder: str, setting: str, algorithm: str, seed: int, rounds: int
     # the reference
     probe = build()
     torch.manual_seed(seed)
-    with reference(folder) as ref, tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
-        args = reference_args(algorithm, clients, lr, mu, self_weight, pretrained_iters=pretrain_epochs)
+    with reference(folder, parts.windows) as ref, tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        args = reference_args(algorithm, clients, lr, mu, self_weight, parts.dataset, pretrained_iters=pretrain_epochs)
         method = ref.algs.get_algorithm_class(algorithm)(args)
         for module in [method.server_model, *method.client_model]:
-            copy_lenet(probe, module)
+            parts.copy(probe, module)
         loaders = {part: [loader(getattr(c, f"x_{part}"), getattr(c, f"y_{part}"), batch, part == "train", seed)
                           for c in data.clients] for part in ("train", "val", "test")}
         began = time.perf_counter()
@@ -457,9 +580,11 @@ def markdown(content: dict) -> str:
     if e2e and e2e.get("runs"):
         by = sorted({(r["setting"], r["algorithm"], note(r["made_by"])) for r in e2e["runs"] if r.get("made_by")},
                     key=lambda t: (t[0], ALGORITHMS.index(t[1]), t[2]))
+        settings = "".join(f"- {name}: {SETTINGS[name]}\n" for name in sorted(e2e["summary"]) if name in SETTINGS)
         text += (f"## End to end\n\n{e2e['rounds']} rounds, FedAP's pre-training {e2e['pretrain_epochs']} "
                  "epochs. Mean client test accuracy % at the best-validation round (mean +- sample std over seeds) "
                  "and seconds per round (mean)\n\n" + end_to_end_markdown(e2e["summary"]) + "\n\n"
+                 + (f"Settings:\n{settings}\n" if settings else "")
                  + (("Made by: " + ", ".join(f"{s} {a} [{n}]" for s, a, n in by) + "\n\n") if by else ""))
     if made:
         text += "## Commands\n\n" + "\n".join(f"{i}. {line}" for i, line in enumerate(made, 1)) + "\n"
@@ -566,8 +691,9 @@ def main(argv=None):
     parser.add_argument("--reference", default=None, help=f"a checkout of {REPOSITORY} (or KERASTL_REF_PERSONALIZEDFL)")
     parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--no-step", action="store_true", help="no step parity (with --end-to-end: its runs only)")
-    parser.add_argument("--settings", nargs="+", default=["mnist5k-0.1", "mnist5k-0.01"],
-                        choices=["mnist5k-0.1", "mnist5k-0.01"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING",
+                        help="the end-to-end settings (default: all): "
+                             + "; ".join(f"{name}: {text}" for name, text in SETTINGS.items()))
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS,
                         help="the algorithms of the step parity and the end-to-end runs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -581,6 +707,8 @@ def main(argv=None):
                              "those made by today's code: every part records the command and commit that made it. "
                              "This harness's own file is not compared: a change to it that alters what a run "
                              "computes needs a run without --merge")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the results only: the results file stays as it is (a smoke run)")
     args = parser.parse_args(argv)
     folder = common.reference_dir(NAME, args.reference)
     record = common.start_record(__file__)
@@ -602,6 +730,8 @@ def main(argv=None):
         # what it finished, and harnesses running side by side keep each other's parts.
         import tempfile
 
+        if args.no_write:
+            return {**header, **merged({}, ours)}
         with locked(os.path.join(tempfile.gettempdir(), f"kerastl_parity_{family}.lock")):
             previous = load_previous(path, header["reference"], dependencies) if args.merge else {}
             content = {**header, **merged(previous, ours)}
@@ -628,8 +758,9 @@ def main(argv=None):
                 result = end_to_end(folder, setting, algorithm, seed, args.rounds, pretrain_epochs=args.pretrain_epochs)
                 ours["end_to_end"]["runs"].append({"setting": setting, "algorithm": algorithm, "seed": seed,
                                                    "made_by": made_by, **result})
-                write()
+                content = write()
                 print(setting, algorithm, seed, result, flush=True)
+    print(f"## End to end\n\n{end_to_end_markdown(content['end_to_end']['summary'])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ rounds on four mnist5k clients from the same LeNet-5-BN weights and batches
 without it the harness exits with code 2 and these tests fail.
 
 Every quantity agrees within relative 1e-5 except the known differences of
-`fedap.KNOWN`, each asserted small here."""
+`fedap.KNOWN`, each asserted small here. The watch setting's network: kerastl's sensor_cnn
+copied into the reference's PamapModel resized to the windows computes the same."""
 
 import pytest
 
@@ -41,6 +42,58 @@ def test_fedap_statistics_and_w_agree(comparisons):
     assert summary["w_same_statistics"]["ok"], summary                # get_weight_matrix1 == fedap_weights
     assert summary["w_own_statistics"]["worst"] < 1e-2
 
+
+# ---------------------------------------------------------------- the watch setting's network
+
+
+def test_sensor_cnn_copied_into_the_resized_pamap_model_computes_the_same(reference_checkout):
+    """kerastl's sensor_cnn with random weights and BN moving statistics, copied into the
+    reference's PamapModel resized to the watch windows (6 channels, 100 steps): in inference
+    mode the logits, fc1's features (`getfinalfea`, through the swapped reshape) and FedAP's
+    statistics layers (`getallfea`: conv1's and conv2's outputs, kerastl's BN inputs) agree."""
+    import keras
+    import numpy as np
+    import torch
+
+    from kerastl.data.clients import load_federated_data
+    from kerastl.federated.models import model_for
+    from kerastl.federated.statistics import bn_input_model
+
+    x = load_federated_data("watch", seed=0).clients[0].x_test[:8]
+    assert x.shape == (8, 100, 6)
+    model = model_for(x.shape[1:], fedap_parity.PAMAP_CLASSES, 0, "sensor_cnn", 1.0, "pytorch")
+    rng = np.random.default_rng(1)
+    for layer in (model.get_layer("conv1_bn"), model.get_layer("conv2_bn")):
+        for variable in layer.weights:   # gamma, beta, moving mean, moving variance: none at its default
+            low = 0.5 if "variance" in variable.name or "gamma" in variable.name else -0.5
+            variable.assign(rng.uniform(low, low + 1.0, variable.shape).astype(np.float32))
+    for name in ("conv1", "conv2", "fc1", "logits"):
+        bias = model.get_layer(name).bias
+        bias.assign(rng.uniform(-0.3, 0.3, bias.shape).astype(np.float32))
+    with fedap_parity.reference(reference_checkout(fedap_parity.NAME), x.shape[1:]) as ref:
+        module = ref.pamap()
+        fedap_parity.copy_sensor_cnn(model, module)
+    assert (module.conv1.in_channels, module.fc1.in_features, module.fc2.out_features) == (6, 32 * 19, 10)
+    assert module.conv2.in_channels == 16 and module.fc1.out_features == 64       # the reference's
+    module.eval()
+    inputs = torch.from_numpy(fedap_parity.nchw(x))
+    assert inputs.shape == (8, 6, 1, 100)
+    with torch.no_grad():
+        logits, features, statistics = module(inputs), module.getfinalfea(inputs)[0], module.getallfea(inputs)
+    ours = model(x, training=False).numpy()
+    assert np.std(ours) > 0.1                                    # random weights: logits far from constant
+    assert common.relative_error(ours, logits.numpy()) <= 1e-5
+    fc1 = keras.Model(model.input, model.get_layer("fc1").output)
+    assert common.relative_error(fc1(x, training=False).numpy(), features.numpy()) <= 1e-5
+    ours_statistics = bn_input_model(model)(x, training=False)
+    for keras_side, torch_side in zip(ours_statistics, statistics, strict=True):
+        # PyTorch's (N, channels, 1, time) as Keras's (N, time, channels)
+        assert common.relative_error(keras_side.numpy(), torch_side[:, :, 0].permute(0, 2, 1).numpy()) <= 1e-5
+    # the flatten order matters: fc1 copied in Keras's row order computes other logits
+    kernel = model.get_layer("fc1").kernel.numpy()
+    with torch.no_grad():
+        module.fc1.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        assert common.relative_error(ours, module(inputs).numpy()) > 1e-2
 
 
 # ---------------------------------------------------------------- --merge (no training)
@@ -106,6 +159,7 @@ def test_merge_keeps_the_parts_this_command_does_not_make(tmp_path):
     assert "| mnist5k-0.1 | fedprox | 2 | 40.00 +- 14.14 |" in text
     assert "| fedap | weights | 8 | 1.00e-03 | ok |" in text and "| fedprox | weights | 8 | 4.00e-03 | ok |" in text
     assert "`old command`" in text and "`new command`" in text
+    assert f"- mnist5k-0.1: {fedap_parity.SETTINGS['mnist5k-0.1']}" in text and "- watch:" not in text
 
 
 def test_merge_keeps_no_runs_of_other_rounds_nor_another_reference(tmp_path):
