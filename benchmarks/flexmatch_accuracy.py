@@ -8,13 +8,17 @@ FlexMatch reaches FixMatch's final accuracy in at most a third of the iterations
 
 A run under --runs is reused (or an interrupted one resumed) only when its provenance.json
 shows the same command and today's code for the paths this script depends on (--no-reuse:
-never), so the script can be stopped and started again. Cells are mean +- sample std over
+never), so the script can be stopped and started again. The results file is the store that
+outlives `runs/`: every run in it records the commit and app options that made it, and an
+invocation keeps the file's runs it does not make itself when they were made with the same
+options by today's code (the app and everything it imports unchanged since their commit),
+so parts run on different days or machines, or side by side, add up to one table. Cells are mean +- sample std over
 seeds; "Flex-X beats X" is stated only when it is better on every seed or by a paired t-test
 at p < 0.05; FreeMatch and SoftMatch are compared with FlexMatch the same way. The
 algorithms are the registry's (`kerastl.ssl.algorithms.algorithm_names()`: 14 today), the
 supervised baseline first. A full grid (14 algorithms x 2 label counts x 3 seeds) takes hours
 on 2 CPU cores; use --algorithms / --labels / --seeds for a part (the tables then hold only
-that part). Each algorithm runs with the app's default uratio for it (the registry's: 1 for
+that part, plus the runs of earlier invocations that are still current). Each algorithm runs with the app's default uratio for it (the registry's: 1 for
 Pseudo-Label, Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch, 7 for the others).
 
 Usage:
@@ -28,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
+import shlex
 import sys
 
 import provenance
@@ -43,20 +47,55 @@ from kerastl.ssl.algorithms import algorithm_names  # noqa: E402
 
 DEPENDS_ON = ("apps.flexmatch",)  # run in a subprocess: invisible to provenance's import scan
 DEPENDENCIES = provenance.dependency_paths(__file__)
+# What one run's numbers depend on: the app it starts (this script only collects them).
+RUN_DEPENDENCIES = provenance.dependency_paths(os.path.join(ROOT, "apps", "flexmatch.py"))
+RESULTS = os.path.join(HERE, "results", "flexmatch_accuracy.json")
 # Every registered algorithm, the supervised baseline first.
 ALGORITHMS = tuple(sorted(algorithm_names(), key=lambda name: name != "supervised"))
 # Compared by final error, without an expected verdict: the successors against FlexMatch.
 SUCCESSORS = (("flexmatch", "freematch"), ("flexmatch", "softmatch"))
 
 
-def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True):
-    folder = os.path.join(runs, f"{algorithm}-{labels}-{seed}")
-    argv = ["--dataset", "mnist5k", "--preset", "cpu", "--algorithm", algorithm, "--num-labels", str(labels),
+def run_argv(algorithm, labels, seed, extra):
+    return ["--dataset", "mnist5k", "--preset", "cpu", "--algorithm", algorithm, "--num-labels", str(labels),
             "--seed", str(seed), "--no-export", *extra]
+
+
+def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True):
+    """The app's metrics of one run, with the `made_by` of its provenance (and its options)."""
+    folder = os.path.join(runs, f"{algorithm}-{labels}-{seed}")
+    argv = run_argv(algorithm, labels, seed, extra)
     finished = lambda metrics: "test_error_final" in metrics  # noqa: E731
     if report_only:
-        return provenance.finished_run(folder, "apps.flexmatch", argv, DEPENDENCIES, finished)
-    return provenance.app_run(folder, "apps.flexmatch", argv, DEPENDENCIES, reuse, finished, resumable=True)
+        metrics = provenance.finished_run(folder, "apps.flexmatch", argv, DEPENDENCIES, finished)
+    else:
+        metrics = provenance.app_run(folder, "apps.flexmatch", argv, DEPENDENCIES, reuse, finished, resumable=True)
+    if metrics is not None:
+        metrics["made_by"] = {**provenance.made_by(provenance.read(folder)), "argv": argv}
+    return metrics
+
+
+def earlier_runs(previous: dict, extra: list[str]) -> dict:
+    """The runs of the results file `previous` made with this invocation's options by today's
+    code, as rows `{(algorithm, labels, seed): metrics}`. A file written before its runs
+    recorded their own origin stands for all of them: its provenance's commit, and the options
+    its command gave (the same `run_argv` then as now)."""
+    legacy = provenance.made_by(previous.get("provenance") or {})
+    command = shlex.split(legacy.get("command") or "")
+    legacy["argv_extra"] = command[command.index("--extra") + 1:] if "--extra" in command else []
+    rows = {}
+    for key, entry in (previous.get("runs") or {}).items():
+        algorithm, labels, seed = key.split("/")
+        expected = run_argv(algorithm, labels, seed, extra)
+        made_by = entry.get("made_by") or {**legacy, "argv": run_argv(algorithm, labels, seed, legacy["argv_extra"])}
+        if made_by.get("argv") == expected and provenance.current(made_by, RUN_DEPENDENCIES):
+            rest = {k: v for k, v in entry.items() if k not in ("val_accuracy", "made_by")}
+            rows[(algorithm, int(labels), int(seed))] = {
+                **rest, "history": {"val_accuracy": entry["val_accuracy"]},
+                "made_by": {k: v for k, v in made_by.items() if k != "argv_extra"}}
+        else:
+            print(f"not keeping {key} of {os.path.relpath(RESULTS, ROOT)}: other options or older code", flush=True)
+    return rows
 
 
 def iterations_to_reach(curve, target, eval_every):
@@ -88,7 +127,22 @@ def main():
                 metrics = run_one(algorithm, labels, seed, args.runs, args.extra, args.report_only, args.reuse)
                 if metrics is not None:
                     rows[(algorithm, labels, seed)] = metrics
+    # The file is read and written under a lock: invocations side by side add up.
+    with provenance.locked(RESULTS):
+        previous = {}
+        if os.path.exists(RESULTS):
+            with open(RESULTS) as f:
+                previous = json.load(f)
+        rows = {**earlier_runs(previous, args.extra), **rows}
+        write_results(rows, args, record)
 
+
+def write_results(rows, args, record):
+    # The tables cover every run kept: this invocation's and the earlier ones still current.
+    algorithms = [a for a in ALGORITHMS if a in args.algorithms or any(key[0] == a for key in rows)]
+    label_counts = sorted(set(args.labels) | {key[1] for key in rows})
+    seeds = sorted(set(args.seeds) | {key[2] for key in rows})
+    args = argparse.Namespace(algorithms=algorithms, labels=label_counts, seeds=seeds)
     table = {}
     for (algorithm, labels, seed), m in rows.items():
         table.setdefault((algorithm, labels), []).append(m)
@@ -141,8 +195,8 @@ def main():
             s["flexmatch_iterations_to_match"] is not None
             and s["flexmatch_iterations_to_match"] <= s["fixmatch_iterations"] / 3 for s in speedups)
 
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "flexmatch_accuracy.json"), "w") as f:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
         json.dump({"summary": summary, "comparisons": comparisons, "checks": checks, "convergence": speedups,
                    "runs": {f"{a}/{n}/{s}": {**{k: v for k, v in m.items() if k != "history"},
                                              "val_accuracy": m["history"]["val_accuracy"]}

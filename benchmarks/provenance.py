@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -271,6 +272,38 @@ def reusable(record: dict | None, dependencies: list[str], finished: bool = True
         return False, f"changed since {record['commit'][:10]}: " + ", ".join(changed[:5]) + \
             (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     return True, f"same code as {record['commit'][:10]}"
+
+
+def made_by(record: dict) -> dict:
+    """What a results file keeps beside one of its entries: the commit and command that made
+    it, and whether its dependencies were dirty then."""
+    return {"command": record.get("command"), "commit": record.get("commit"),
+            "dirty": bool(record.get("dirty_dependencies"))}
+
+
+def current(entry_made_by: dict, dependencies: list[str]) -> bool:
+    """Whether an entry was made by today's code: a clean run at a commit since which none of
+    `dependencies` changed."""
+    return bool(entry_made_by.get("commit")) and not entry_made_by.get("dirty") and \
+        not changed_since(entry_made_by["commit"], dependencies)
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """An exclusive lock on results file `path` for the block (a lock file in the temporary
+    folder, so the tree stays clean): runs side by side that merge into one results file read
+    and write it in turn."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"kerastl-results-{name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def add_reuse_option(parser: argparse.ArgumentParser) -> None:
