@@ -12,19 +12,24 @@ never), so the script can be stopped and started again. The results file is the 
 outlives `runs/`: every run in it records the commit and app options that made it, and an
 invocation keeps the file's runs it does not make itself when they were made with the same
 options by today's code (the app and everything it imports unchanged since their commit),
-so parts run on different days or machines, or side by side, add up to one table. Cells are mean +- sample std over
-seeds; "Flex-X beats X" is stated only when it is better on every seed or by a paired t-test
-at p < 0.05; FreeMatch and SoftMatch are compared with FlexMatch the same way. The
-algorithms are the registry's (`kerastl.ssl.algorithms.algorithm_names()`: 14 today), the
-supervised baseline first. A full grid (14 algorithms x 2 label counts x 3 seeds) takes hours
-on 2 CPU cores; use --algorithms / --labels / --seeds for a part (the tables then hold only
-that part, plus the runs of earlier invocations that are still current). Each algorithm runs with the app's default uratio for it (the registry's: 1 for
-Pseudo-Label, Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch, 7 for the others).
+so parts run on different days or machines, or side by side, add up to one table. Other app
+options (--extra) are another experiment: they need their own --output.
+
+Cells are mean +- sample std over seeds; "Flex-X beats X" is stated only when it is better
+on every seed or by a paired t-test at p < 0.05; FreeMatch and SoftMatch are compared with
+FlexMatch the same way. The algorithms are the registry's
+(`kerastl.ssl.algorithms.algorithm_names()`: 14 today), the supervised baseline first. A full
+grid (14 algorithms x 2 label counts x 3 seeds) takes hours on 2 CPU cores; use --algorithms /
+--labels / --seeds for a part. Each algorithm runs with the app's default uratio for it (the
+registry's: 1 for Pseudo-Label, Pi-Model, Mean Teacher, VAT, MixMatch and ReMixMatch, 7 for
+the others).
 
 Usage:
   python benchmarks/flexmatch_accuracy.py
   python benchmarks/flexmatch_accuracy.py --algorithms flexmatch fixmatch --labels 40 --seeds 0
   python benchmarks/flexmatch_accuracy.py --report-only     # tables from the finished runs
+  python benchmarks/flexmatch_accuracy.py --algorithms flexmatch --labels 40 \
+      --output benchmarks/results/flexmatch_bf16.json --extra --mixed-precision bf16
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ def run_one(algorithm, labels, seed, runs, extra, report_only=False, reuse=True)
     return metrics
 
 
-def earlier_runs(previous: dict, extra: list[str]) -> dict:
+def earlier_runs(previous: dict, extra: list[str], path: str = RESULTS) -> dict:
     """The runs of the results file `previous` made with this invocation's options by today's
     code, as rows `{(algorithm, labels, seed): metrics}`. A file written before its runs
     recorded their own origin stands for all of them: its provenance's commit, and the options
@@ -94,7 +99,7 @@ def earlier_runs(previous: dict, extra: list[str]) -> dict:
                 **rest, "history": {"val_accuracy": entry["val_accuracy"]},
                 "made_by": {k: v for k, v in made_by.items() if k != "argv_extra"}}
         else:
-            print(f"not keeping {key} of {os.path.relpath(RESULTS, ROOT)}: other options or older code", flush=True)
+            print(f"not keeping {key} of {os.path.relpath(path, ROOT)}: other options or older code", flush=True)
     return rows
 
 
@@ -110,14 +115,23 @@ def main():
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     parser.add_argument("--labels", nargs="+", type=int, default=[40, 250])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "bench-flexmatch"))
+    parser.add_argument("--runs", default=None,
+                        help="run folders (default runs/bench-flexmatch, or runs/bench-<name of --output>)")
     parser.add_argument("--report-only", action="store_true",
                         help="summarise the finished runs made by today's code only; start none (cells say how many "
                              "seeds they hold)")
     provenance.add_reuse_option(parser)
+    parser.add_argument("--output", default=RESULTS,
+                        help="results JSON (and .md beside it); give another one with --extra: other options are "
+                             "another experiment (default %(default)s)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                        help="further apps.flexmatch options, e.g. --extra --iterations 500")
+                        help="further apps.flexmatch options, e.g. --extra --iterations 500 (last on the line)")
     args = parser.parse_args()
+    if args.extra and os.path.abspath(args.output) == RESULTS:
+        parser.error(f"--extra makes another experiment than {os.path.relpath(RESULTS)}'s: give --output")
+    if args.runs is None:
+        name = os.path.splitext(os.path.basename(args.output))[0].replace("flexmatch_accuracy", "flexmatch")
+        args.runs = os.path.join(ROOT, "runs", "bench-" + name.replace("_", "-"))
 
     record = provenance.start(DEPENDENCIES)
     rows = {}
@@ -128,12 +142,12 @@ def main():
                 if metrics is not None:
                     rows[(algorithm, labels, seed)] = metrics
     # The file is read and written under a lock: invocations side by side add up.
-    with provenance.locked(RESULTS):
+    with provenance.locked(args.output):
         previous = {}
-        if os.path.exists(RESULTS):
-            with open(RESULTS) as f:
+        if os.path.exists(args.output):
+            with open(args.output) as f:
                 previous = json.load(f)
-        rows = {**earlier_runs(previous, args.extra), **rows}
+        rows = {**earlier_runs(previous, args.extra, args.output), **rows}
         write_results(rows, args, record)
 
 
@@ -142,6 +156,7 @@ def write_results(rows, args, record):
     algorithms = [a for a in ALGORITHMS if a in args.algorithms or any(key[0] == a for key in rows)]
     label_counts = sorted(set(args.labels) | {key[1] for key in rows})
     seeds = sorted(set(args.seeds) | {key[2] for key in rows})
+    output = args.output
     args = argparse.Namespace(algorithms=algorithms, labels=label_counts, seeds=seeds)
     table = {}
     for (algorithm, labels, seed), m in rows.items():
@@ -195,8 +210,8 @@ def write_results(rows, args, record):
             s["flexmatch_iterations_to_match"] is not None
             and s["flexmatch_iterations_to_match"] <= s["fixmatch_iterations"] / 3 for s in speedups)
 
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
         json.dump({"summary": summary, "comparisons": comparisons, "checks": checks, "convergence": speedups,
                    "runs": {f"{a}/{n}/{s}": {**{k: v for k, v in m.items() if k != "history"},
                                              "val_accuracy": m["history"]["val_accuracy"]}
@@ -205,7 +220,7 @@ def write_results(rows, args, record):
     text = ("test error % final / best, mean +- sample std over seeds\n\n" + "\n".join(lines) + "\n\n"
             + "\n".join(f"- {c['statement']} at {key.rsplit(' at ', 1)[1]}" for key, c in comparisons.items())
             + "\n" + "\n".join(f"- {k}: {v}" for k, v in checks.items() if k.startswith("flexmatch reaches")) + "\n")
-    with open(os.path.join(HERE, "results", "flexmatch_accuracy.md"), "w") as f:
+    with open(os.path.splitext(output)[0] + ".md", "w") as f:
         f.write(text)
     print(text)
 
