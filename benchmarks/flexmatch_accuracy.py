@@ -147,7 +147,7 @@ def main():
         if os.path.exists(args.output):
             with open(args.output) as f:
                 previous = json.load(f)
-        rows = {**earlier_runs(previous, args.extra, args.output), **rows}
+        rows = dict(sorted({**earlier_runs(previous, args.extra, args.output), **rows}.items()))  # values in seed order
         write_results(rows, args, record)
 
 
