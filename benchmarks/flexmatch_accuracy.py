@@ -148,25 +148,25 @@ def main():
             with open(args.output) as f:
                 previous = json.load(f)
         rows = dict(sorted({**earlier_runs(previous, args.extra, args.output), **rows}.items()))  # values in seed order
-        write_results(rows, args, record)
+        write_results(rows, args, args.output, record)
 
 
-def write_results(rows, args, record):
-    # The tables cover every run kept: this invocation's and the earlier ones still current.
-    algorithms = [a for a in ALGORITHMS if a in args.algorithms or any(key[0] == a for key in rows)]
-    label_counts = sorted(set(args.labels) | {key[1] for key in rows})
-    seeds = sorted(set(args.seeds) | {key[2] for key in rows})
-    output = args.output
-    args = argparse.Namespace(algorithms=algorithms, labels=label_counts, seeds=seeds)
+def write_results(rows, requested, output, record):
+    """The results file and its table at `output`: every run kept (this invocation's and the
+    earlier ones still current), over the algorithms, label counts and seeds `requested`
+    (argparse's namespace) and those of the kept runs."""
+    algorithms = [a for a in ALGORITHMS if a in requested.algorithms or any(key[0] == a for key in rows)]
+    label_counts = sorted(set(requested.labels) | {key[1] for key in rows})
+    all_seeds = sorted(set(requested.seeds) | {key[2] for key in rows})
     table = {}
     for (algorithm, labels, seed), m in rows.items():
         table.setdefault((algorithm, labels), []).append(m)
-    lines = ["| algorithm | " + " | ".join(f"{n} labels: final / best error %" for n in args.labels) + " |",
-             "|---|" + "---|" * len(args.labels)]
+    lines = ["| algorithm | " + " | ".join(f"{n} labels: final / best error %" for n in label_counts) + " |",
+             "|---|" + "---|" * len(label_counts)]
     summary = {}
-    for algorithm in args.algorithms:
+    for algorithm in algorithms:
         cells = []
-        for labels in args.labels:
+        for labels in label_counts:
             runs = table.get((algorithm, labels), [])
             if not runs:
                 cells.append("not run")
@@ -174,15 +174,15 @@ def write_results(rows, args, record):
             final = [m["test_error_final"] for m in runs]
             best = [m["test_error_best"] for m in runs]
             summary[f"{algorithm}/{labels}"] = {"final": stats.spread(final), "best": stats.spread(best),
-                                                "seeds": [s for s in args.seeds if (algorithm, labels, s) in rows]}
+                                                "seeds": [s for s in all_seeds if (algorithm, labels, s) in rows]}
             cells.append(f"{stats.plus_minus(final, sign='+-')} / {stats.plus_minus(best, sign='+-')}"
-                         + ("" if len(runs) == len(args.seeds) else f" ({len(runs)} of {len(args.seeds)} seeds)"))
+                         + ("" if len(runs) == len(all_seeds) else f" ({len(runs)} of {len(all_seeds)} seeds)"))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
 
     checks, comparisons = {}, {}
-    for labels in args.labels:
+    for labels in label_counts:
         for plain, flex in (("pseudolabel", "flex_pseudolabel"), ("uda", "flex_uda"), ("fixmatch", "flexmatch")):
-            seeds = [s for s in args.seeds if (plain, labels, s) in rows and (flex, labels, s) in rows]
+            seeds = [s for s in all_seeds if (plain, labels, s) in rows and (flex, labels, s) in rows]
             if seeds:
                 comparison = stats.compare(
                     flex, [rows[(flex, labels, s)]["test_error_final"] for s in seeds],
@@ -190,14 +190,14 @@ def write_results(rows, args, record):
                 comparisons[f"{flex} vs {plain} at {labels} labels"] = comparison
                 checks[f"{flex} beats {plain} at {labels} labels"] = comparison["verdict"] == "beats"
         for base, successor in SUCCESSORS:
-            seeds = [s for s in args.seeds if (base, labels, s) in rows and (successor, labels, s) in rows]
+            seeds = [s for s in all_seeds if (base, labels, s) in rows and (successor, labels, s) in rows]
             if seeds:
                 comparisons[f"{successor} vs {base} at {labels} labels"] = stats.compare(
                     successor, [rows[(successor, labels, s)]["test_error_final"] for s in seeds],
                     base, [rows[(base, labels, s)]["test_error_final"] for s in seeds], higher_is_better=False)
     speedups = []
-    for labels in args.labels:
-        for seed in args.seeds:
+    for labels in label_counts:
+        for seed in all_seeds:
             fix, flex = rows.get(("fixmatch", labels, seed)), rows.get(("flexmatch", labels, seed))
             if fix and flex:
                 eval_every = fix["iterations"] // len(fix["history"]["val_accuracy"])
