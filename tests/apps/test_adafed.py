@@ -288,15 +288,22 @@ def test_a_failing_client_is_counted_in_metrics_json(tmp_path, monkeypatch):
 
 def test_fedap_beats_fedavg_on_the_real_watch_clients(tmp_path):
     # Ten subjects of seglearn's smartwatch recordings, one client each (real non-IID data).
-    args = ["--preset", "cpu", "--dataset", "watch", "--algorithm", "fedap,fedavg", "--rounds", "8", "--lr", "0.05",
-            "--model", "sensor_cnn_bn", "--no-export", "--output", str(tmp_path / "run")]
-    assert run_app(args) == 0
-    with open(tmp_path / "run" / "metrics.json") as f:
-        results = json.load(f)["results"]
-    fedap, fedavg = results["fedap"]["mean_accuracy"], results["fedavg"]["mean_accuracy"]
-    # Measured on this machine (seed 0, this command): FedAP 0.8370, FedAvg 0.7933 mean client test accuracy.
-    assert fedap > fedavg + 0.03, (fedap, fedavg)
-    assert fedap > 0.75
+    # One run's margin moves with the CPU's kernels: mean client test accuracy FedAP - FedAvg,
+    # seeds 0 / 1 / 2, measured with oneDNN held to each instruction set (ONEDNN_MAX_CPU_ISA):
+    # AVX-512 0.041 / 0.020 / 0.065, AVX2 0.035 / 0.033 / 0.042, SSE4.1 0.036 / 0.027 / 0.047
+    # (and 0.025 for seed 0 on an AMX machine). So: better on every seed, and by 2.5 points on
+    # average (the smallest mean measured is 3.6).
+    gaps = []
+    for seed in (0, 1, 2):
+        args = ["--preset", "cpu", "--dataset", "watch", "--algorithm", "fedap,fedavg", "--rounds", "8", "--lr", "0.05",
+                "--model", "sensor_cnn_bn", "--seed", str(seed), "--no-export", "--output", str(tmp_path / f"run{seed}")]
+        assert run_app(args) == 0
+        with open(tmp_path / f"run{seed}" / "metrics.json") as f:
+            results = json.load(f)["results"]
+        fedap, fedavg = results["fedap"]["mean_accuracy"], results["fedavg"]["mean_accuracy"]
+        assert fedap > fedavg + 0.01 and fedap > 0.75, (seed, fedap, fedavg)
+        gaps.append(fedap - fedavg)
+    assert np.mean(gaps) > 0.025, gaps
 
 
 def test_an_algorithm_added_to_the_registry_alone_runs_through_the_app(tmp_path, monkeypatch, capsys):
