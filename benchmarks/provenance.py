@@ -131,14 +131,22 @@ def _version(package: str) -> str | None:
         return None
 
 
+# CPU features that change TensorFlow's CPU speed by up to 2-3x on the same model name (oneDNN's
+# convolutions and matmuls use the widest of them).
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
 def machine() -> dict:
-    """CPU model, cores, memory and GPUs of this machine."""
+    """CPU model, its vector extensions (`VECTOR_FLAGS`), cores, memory and GPUs of this machine."""
     info = {"cores": os.cpu_count(), "platform": platform.platform(), "cpu_model": platform.processor() or None,
-            "memory_gb": None, "gpus": []}
+            "cpu_vector_flags": None, "memory_gb": None, "gpus": []}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                                     info["cpu_model"])
+            cpuinfo = f.read().splitlines()
+        info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                                 info["cpu_model"])
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+        info["cpu_vector_flags"] = [flag for flag in VECTOR_FLAGS if flag in flags]
         with open("/proc/meminfo") as f:
             kilobytes = next(int(line.split()[1]) for line in f if line.startswith("MemTotal"))
             info["memory_gb"] = round(kilobytes / 2**20, 2)

@@ -56,6 +56,9 @@ def test_record_says_which_code_and_where(repo):
     assert record["dirty_dependencies"] == ["kerastl/nets/cnn.py"]
     assert record["versions"]["python"].count(".") == 2 and record["versions"]["numpy"]
     assert record["machine"]["cores"] >= 1 and record["machine"]["memory_gb"] > 0
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    assert record["machine"]["cpu_vector_flags"] == [flag for flag in provenance.VECTOR_FLAGS if flag in flags]
     assert record["wall_seconds"] >= 0 and record["command"] == "python x.py" and record["date"].endswith("+00:00")
 
 
