@@ -27,3 +27,17 @@ def reference_checkout():
                         "commit in docs/parity.md, e.g. git clone + git checkout <commit>)", pytrace=False)
 
     return find
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _forget_stub_modules():
+    """The harness's stubs stay imported after their block (`common.stub_modules`). A later
+    module's reference would then find a stale `torchvision` stub, which counts as installed,
+    and fail on a submodule no finder serves any more: each test module starts without them,
+    as a harness run (one method per process) does."""
+    yield
+    # The harness is imported both as `parity` (tests) and as `benchmarks.parity` (its modules).
+    stub_types = tuple(common._StubModule for common in (sys.modules.get("parity.common"),
+                                                          sys.modules.get("benchmarks.parity.common")) if common)
+    for name in [name for name, module in sys.modules.items() if isinstance(module, stub_types)]:
+        del sys.modules[name]

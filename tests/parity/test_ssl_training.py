@@ -11,7 +11,10 @@ from parity import ssl_training
 
 @pytest.fixture(scope="module")
 def speed():
-    ssl_training.set_threads(2)
+    try:
+        ssl_training.set_threads(2)
+    except RuntimeError:  # TensorFlow already ran in this process (an earlier test module): these
+        pass  # checks are of consistency, which does not depend on the thread count
     return ssl_training.measure_speed("small_cnn", rounds=2, steps_per_round=1, warmup=1, threads=2)
 
 
