@@ -37,29 +37,24 @@ def test_in_float64_the_forecast_through_the_reference_head_agrees_to_rounding(r
     """The float32 forecast above differs by ~3e-5 because the reference head's BN sees batch
     variances of the order of its epsilon. The same forward in float64 on both sides (weights
     drawn and copied in float64) agrees to 1e-10: float32 rounding, not a difference of math."""
-    import keras
     import numpy as np
     import torch
     from parity import common
 
     x, _ = adarnn.batches(0, 1)[0]
     flat = x.reshape(2 * adarnn.B, adarnn.T, adarnn.F).astype("float64")
-    saved = keras.config.floatx(), keras.config.dtype_policy(), torch.get_default_dtype()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    torch.set_default_dtype(torch.float64)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the reference's weights are drawn in float64 too
     try:
         # The reference casts its GRU inputs with `.float()`: kept float64 in this run.
-        with common.patched(torch.Tensor, "float", lambda self: self), \
+        with common.keras_float64(), common.patched(torch.Tensor, "float", lambda self: self), \
                 adarnn.reference_modules(reference_checkout(adarnn.NAME)) as train_weather:
             ours, reference = adarnn.build_pair(train_weather, "mmd_linear", 0)
             reference.train()
             forecast = ours._outputs(flat, training=True).numpy()
             expected = reference.forward_pre_train(torch.from_numpy(flat))[0].detach().numpy()
     finally:
-        keras.config.set_floatx(saved[0])
-        keras.config.set_dtype_policy(saved[1])
-        torch.set_default_dtype(saved[2])
+        torch.set_default_dtype(default_dtype)
     assert forecast.dtype == expected.dtype == np.float64
     row = common.StepComparison("adarnn/float64").close(1, "forecast", forecast, expected)
     assert row["relative_error"] <= 1e-10, row
