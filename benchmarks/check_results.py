@@ -17,7 +17,9 @@ file in benchmarks/results/; KEY is a path into its JSON with "/" between keys, 
 shell wildcards (`summary/*/watch/mean`). Every number in the result cell must equal one of
 the keys' numbers as rounded in the cell (the value or the value x 100, for percentages);
 a key that holds text (a comparison's statement) must appear verbatim in the result cell.
-Example row:
+`mean(KEY)` and `std(KEY)` stand for the mean and the sample standard deviation (ddof 1) of
+the numbers a wildcard KEY matches (per-seed values a results file keeps but does not average:
+`mean(results/ro/*/methods/adapter/cer)`). Example row:
 
     | AdaFed, watch, 3 seeds | FedAP 87.51 ± 1.45 | `adafed_benchmark.json: summary/fedap/watch/mean, summary/fedap/watch/std` | ... |
 
@@ -48,6 +50,7 @@ LOGS = ("test_durations.json",)
 # A number as written in a cell: 87.51, −1.4, 19,081, 1.2e-7, 3.8x (not the 5 of mnist5k
 # or the 28 of WRN-28-2).
 NUMBER = re.compile(r"(?<![\w.\-−])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:e([-+]?\d+))?")
+AGGREGATE = re.compile(r"(mean|std)\((.+)\)")
 CLAIM = re.compile(r"\b(beats?|outperforms?)\b", re.IGNORECASE)
 
 
@@ -208,9 +211,13 @@ class Checker:
             if not patterns:
                 self.problem(where, f"names no key of {name}")
             for pattern in patterns:
-                matched = [flat[key] for key in fnmatch.filter(flat, pattern)]
+                reduce, inner = AGGREGATE.fullmatch(pattern).groups() if AGGREGATE.fullmatch(pattern) \
+                    else (None, pattern)
+                matched = [flat[key] for key in fnmatch.filter(flat, inner)]
                 if not matched:
-                    self.problem(where, f"{name} has no key {pattern}")
+                    self.problem(where, f"{name} has no key {inner}")
+                if reduce:
+                    matched = self.aggregate(where, reduce, inner, matched)
                 values += [v for v in matched if isinstance(v, (int, float)) and not isinstance(v, bool)]
                 texts += [v for v in matched if isinstance(v, str)]
         for text in texts:
@@ -226,6 +233,19 @@ class Checker:
         if CLAIM.search(remainder):
             self.problem(where, "a claim that one method beats another needs its comparison statement from a "
                                 "results file")
+
+    def aggregate(self, where: str, reduce: str, pattern: str, matched: list) -> list[float]:
+        """[mean] or [sample std] of the numbers `pattern` matched, for a `mean(...)` / `std(...)` key."""
+        values = [v for v in matched if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(values) != len(matched) or len(values) < (2 if reduce == "std" else 1):
+            if matched:
+                self.problem(where, f"{reduce}({pattern}) needs {'two or more' if reduce == 'std' else 'only'} "
+                                    f"numbers, it matches {len(values)} numbers of {len(matched)} values")
+            return []
+        mean = sum(values) / len(values)
+        if reduce == "mean":
+            return [mean]
+        return [(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5]
 
     def run(self) -> tuple[int, int]:
         files = self.results_files()

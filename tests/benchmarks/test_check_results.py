@@ -115,6 +115,28 @@ def test_a_doctored_docs_row_fails(repo, row, message):
     assert any(message in f for f in found), found
 
 
+AGGREGATE_ROW = "| FedAP, 3 seeds | {result} | `bench.json: {keys}` | `python benchmarks/bench.py` |"
+
+
+@pytest.mark.parametrize("result, keys, message", [
+    # values 0.88, 0.87, 0.875: mean 0.875, sample std 0.005 (population std 0.0041)
+    ("87.50 ± 0.50", "mean(summary/fedap/values/*), std(summary/fedap/values/*)", None),
+    ("87.42 ± 0.50", "mean(summary/fedap/values/*), std(summary/fedap/values/*)", "87.42 has no results-file key"),
+    ("87.50 ± 0.41", "mean(summary/fedap/values/*), std(summary/fedap/values/*)", "0.41 has no results-file key"),
+    ("88.00 ± 0", "mean(summary/fedap/values/0), std(summary/fedap/values/0)", "std(summary/fedap/values/0) needs two"),
+    ("87.50", "mean(summary/fedap/nothing/*)", "bench.json has no key summary/fedap/nothing/*"),
+])
+def test_mean_and_sample_std_keys_average_what_a_file_keeps_per_seed(repo, result, keys, message):
+    consistent_tree(repo)
+    repo.write("docs/results.md", "| what | result | source | command |\n|---|---|---|---|\n"
+               + AGGREGATE_ROW.format(result=result, keys=keys) + "\n")
+    found = problems()
+    if message is None:
+        assert found == []
+    else:
+        assert found and any(message in f for f in found), found
+
+
 def test_a_result_table_without_a_source_column_fails(repo):
     consistent_tree(repo)
     repo.write("README.md", "| what | result |\n|---|---|\n| speed | 3.2x |\n| memory | 1 GB |\n")
