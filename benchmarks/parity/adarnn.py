@@ -89,6 +89,11 @@ def torch_adam_class():
       `zero_grad()`); TensorFlow gives such a variable zeros (through `tf.where`, as AdaRNN's
       gates during boosting), and Keras' Adam keeps moving it with its decaying momentum.
 
+    - The learning rate and the betas enter in the variable's dtype straight from their Python
+      floats. Keras keeps the learning rate in a float32 variable, and `ops.cast(0.999,
+      "float64")` goes through float32: in a float64 run those rounded the bias corrections
+      (6.6e-6 relative on every step, the whole difference left after one step).
+
     Same state and variables as Keras' Adam; only `update_step` differs.
 
     >>> optimizer = torch_adam_class()(1e-3, epsilon=1e-8)  # torch.optim.Adam(params, lr=1e-3)
@@ -97,17 +102,23 @@ def torch_adam_class():
     from keras import ops
 
     class TorchAdam(keras.optimizers.Adam):
+        def __init__(self, learning_rate: float, **kwargs):
+            super().__init__(learning_rate, **kwargs)
+            self.exact_learning_rate = float(learning_rate)
+
         def update_step(self, gradient, variable, learning_rate):
-            lr = ops.cast(learning_rate, variable.dtype)
-            gradient = ops.cast(gradient, variable.dtype)
-            step = ops.cast(self.iterations + 1, variable.dtype)
+            dtype = variable.dtype
+            lr, beta_1, beta_2 = (ops.convert_to_tensor(value, dtype)
+                                  for value in (self.exact_learning_rate, self.beta_1, self.beta_2))
+            gradient = ops.cast(gradient, dtype)
+            step = ops.cast(self.iterations + 1, dtype)
             m = self._momentums[self._get_variable_index(variable)]
             v = self._velocities[self._get_variable_index(variable)]
             in_graph = ops.any(ops.not_equal(gradient, 0))  # False: PyTorch's grad None
-            new_m = ops.add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-            new_v = ops.add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-            first = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
-            second = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+            new_m = ops.add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
+            new_v = ops.add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2))
+            first = 1 - ops.power(beta_1, step)
+            second = 1 - ops.power(beta_2, step)
             denominator = ops.add(ops.divide(ops.sqrt(new_v), ops.sqrt(second)), self.epsilon)
             new_variable = ops.subtract(variable, ops.divide(ops.multiply(new_m, lr / first), denominator))
             self.assign(m, ops.where(in_graph, new_m, m))
@@ -204,16 +215,32 @@ def weight_pairs(ours, reference) -> tuple[dict, dict]:
     return weights, moving
 
 
-def batches(seed: int, steps: int, length=T, features=F, batch=B):
+def batches(seed: int, steps: int, length=T, features=F, batch=B, dtype="float32"):
     """`steps` batches `([2, batch, length, features], [2, batch])` from two shifted segments."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(steps):
-        x = rng.normal(size=(2, batch, length, features)).astype("float32")
+        x = rng.normal(size=(2, batch, length, features)).astype(dtype)
         x[1] = 1.5 * x[1] + 0.7
-        y = (x[:, :, -1, 0] * 0.5 + 0.1 * rng.normal(size=(2, batch))).astype("float32")
+        y = (x[:, :, -1, 0] * 0.5 + 0.1 * rng.normal(size=(2, batch))).astype(dtype)
         out.append((x, y))
     return out
+
+
+@contextlib.contextmanager
+def in_float64():
+    """Both sides in float64 while the block runs: Keras' dtype policy and floatx, PyTorch's
+    default dtype (the reference's weights are drawn in float64), and the reference's
+    `.float()` casts of its GRU inputs left as they are."""
+    import torch
+
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with common.keras_float64(), common.patched(torch.Tensor, "float", lambda self: self):
+            yield
+    finally:
+        torch.set_default_dtype(default_dtype)
 
 
 def step_parity(root: str, seed: int = 0, adam: str = "torch") -> common.StepComparison:
@@ -291,9 +318,10 @@ def adversarial_untrained(comparison, train_weather, hidden):
 
 
 def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch: int = 1, lr: float = 1e-3,
-                 adam: str = "torch"):
+                 adam: str = "torch", dtype: str = "float32"):
     """`EPOCHS` epochs of `STEPS` batches through the reference's `train_AdaRNN` and kerastl's
-    `fit` + `TDMCallback`; compared after every epoch."""
+    `fit` + `TDMCallback`; compared after every epoch. `dtype="float64"` feeds float64 batches
+    (run it inside `in_float64()`)."""
     import torch
 
     from kerastl.timeseries import TDMCallback
@@ -309,7 +337,7 @@ def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch:
     callback = TDMCallback(pre_epoch)
     weight_mat = dist_mat = None
     for epoch in range(EPOCHS):
-        data = batches(seed + 1 + epoch, STEPS)
+        data = batches(seed + 1 + epoch, STEPS, dtype=dtype)
         loaders = [[(torch.from_numpy(x[k]), torch.zeros(B), torch.from_numpy(y[k])) for x, y in data]
                    for k in range(2)]
         with common.patched(train_weather, "args", args), contextlib.redirect_stderr(open(os.devnull, "w")):

@@ -105,8 +105,9 @@ def cosine(source, target):
     source, target = _as_float(source, target)
     mean_s = tf.reduce_mean(source, axis=-2)
     mean_t = tf.reduce_mean(target, axis=-2)
+    # Each norm at least _EPS, as PyTorch's cosine_similarity (the reference's): not a sum.
     similarity = tf.reduce_sum(mean_s * mean_t, axis=-1) / (
-        tf.norm(mean_s, axis=-1) * tf.norm(mean_t, axis=-1) + _EPS)
+        tf.maximum(tf.norm(mean_s, axis=-1), _EPS) * tf.maximum(tf.norm(mean_t, axis=-1), _EPS))
     return 1.0 - similarity
 
 

@@ -201,7 +201,7 @@ def _numpy_float64(name, source, target):
         difference = np.cov(source, rowvar=False) - np.cov(target, rowvar=False)
         return np.sum(difference ** 2) / (4 * source.shape[1] ** 2)
     if name == "cosine":
-        return 1 - mean_s @ mean_t / (np.linalg.norm(mean_s) * np.linalg.norm(mean_t) + 1e-8)
+        return 1 - mean_s @ mean_t / (max(np.linalg.norm(mean_s), 1e-8) * max(np.linalg.norm(mean_t), 1e-8))
     if name == "pairwise":
         return np.sqrt(np.sum(np.sum((source[:, None] - target[None]) ** 2, axis=-1) ** 2))
     softmax = lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)  # noqa: E731
