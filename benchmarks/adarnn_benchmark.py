@@ -25,6 +25,7 @@ RMSE / MAE are on the original scale (degrees C, MW) and on the training min-max
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -304,10 +305,22 @@ def main():
     parser.add_argument("--runs", default="runs/bench-adarnn", help="run folders (reused when finished)")
     provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    path = os.path.join(RESULTS, "adarnn_benchmark.json")
+    # One invocation at a time: each rewrites the whole file from what it read at its start,
+    # so two side by side would drop each other's parts (their runs in --runs are kept).
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(provenance.locked(path, wait=False))
+        except BlockingIOError:
+            parser.exit(2, f"{os.path.relpath(path)}: another adarnn_benchmark.py invocation is writing it; start "
+                           f"this one when it has finished (it reuses that one's finished runs)\n")
+        run_benchmark(args, path)
+
+
+def run_benchmark(args, path: str) -> None:
     record = provenance.start(DEPENDENCIES)
     args.budget = ["--epochs", str(args.epochs), "--pre-epoch", str(args.pre_epoch)]
     started = time.perf_counter()
-    path = os.path.join(RESULTS, "adarnn_benchmark.json")
     results = {}
     if os.path.exists(path):
         with open(path) as f:
