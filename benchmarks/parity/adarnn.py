@@ -40,7 +40,9 @@ and a csv series; GRU (the reference's AdaRNN with dw = 0: it has no separate GR
 (reference: adversarial distance with an untrained discriminator per call, dw 0.5; kerastl:
 the paper preset's model with its trained discriminator, and the cpu preset's `--lambda auto`);
 RMSE and MAE on the original scale over every test window, seconds per training epoch.
-Writes benchmarks/results/parity_adarnn.{json,md} with the reference's commit.
+Writes benchmarks/results/parity_adarnn.{json,md} with the reference's commit, after every
+row; an interrupted end-to-end run started again with the same options keeps the rows made by
+today's code with the same setup and reference (`end_to_end_made_by`; `--no-reuse`: runs all).
 """
 
 from __future__ import annotations
@@ -473,9 +475,14 @@ def reference_run(root: str, argv: list[str], model: str, seed: int, epochs: int
 
 
 def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: float, workdir: str,
-               on_row=lambda rows: None, steps: int = 0, auto: bool = True, adam: str = "torch") -> list[dict]:
-    """Rows {series, side, model, seed, rmse, mae, seconds_per_epoch}."""
-    rows = []
+               on_row=lambda rows: None, steps: int = 0, auto: bool = True, adam: str = "torch",
+               kept=()) -> list[dict]:
+    """Rows {series, side, model, seed, rmse, mae, seconds_per_epoch}; the rows in `kept`
+    (made by today's code with the same setup) are not run again."""
+    rows = list(kept)
+    done = {(row["series"], row["side"], row["model"], row["seed"]) for row in rows}
+    if rows:
+        on_row(rows)
     for seed in seeds:
         for name in series_names:
             data = SERIES[name] if SERIES[name] is not None else csv_series(workdir)
@@ -483,6 +490,8 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                       "--steps-per-epoch", str(steps)]
             paper = [*data, "--preset", "paper", *budget, "--patience", "0", "--seed", str(seed)]
             for model in ("gru", "adarnn"):
+                if (name, "kerastl", model, seed) in done and (name, "reference", model, seed) in done:
+                    continue
                 reference = reference_run(root, [*data, "--preset", "paper", *budget], model, seed, epochs,
                                           pre_epoch, lr, steps=steps)
                 rows.append({"series": name, "side": "reference", "model": model, "seed": seed,
@@ -498,7 +507,7 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                                                                   ours["history"]["epoch_seconds"])),
                              "setting": f"kerastl --preset paper (trained discriminator, lambda 0.5), --adam {adam}"})
                 on_row(rows)
-            if not auto:
+            if not auto or (name, "kerastl", "adarnn (cpu preset, --lambda auto)", seed) in done:
                 continue
             auto = kerastl_run([*data, "--preset", "cpu", "--epochs", str(epochs), "--pre-epoch", str(pre_epoch),
                                 "--num-domains", "2", "--steps-per-epoch", str(steps), "--seed", str(seed),
@@ -510,6 +519,32 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                                                               auto["history"]["epoch_seconds"])),
                          "setting": "kerastl --preset cpu: " + str(auto["lambda_search"]["chosen"])})
             on_row(rows)
+    return rows
+
+
+def resumable_rows(path: str, content: dict, record: dict, args) -> list[dict]:
+    """End-to-end rows of an interrupted run to keep: those in the results file at `path` when
+    it was made by today's code against the same reference with the same setup, for the
+    requested series and seeds, a model's reference and kerastl rows only as a pair."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        earlier = json.load(f)
+    made_by = earlier.get("end_to_end_made_by") or {}
+    ok = common.provenance.current(made_by, record["dependencies"])
+    why = f"made by {made_by.get('commit')}: " + ("today's code" if ok else "not today's code, or no record")
+    if ok and earlier.get("reference", {}).get("commit") != content["reference"].get("commit"):
+        ok, why = False, "another reference commit"
+    if ok and earlier.get("end_to_end_setup") != content["end_to_end_setup"]:
+        ok, why = False, "another setup"
+    rows = [row for row in (earlier.get("end_to_end") or {}).get("rows", []) if ok and
+            row["series"] in args.series and row["seed"] in args.seeds]
+    sides = {}
+    for row in rows:
+        sides.setdefault((row["series"], row["model"], row["seed"]), set()).add(row["side"])
+    rows = [row for row in rows if row["model"] not in ("gru", "adarnn") or
+            sides[(row["series"], row["model"], row["seed"])] == {"reference", "kerastl"}]
+    print(f"end to end: keeping {len(rows)} rows of {os.path.relpath(path)} ({why})", flush=True)
     return rows
 
 
@@ -560,6 +595,7 @@ def main():
     parser.add_argument("--adam", choices=ADAM_CHOICES, default="torch",
                         help="kerastl's optimizer: torch (default: PyTorch's Adam update, eps 1e-8, as the "
                              "reference) or keras (Keras' Adam, eps 1e-7, as apps.adarnn)")
+    common.provenance.add_reuse_option(parser)
     args = parser.parse_args()
     root = common.reference_dir(NAME, args.reference)
     record = common.start_record(__file__)
@@ -569,7 +605,8 @@ def main():
     if args.only and os.path.exists(previous):
         with open(previous) as f:
             earlier = json.load(f)
-        keep = ("end_to_end", "end_to_end_setup", "end_to_end_command") if args.only == "step" else \
+        keep = ("end_to_end", "end_to_end_setup", "end_to_end_command", "end_to_end_made_by") \
+            if args.only == "step" else \
             ("step", "step_rows", "step_command")
         content.update({key: earlier[key] for key in keep if key in earlier})
     command = " ".join(["python", "-m", "benchmarks.parity.adarnn", *sys.argv[1:]])
@@ -585,6 +622,7 @@ def main():
         write()
     if args.only in (None, "end-to-end"):
         content["end_to_end_command"] = command
+        content["end_to_end_made_by"] = common.provenance.made_by(record)
         content["end_to_end_setup"] = (
             f"Both sides: kerastl's windows (len_seq 24), split, min-max scaling, TDC with K = 2 and batches "
             f"(36 per segment); {args.epochs} epochs, pre-training {args.pre_epoch}, lr {args.lr}, GRU 2 x 64, "
@@ -595,8 +633,9 @@ def main():
                 content["end_to_end"] = {"rows": rows, "summary": summarise(rows)}
                 write()
 
+            kept = resumable_rows(previous, content, record, args) if args.reuse else []
             end_to_end(root, args.seeds, args.series, args.epochs, args.pre_epoch, args.lr, workdir, on_row,
-                       args.steps_per_epoch, not args.no_auto, args.adam)
+                       args.steps_per_epoch, not args.no_auto, args.adam, kept)
     paths = write()
     print(open(paths[1]).read())
 

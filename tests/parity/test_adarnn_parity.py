@@ -2,6 +2,9 @@
 the same batches, float32. Needs the checkout of jindongwang/transferlearning in
 KERASTL_REF_TRANSFERLEARNING (docs/parity.md); without it the test fails, saying so."""
 
+import argparse
+import json
+
 import pytest
 
 from parity import adarnn
@@ -81,3 +84,30 @@ def test_in_float64_training_the_weights_gates_and_boosting_agree_to_rounding(re
     worst = {quantity: summary[f"{distance}/{quantity}"]["worst"]
              for quantity in ("weights_after_epoch", "importance_weights_W", "distance_matrix_of_the_epoch")}
     assert max(worst.values()) <= 1e-10, worst
+
+
+def _row(series, side, model, seed):
+    return {"series": series, "side": side, "model": model, "seed": seed, "rmse": 1.0, "mae": 1.0}
+
+
+def test_an_interrupted_end_to_end_run_keeps_only_current_complete_pairs(tmp_path, monkeypatch):
+    rows = [_row("taylor", side, "gru", 0) for side in ("reference", "kerastl")] + \
+        [_row("taylor", "reference", "adarnn", 0),  # its kerastl row was never written
+         _row("taylor", "kerastl", "adarnn (cpu preset, --lambda auto)", 0),
+         _row("csv", "reference", "gru", 0), _row("csv", "kerastl", "gru", 0),  # series not requested
+         _row("taylor", "reference", "gru", 5), _row("taylor", "kerastl", "gru", 5)]  # seed not requested
+    earlier = {"reference": {"commit": "abc"}, "end_to_end_setup": "setup",
+               "end_to_end_made_by": {"commit": "0" * 40, "dirty": False}, "end_to_end": {"rows": rows}}
+    path = tmp_path / "parity_adarnn.json"
+    path.write_text(json.dumps(earlier))
+    args = argparse.Namespace(series=["taylor"], seeds=[0, 1])
+    content = {"reference": {"commit": "abc"}, "end_to_end_setup": "setup"}
+    record = {"dependencies": ["benchmarks/parity/adarnn.py"]}
+    monkeypatch.setattr(adarnn.common.provenance, "current", lambda made_by, dependencies: True)
+    kept = adarnn.resumable_rows(str(path), content, record, args)
+    assert kept == rows[:2] + [rows[3]]
+    assert adarnn.resumable_rows(str(path), {**content, "end_to_end_setup": "other"}, record, args) == []
+    assert adarnn.resumable_rows(str(path), {**content, "reference": {"commit": "def"}}, record, args) == []
+    monkeypatch.setattr(adarnn.common.provenance, "current", lambda made_by, dependencies: False)
+    assert adarnn.resumable_rows(str(path), content, record, args) == []
+    assert adarnn.resumable_rows(str(tmp_path / "missing.json"), content, record, args) == []
