@@ -400,22 +400,31 @@ def _training_facts(model, best, steps: int) -> dict:
             "epochs_done": int(model.optimizer.iterations.numpy()) // steps, "steps_per_epoch": steps}
 
 
+def model_builder(args, len_seq: int, num_features: int, **task):
+    """`build(name, distance, tdm_lambda)`, the model `name` at the run's sizes, as
+    `fit_candidates` calls it; `task`: `residual_index` (forecasting the change from that
+    feature's last value) or `num_classes` (classification)."""
+    from kerastl.timeseries import build_forecaster
+
+    def build(name, distance, tdm_lambda):
+        return build_forecaster(name, len_seq, num_features, args.num_domains, distance, tdm_lambda, args.hidden_size,
+                                args.num_layers, args.bottleneck or None, args.dropout, head_dropout=args.head_dropout,
+                                matching_scale=args.matching_scale, **task)
+
+    return build
+
+
 def train_and_report(args, folder, series, split, scaler, scaled, segmentation, segment_starts, periods):
     import keras
     import numpy as np
 
     from kerastl.data import series as ts
-    from kerastl.timeseries import build_forecaster, persistence_forecast, report
+    from kerastl.timeseries import persistence_forecast, report
 
     keras.utils.set_random_seed(args.seed)
     target = series.target_index
-
-    def build(name, distance, tdm_lambda):
-        return build_forecaster(name, args.len_seq, len(series.feature_names), args.num_domains, distance, tdm_lambda,
-                                args.hidden_size, args.num_layers, args.bottleneck or None, args.dropout,
-                                residual_index=target if args.forecast == "change" else None,
-                                head_dropout=args.head_dropout, matching_scale=args.matching_scale)
-
+    build = model_builder(args, args.len_seq, len(series.feature_names),
+                          residual_index=target if args.forecast == "change" else None)
     steps = args.steps_per_epoch or ts.steps_per_epoch(segment_starts, args.batch_size)
     _, x_valid, y_valid = periods["valid"]
     model, best, history, search = fit_candidates(
@@ -488,7 +497,7 @@ def classify_and_report(args, folder, exports, windows, split, scaler, scaled, s
 
     from kerastl.data import har
     from kerastl.data import series as ts
-    from kerastl.timeseries import build_forecaster, report
+    from kerastl.timeseries import report
     from kerastl.timeseries.classification import METRIC_KEYS, WindowStatisticsGBT, classification_scores
 
     keras.utils.set_random_seed(args.seed)
@@ -500,11 +509,7 @@ def classify_and_report(args, folder, exports, windows, split, scaler, scaled, s
         predict = model.predict_proba
         facts = {"gbt_rounds": model.best_rounds, "history": {"valid_log_loss": model.valid_log_loss}}
     else:
-        def build(name, distance, tdm_lambda):
-            return build_forecaster(name, length, channels, args.num_domains, distance, tdm_lambda, args.hidden_size,
-                                    args.num_layers, args.bottleneck or None, args.dropout, num_classes=len(classes),
-                                    head_dropout=args.head_dropout, matching_scale=args.matching_scale)
-
+        build = model_builder(args, length, channels, num_classes=len(classes))
         steps = args.steps_per_epoch or ts.steps_per_epoch(segments, args.batch_size)
         model, best, history, search = fit_candidates(args, folder, build, lambda step: har.window_batches(
             scaled, windows.y, segments, args.batch_size, seed=args.seed, start_step=step), steps, (x_valid, y_valid))

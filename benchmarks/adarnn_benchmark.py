@@ -25,6 +25,7 @@ RMSE / MAE are on the original scale (degrees C, MW) and on the training min-max
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -161,27 +162,26 @@ def timing(args, results, rounds: int = 10):
     import keras
 
     from kerastl.data import series as ts
-    from kerastl.timeseries import TDMCallback, build_forecaster, tdc
+    from kerastl.timeseries import TDMCallback, tdc
 
-    preset = adarnn.PRESETS["cpu"]
+    preset = adarnn.build_parser().parse_args(["--preset", "cpu"])  # what `apps.adarnn --preset cpu` gets
     # The cpu preset's lambda is "auto" (chosen per run on the validation period); an epoch
     # costs the same whatever the number, so time AdaRNN at the grid's first one.
-    tdm_lambda = adarnn.AUTO_LAMBDAS[0] if preset["tdm_lambda"] == "auto" else preset["tdm_lambda"]
+    tdm_lambda = adarnn.AUTO_LAMBDAS[0] if preset.tdm_lambda == "auto" else preset.tdm_lambda
     series = ts.load_series("pvlib", station="greensboro")
     split = ts.split_by_dates(series, None, None)
     scaled = ts.MinMaxScaler.fit(series.values[:split.train_end]).transform(series.values)
-    length, k, batch = preset["len_seq"], preset["num_domains"], preset["batch_size"]
+    length, k, batch = preset.len_seq, preset.num_domains, preset.batch_size
     segments = tdc.split(scaled[:split.train_end], k).segments
     starts = [ts.window_starts(a, b, length) for a, b in segments]
     steps = ts.steps_per_epoch(starts, batch)
+    build = adarnn.model_builder(preset, length, len(series.feature_names),
+                                 residual_index=series.target_index if preset.forecast == "change" else None)
     models, seconds = {}, {"gru": [], "adarnn": []}
     for name in seconds:
         keras.utils.set_random_seed(0)
-        model = build_forecaster(name, length, len(series.feature_names), k, preset["distance"], tdm_lambda,
-                                 preset["hidden_size"], preset["num_layers"], preset["bottleneck"] or None,
-                                 residual_index=series.target_index if preset["forecast"] == "change" else None,
-                                 head_dropout=preset["head_dropout"], matching_scale=preset["matching_scale"])
-        model.compile(optimizer=keras.optimizers.Adam(preset["lr"], clipvalue=3.0))
+        model = build(name, preset.distance, tdm_lambda)
+        model.compile(optimizer=keras.optimizers.Adam(preset.lr, clipvalue=3.0))
         stream = ts.segment_batches(scaled, series.target_index, starts, length, batch, seed=0)
         # One epoch of pre-training to trace, then boosting epochs (the slower phase: the
         # distances are accumulated for the update).
@@ -304,10 +304,22 @@ def main():
     parser.add_argument("--runs", default="runs/bench-adarnn", help="run folders (reused when finished)")
     provenance.add_reuse_option(parser)
     args = parser.parse_args()
+    path = os.path.join(RESULTS, "adarnn_benchmark.json")
+    # One invocation at a time: each rewrites the whole file from what it read at its start,
+    # so two side by side would drop each other's parts (their runs in --runs are kept).
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(provenance.locked(path, wait=False))
+        except BlockingIOError:
+            parser.exit(2, f"{os.path.relpath(path)}: another adarnn_benchmark.py invocation is writing it; start "
+                           f"this one when it has finished (it reuses that one's finished runs)\n")
+        run_benchmark(args, path)
+
+
+def run_benchmark(args, path: str) -> None:
     record = provenance.start(DEPENDENCIES)
     args.budget = ["--epochs", str(args.epochs), "--pre-epoch", str(args.pre_epoch)]
     started = time.perf_counter()
-    path = os.path.join(RESULTS, "adarnn_benchmark.json")
     results = {}
     if os.path.exists(path):
         with open(path) as f:

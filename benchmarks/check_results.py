@@ -40,6 +40,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import provenance  # noqa: E402
+import stats  # noqa: E402
 
 RESULTS = os.path.join("benchmarks", "results")
 STALE = "stale"
@@ -211,8 +212,8 @@ class Checker:
             if not patterns:
                 self.problem(where, f"names no key of {name}")
             for pattern in patterns:
-                reduce, inner = AGGREGATE.fullmatch(pattern).groups() if AGGREGATE.fullmatch(pattern) \
-                    else (None, pattern)
+                aggregate = AGGREGATE.fullmatch(pattern)
+                reduce, inner = aggregate.groups() if aggregate else (None, pattern)
                 matched = [flat[key] for key in fnmatch.filter(flat, inner)]
                 if not matched:
                     self.problem(where, f"{name} has no key {inner}")
@@ -242,10 +243,7 @@ class Checker:
                 self.problem(where, f"{reduce}({pattern}) needs {'two or more' if reduce == 'std' else 'only'} "
                                     f"numbers, it matches {len(values)} numbers of {len(matched)} values")
             return []
-        mean = sum(values) / len(values)
-        if reduce == "mean":
-            return [mean]
-        return [(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5]
+        return [stats.spread(values)[reduce]]
 
     def run(self) -> tuple[int, int]:
         files = self.results_files()

@@ -297,17 +297,17 @@ def current(entry_made_by: dict, dependencies: list[str]) -> bool:
 
 
 @contextlib.contextmanager
-def locked(path: str):
+def locked(path: str, wait: bool = True):
     """An exclusive lock on results file `path` for the block (a lock file in the temporary
     folder, so the tree stays clean): runs side by side that merge into one results file read
-    and write it in turn."""
+    and write it in turn. `wait=False`: BlockingIOError at once when another process holds it."""
     import fcntl
     import hashlib
     import tempfile
 
     name = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
     with open(os.path.join(tempfile.gettempdir(), f"kerastl-results-{name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

@@ -40,7 +40,9 @@ and a csv series; GRU (the reference's AdaRNN with dw = 0: it has no separate GR
 (reference: adversarial distance with an untrained discriminator per call, dw 0.5; kerastl:
 the paper preset's model with its trained discriminator, and the cpu preset's `--lambda auto`);
 RMSE and MAE on the original scale over every test window, seconds per training epoch.
-Writes benchmarks/results/parity_adarnn.{json,md} with the reference's commit.
+Writes benchmarks/results/parity_adarnn.{json,md} with the reference's commit, after every
+row; an interrupted end-to-end run started again with the same options keeps the rows made by
+today's code with the same setup and reference (`end_to_end_made_by`; `--no-reuse`: runs all).
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def torch_adam_class():
       `zero_grad()`); TensorFlow gives such a variable zeros (through `tf.where`, as AdaRNN's
       gates during boosting), and Keras' Adam keeps moving it with its decaying momentum.
 
+    - The learning rate and the betas enter in the variable's dtype straight from their Python
+      floats. Keras keeps the learning rate in a float32 variable, and `ops.cast(0.999,
+      "float64")` goes through float32: in a float64 run those rounded the bias corrections
+      (6.6e-6 relative on every step, the whole difference left after one step).
+
     Same state and variables as Keras' Adam; only `update_step` differs.
 
     >>> optimizer = torch_adam_class()(1e-3, epsilon=1e-8)  # torch.optim.Adam(params, lr=1e-3)
@@ -97,17 +104,23 @@ def torch_adam_class():
     from keras import ops
 
     class TorchAdam(keras.optimizers.Adam):
+        def __init__(self, learning_rate: float, **kwargs):
+            super().__init__(learning_rate, **kwargs)
+            self.exact_learning_rate = float(learning_rate)
+
         def update_step(self, gradient, variable, learning_rate):
-            lr = ops.cast(learning_rate, variable.dtype)
-            gradient = ops.cast(gradient, variable.dtype)
-            step = ops.cast(self.iterations + 1, variable.dtype)
+            dtype = variable.dtype
+            lr, beta_1, beta_2 = (ops.convert_to_tensor(value, dtype)
+                                  for value in (self.exact_learning_rate, self.beta_1, self.beta_2))
+            gradient = ops.cast(gradient, dtype)
+            step = ops.cast(self.iterations + 1, dtype)
             m = self._momentums[self._get_variable_index(variable)]
             v = self._velocities[self._get_variable_index(variable)]
             in_graph = ops.any(ops.not_equal(gradient, 0))  # False: PyTorch's grad None
-            new_m = ops.add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-            new_v = ops.add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-            first = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
-            second = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+            new_m = ops.add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
+            new_v = ops.add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2))
+            first = 1 - ops.power(beta_1, step)
+            second = 1 - ops.power(beta_2, step)
             denominator = ops.add(ops.divide(ops.sqrt(new_v), ops.sqrt(second)), self.epsilon)
             new_variable = ops.subtract(variable, ops.divide(ops.multiply(new_m, lr / first), denominator))
             self.assign(m, ops.where(in_graph, new_m, m))
@@ -204,16 +217,32 @@ def weight_pairs(ours, reference) -> tuple[dict, dict]:
     return weights, moving
 
 
-def batches(seed: int, steps: int, length=T, features=F, batch=B):
+def batches(seed: int, steps: int, length=T, features=F, batch=B, dtype="float32"):
     """`steps` batches `([2, batch, length, features], [2, batch])` from two shifted segments."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(steps):
-        x = rng.normal(size=(2, batch, length, features)).astype("float32")
+        x = rng.normal(size=(2, batch, length, features)).astype(dtype)
         x[1] = 1.5 * x[1] + 0.7
-        y = (x[:, :, -1, 0] * 0.5 + 0.1 * rng.normal(size=(2, batch))).astype("float32")
+        y = (x[:, :, -1, 0] * 0.5 + 0.1 * rng.normal(size=(2, batch))).astype(dtype)
         out.append((x, y))
     return out
+
+
+@contextlib.contextmanager
+def in_float64():
+    """Both sides in float64 while the block runs: Keras' dtype policy and floatx, PyTorch's
+    default dtype (the reference's weights are drawn in float64), and the reference's
+    `.float()` casts of its GRU inputs left as they are."""
+    import torch
+
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with common.keras_float64(), common.patched(torch.Tensor, "float", lambda self: self):
+            yield
+    finally:
+        torch.set_default_dtype(default_dtype)
 
 
 def step_parity(root: str, seed: int = 0, adam: str = "torch") -> common.StepComparison:
@@ -291,9 +320,10 @@ def adversarial_untrained(comparison, train_weather, hidden):
 
 
 def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch: int = 1, lr: float = 1e-3,
-                 adam: str = "torch"):
+                 adam: str = "torch", dtype: str = "float32"):
     """`EPOCHS` epochs of `STEPS` batches through the reference's `train_AdaRNN` and kerastl's
-    `fit` + `TDMCallback`; compared after every epoch."""
+    `fit` + `TDMCallback`; compared after every epoch. `dtype="float64"` feeds float64 batches
+    (run it inside `in_float64()`)."""
     import torch
 
     from kerastl.timeseries import TDMCallback
@@ -309,7 +339,7 @@ def train_parity(comparison, train_weather, distance: str, seed: int, pre_epoch:
     callback = TDMCallback(pre_epoch)
     weight_mat = dist_mat = None
     for epoch in range(EPOCHS):
-        data = batches(seed + 1 + epoch, STEPS)
+        data = batches(seed + 1 + epoch, STEPS, dtype=dtype)
         loaders = [[(torch.from_numpy(x[k]), torch.zeros(B), torch.from_numpy(y[k])) for x, y in data]
                    for k in range(2)]
         with common.patched(train_weather, "args", args), contextlib.redirect_stderr(open(os.devnull, "w")):
@@ -445,9 +475,14 @@ def reference_run(root: str, argv: list[str], model: str, seed: int, epochs: int
 
 
 def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: float, workdir: str,
-               on_row=lambda rows: None, steps: int = 0, auto: bool = True, adam: str = "torch") -> list[dict]:
-    """Rows {series, side, model, seed, rmse, mae, seconds_per_epoch}."""
-    rows = []
+               on_row=lambda rows: None, steps: int = 0, auto: bool = True, adam: str = "torch",
+               kept=()) -> list[dict]:
+    """Rows {series, side, model, seed, rmse, mae, seconds_per_epoch}; the rows in `kept`
+    (made by today's code with the same setup) are not run again."""
+    rows = list(kept)
+    done = {(row["series"], row["side"], row["model"], row["seed"]) for row in rows}
+    if rows:
+        on_row(rows)
     for seed in seeds:
         for name in series_names:
             data = SERIES[name] if SERIES[name] is not None else csv_series(workdir)
@@ -455,6 +490,8 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                       "--steps-per-epoch", str(steps)]
             paper = [*data, "--preset", "paper", *budget, "--patience", "0", "--seed", str(seed)]
             for model in ("gru", "adarnn"):
+                if (name, "kerastl", model, seed) in done and (name, "reference", model, seed) in done:
+                    continue
                 reference = reference_run(root, [*data, "--preset", "paper", *budget], model, seed, epochs,
                                           pre_epoch, lr, steps=steps)
                 rows.append({"series": name, "side": "reference", "model": model, "seed": seed,
@@ -470,7 +507,7 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                                                                   ours["history"]["epoch_seconds"])),
                              "setting": f"kerastl --preset paper (trained discriminator, lambda 0.5), --adam {adam}"})
                 on_row(rows)
-            if not auto:
+            if not auto or (name, "kerastl", "adarnn (cpu preset, --lambda auto)", seed) in done:
                 continue
             auto = kerastl_run([*data, "--preset", "cpu", "--epochs", str(epochs), "--pre-epoch", str(pre_epoch),
                                 "--num-domains", "2", "--steps-per-epoch", str(steps), "--seed", str(seed),
@@ -482,6 +519,32 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
                                                               auto["history"]["epoch_seconds"])),
                          "setting": "kerastl --preset cpu: " + str(auto["lambda_search"]["chosen"])})
             on_row(rows)
+    return rows
+
+
+def resumable_rows(path: str, content: dict, record: dict, args) -> list[dict]:
+    """End-to-end rows of an interrupted run to keep: those in the results file at `path` when
+    it was made by today's code against the same reference with the same setup, for the
+    requested series and seeds, a model's reference and kerastl rows only as a pair."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        earlier = json.load(f)
+    made_by = earlier.get("end_to_end_made_by") or {}
+    ok = common.provenance.current(made_by, record["dependencies"])
+    why = f"made by {made_by.get('commit')}: " + ("today's code" if ok else "not today's code, or no record")
+    if ok and earlier.get("reference", {}).get("commit") != content["reference"].get("commit"):
+        ok, why = False, "another reference commit"
+    if ok and earlier.get("end_to_end_setup") != content["end_to_end_setup"]:
+        ok, why = False, "another setup"
+    rows = [row for row in (earlier.get("end_to_end") or {}).get("rows", []) if ok and
+            row["series"] in args.series and row["seed"] in args.seeds]
+    sides = {}
+    for row in rows:
+        sides.setdefault((row["series"], row["model"], row["seed"]), set()).add(row["side"])
+    rows = [row for row in rows if row["model"] not in ("gru", "adarnn") or
+            sides[(row["series"], row["model"], row["seed"])] == {"reference", "kerastl"}]
+    print(f"end to end: keeping {len(rows)} rows of {os.path.relpath(path)} ({why})", flush=True)
     return rows
 
 
@@ -532,6 +595,7 @@ def main():
     parser.add_argument("--adam", choices=ADAM_CHOICES, default="torch",
                         help="kerastl's optimizer: torch (default: PyTorch's Adam update, eps 1e-8, as the "
                              "reference) or keras (Keras' Adam, eps 1e-7, as apps.adarnn)")
+    common.provenance.add_reuse_option(parser)
     args = parser.parse_args()
     root = common.reference_dir(NAME, args.reference)
     record = common.start_record(__file__)
@@ -541,7 +605,8 @@ def main():
     if args.only and os.path.exists(previous):
         with open(previous) as f:
             earlier = json.load(f)
-        keep = ("end_to_end", "end_to_end_setup", "end_to_end_command") if args.only == "step" else \
+        keep = ("end_to_end", "end_to_end_setup", "end_to_end_command", "end_to_end_made_by") \
+            if args.only == "step" else \
             ("step", "step_rows", "step_command")
         content.update({key: earlier[key] for key in keep if key in earlier})
     command = " ".join(["python", "-m", "benchmarks.parity.adarnn", *sys.argv[1:]])
@@ -557,6 +622,7 @@ def main():
         write()
     if args.only in (None, "end-to-end"):
         content["end_to_end_command"] = command
+        content["end_to_end_made_by"] = common.provenance.made_by(record)
         content["end_to_end_setup"] = (
             f"Both sides: kerastl's windows (len_seq 24), split, min-max scaling, TDC with K = 2 and batches "
             f"(36 per segment); {args.epochs} epochs, pre-training {args.pre_epoch}, lr {args.lr}, GRU 2 x 64, "
@@ -567,8 +633,9 @@ def main():
                 content["end_to_end"] = {"rows": rows, "summary": summarise(rows)}
                 write()
 
+            kept = resumable_rows(previous, content, record, args) if args.reuse else []
             end_to_end(root, args.seeds, args.series, args.epochs, args.pre_epoch, args.lr, workdir, on_row,
-                       args.steps_per_epoch, not args.no_auto, args.adam)
+                       args.steps_per_epoch, not args.no_auto, args.adam, kept)
     paths = write()
     print(open(paths[1]).read())
 

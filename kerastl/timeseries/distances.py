@@ -46,7 +46,11 @@ _EPS = 1e-8
 
 
 def _as_float(source, target):
-    return tf.convert_to_tensor(source, tf.float32), tf.convert_to_tensor(target, tf.float32)
+    """Both batches in float64 when either is float64 (a float64 model measures without
+    float32 rounding), else in float32 (half-precision features are measured in float32)."""
+    source, target = tf.convert_to_tensor(source), tf.convert_to_tensor(target)
+    dtype = tf.float64 if tf.float64 in (source.dtype, target.dtype) else tf.float32
+    return tf.cast(source, dtype), tf.cast(target, dtype)
 
 
 def mmd_linear(source, target):
@@ -72,7 +76,7 @@ def mmd_rbf(source, target, kernel_mul: float = 2.0, kernel_num: int = 5):
     squared_distances = tf.maximum(
         squared_norms[..., :, None] + squared_norms[..., None, :]
         - 2.0 * tf.matmul(pooled, pooled, transpose_b=True), 0.0)
-    total = tf.cast(n + m, tf.float32)
+    total = tf.cast(n + m, source.dtype)
     bandwidth = tf.stop_gradient(tf.reduce_sum(squared_distances, axis=[-2, -1]) / (total * total - total))
     bandwidth = tf.maximum(bandwidth, _EPS)[..., None, None] / (kernel_mul ** (kernel_num // 2))
     kernels = tf.add_n([tf.exp(-squared_distances / (bandwidth * kernel_mul ** k)) for k in range(kernel_num)])
@@ -83,7 +87,7 @@ def mmd_rbf(source, target, kernel_mul: float = 2.0, kernel_num: int = 5):
 
 
 def _covariance(x):
-    count = tf.cast(tf.shape(x)[-2], tf.float32)
+    count = tf.cast(tf.shape(x)[-2], x.dtype)
     centred = x - tf.reduce_mean(x, axis=-2, keepdims=True)
     return tf.matmul(centred, centred, transpose_a=True) / tf.maximum(count - 1.0, 1.0)
 
@@ -91,7 +95,7 @@ def _covariance(x):
 def coral(source, target):
     """CORAL: ||C_source - C_target||_F^2 / (4 D^2), C the unbiased feature covariances."""
     source, target = _as_float(source, target)
-    dims = tf.cast(tf.shape(source)[-1], tf.float32)
+    dims = tf.cast(tf.shape(source)[-1], source.dtype)
     difference = _covariance(source) - _covariance(target)
     return tf.reduce_sum(tf.square(difference), axis=[-2, -1]) / (4.0 * dims * dims)
 
@@ -101,8 +105,9 @@ def cosine(source, target):
     source, target = _as_float(source, target)
     mean_s = tf.reduce_mean(source, axis=-2)
     mean_t = tf.reduce_mean(target, axis=-2)
+    # Each norm at least _EPS, as PyTorch's cosine_similarity (the reference's): not a sum.
     similarity = tf.reduce_sum(mean_s * mean_t, axis=-1) / (
-        tf.norm(mean_s, axis=-1) * tf.norm(mean_t, axis=-1) + _EPS)
+        tf.maximum(tf.norm(mean_s, axis=-1), _EPS) * tf.maximum(tf.norm(mean_t, axis=-1), _EPS))
     return 1.0 - similarity
 
 
@@ -263,7 +268,7 @@ class UntrainedAdversarialDistance(keras.layers.Layer):
         source, target = _as_float(source, target)
         if weights is None:
             weights = self.draw(source.shape[:-2], source.shape[-1])
-        w1, b1, w2, b2 = (tf.convert_to_tensor(w, tf.float32) for w in weights)
+        w1, b1, w2, b2 = (tf.cast(w, source.dtype) for w in weights)
 
         def logits(features):
             reversed_features = 2.0 * tf.stop_gradient(features) - features  # value x, gradient -1
@@ -303,9 +308,9 @@ class MutualInformationDistance(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.seed = seed
         self.generator = keras.random.SeedGenerator(seed)
-        self.dense_x = keras.layers.Dense(hidden_units, name="dense_x")
-        self.dense_y = keras.layers.Dense(hidden_units, name="dense_y")
-        self.dense_out = keras.layers.Dense(1, name="dense_out")
+        self.dense_x = keras.layers.Dense(hidden_units, name="dense_x", dtype=self.dtype_policy)
+        self.dense_y = keras.layers.Dense(hidden_units, name="dense_y", dtype=self.dtype_policy)
+        self.dense_out = keras.layers.Dense(1, name="dense_out", dtype=self.dtype_policy)
 
     def build(self, source_shape, target_shape=None):
         self.dense_x.build(source_shape)
@@ -323,7 +328,7 @@ class MutualInformationDistance(keras.layers.Layer):
         permutation = tf.argsort(keras.random.uniform([rows], seed=self.generator))
         joint = self.statistics(source, target)
         marginal = self.statistics(source, tf.gather(target, permutation, axis=-2))
-        log_mean_exp = tf.reduce_logsumexp(marginal, axis=-1) - tf.math.log(tf.cast(rows, tf.float32))
+        log_mean_exp = tf.reduce_logsumexp(marginal, axis=-1) - tf.math.log(tf.cast(rows, marginal.dtype))
         return -(tf.reduce_mean(joint, axis=-1) - log_mean_exp)
 
     def get_config(self):

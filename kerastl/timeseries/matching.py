@@ -253,8 +253,8 @@ class TemporalMatchingModel(keras.Model):
         outputs = self._forecast(flat, sequences[-1][:, -1, :], training)
         per_segment = tf.reduce_mean(tf.reshape(self._task_losses(outputs, flat_targets), [k, batch]), axis=1)
         task = tf.reduce_sum(tf.gather(per_segment, self._pair_i) + tf.gather(per_segment, self._pair_j))
-        transfer = tf.constant(0.0)
-        layer_distances = [tf.zeros([self.len_seq]) for _ in self.hidden_sizes]
+        transfer = tf.zeros((), task.dtype)  # float64 in a float64 model
+        layer_distances = [tf.zeros([self.len_seq], task.dtype) for _ in self.hidden_sizes]
         gate_means = []
         for distance, layer in zip(self.distances, self.matched_layers):
             hidden = sequences[layer]

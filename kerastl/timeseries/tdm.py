@@ -27,9 +27,11 @@ def boosting_update(weights, distance_old, distance_new, epsilon: float = 1e-12)
     Where `distance_new > distance_old + epsilon`: weights *= 1 + sigmoid(new - old); then
     every row is divided by its L1 norm.
     """
-    weights = tf.convert_to_tensor(weights, tf.float32)
-    distance_old = tf.convert_to_tensor(distance_old, tf.float32)
-    distance_new = tf.convert_to_tensor(distance_new, tf.float32)
+    # In the weights' dtype when that is float64 (a float64 model), else float32.
+    weights = tf.convert_to_tensor(weights)
+    dtype = tf.float64 if weights.dtype == tf.float64 else tf.float32
+    weights = tf.cast(weights, dtype)
+    distance_old, distance_new = tf.cast(distance_old, dtype), tf.cast(distance_new, dtype)
     grew = distance_new > distance_old + epsilon
     boosted = tf.where(grew, weights * (1.0 + tf.sigmoid(distance_new - distance_old)), weights)
     return boosted / tf.reduce_sum(tf.abs(boosted), axis=-1, keepdims=True)

@@ -190,3 +190,52 @@ def test_the_reference_adversarial_distance_is_a_fresh_discriminators_cross_entr
     assert all(abs(v - 2 * np.log(2)) < 0.5 for v in values), values
     assert layer(np.zeros((3, 5, 8, 4)), np.ones((3, 5, 8, 4))).shape == (3, 5)
 
+
+
+def _numpy_float64(name, source, target):
+    """The stateless distances written out in numpy float64 (the definitions in the module doc)."""
+    mean_s, mean_t = source.mean(0), target.mean(0)
+    if name == "mmd_linear":
+        return np.sum((mean_s - mean_t) ** 2)
+    if name == "coral":
+        difference = np.cov(source, rowvar=False) - np.cov(target, rowvar=False)
+        return np.sum(difference ** 2) / (4 * source.shape[1] ** 2)
+    if name == "cosine":
+        return 1 - mean_s @ mean_t / (max(np.linalg.norm(mean_s), 1e-8) * max(np.linalg.norm(mean_t), 1e-8))
+    if name == "pairwise":
+        return np.sqrt(np.sum(np.sum((source[:, None] - target[None]) ** 2, axis=-1) ** 2))
+    softmax = lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)  # noqa: E731
+    p, q = softmax(source).mean(0), softmax(target).mean(0)
+    kl = lambda a, b: np.sum(a * (np.log(a + 1e-8) - np.log(b + 1e-8)))  # noqa: E731
+    if name == "kl":
+        return kl(p, q)
+    return 0.5 * kl(p, (p + q) / 2) + 0.5 * kl(q, (p + q) / 2)
+
+
+@pytest.mark.parametrize("name", [name for name in STATELESS if name != "mmd_rbf"])
+def test_float64_batches_are_measured_in_float64_to_rounding(name):
+    source, target = BASE.astype("float64") * 1.3, OTHER.astype("float64") + MEAN_SHIFT
+    value = distances.get_distance(name)(source, target)
+    assert value.dtype == tf.float64
+    expected = _numpy_float64(name, source, target)
+    assert abs(float(value) - expected) <= 1e-12 * max(abs(expected), 1.0), (float(value), expected)
+    # float32 batches keep float32, which is ~1e-7 away: the float64 path is no rounded copy of it.
+    assert distances.get_distance(name)(BASE * 1.3, OTHER + MEAN_SHIFT).dtype == tf.float32
+
+
+def test_a_float64_layer_distance_computes_in_float64():
+    import keras
+
+    source, target = BASE.astype("float64"), OTHER.astype("float64")
+    for layer in (distances.AdversarialDistance(hidden_units=8, dtype="float64"),
+                  distances.UntrainedAdversarialDistance(seed=0, dtype="float64"),
+                  distances.MutualInformationDistance(hidden_units=8, seed=0, dtype="float64")):
+        assert layer(source, target).dtype == tf.float64, layer.name
+    weights = [np.asarray(w) for w in distances.UntrainedAdversarialDistance(seed=1).draw((), 6)]
+    value = distances.UntrainedAdversarialDistance(dtype="float64")(source, target, weights=weights)
+    w1, b1, w2, b2 = (w.astype("float64") for w in weights)
+    logits = lambda x: (np.maximum(x @ w1 + b1, 0) @ w2 + b2)[:, 0]  # noqa: E731
+    softplus = lambda z: np.logaddexp(0.0, z)  # noqa: E731
+    expected = softplus(-logits(source)).mean() + softplus(logits(target)).mean()
+    assert abs(float(value) - expected) <= 1e-12 * expected
+    assert keras.config.floatx() == "float32"  # nothing here changed the global default

@@ -67,3 +67,14 @@ def test_callback_phases_gate_then_boosting():
     callback.on_epoch_end(3)
     np.testing.assert_allclose(model.tdm_weights.numpy(), boosting_update(gates, first, second).numpy(), rtol=1e-6)
     np.testing.assert_allclose(model.distance_previous.numpy(), second)
+
+
+def test_boosting_keeps_float64_weights_in_float64():
+    weights = np.array([[0.1, 0.2, 0.3, 0.4]])
+    old, new = np.ones((1, 4)), np.array([[1.0 + 1e-9, 1.0, 0.5, 1.0 + 3e-9]])
+    updated = boosting_update(weights, old, new)
+    assert updated.dtype == tf.float64
+    expected = weights * np.where(new > old + 1e-12, 1 + 1 / (1 + np.exp(-(new - old))), 1.0)
+    np.testing.assert_allclose(updated.numpy(), expected / expected.sum(), rtol=1e-14)
+    # float32 could not even tell these distances apart from the old ones.
+    assert not (np.float32(new) > np.float32(old) + 1e-12).any()
