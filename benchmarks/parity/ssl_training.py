@@ -55,7 +55,6 @@ if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
@@ -594,19 +593,6 @@ def load_previous(dependencies: list[str]) -> dict:
     return kept
 
 
-@contextlib.contextmanager
-def locked(path: str):
-    """An exclusive lock on `path` (processes running other seeds merge into one file)."""
-    import fcntl
-
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def merged(on_disk: dict, ours: dict) -> dict:
     """The results file's parts with this invocation's (`ours`: its speed part and the seeds
     it ran) laid over them; e2e summaries recomputed over the complete seeds."""
@@ -675,9 +661,7 @@ def main(argv=None) -> int:
 
     def write():
         nonlocal results
-        import tempfile
-
-        with locked(os.path.join(tempfile.gettempdir(), f"kerastl_parity_{FAMILY}.lock")):
+        with common.provenance.locked(os.path.join(common.RESULTS, f"parity_{FAMILY}.json")):
             on_disk = {} if args.no_write else load_previous(record["dependencies"])
             results = {**header, **merged(on_disk, ours)}
             results["missing"] = missing_parts(results)

@@ -7,7 +7,12 @@ hide what the methods compute: then every quantity agrees within the parity tole
 except the one known difference asserted separately (PyTorch's running variance takes the
 unbiased batch variance, Keras' the biased one). Each pairing's switches (ssl.ALGORITHMS:
 UDA without sharpening, MixMatch / ReMixMatch without interleaving, ReMixMatch's alignment
-epsilon) set kerastl to what USB 0.3.2 computes; docs/parity.md says why each exists."""
+epsilon) set kerastl to what USB 0.3.2 computes; docs/parity.md says why each exists.
+
+VAT is checked at a probe step xi of 1e-3 (`vat_xi1e-3`, both sides): at its default 1e-6 the
+power iteration's direction amplifies rounding by ~1/xi, so USB moves its own adversarial
+logits by ~1e-6 when its weights move by 1e-12 (asserted below with the `usb-self` variant),
+and any two implementations separate within a few steps."""
 
 import numpy as np
 import pytest
@@ -16,8 +21,8 @@ from parity import common
 from parity import ssl as ssl_parity
 
 STEPS = 5
-ALGORITHMS = ("fixmatch", "flexmatch", "uda", "pseudolabel", "flex_pseudolabel", "pimodel", "meanteacher", "vat",
-              "mixmatch", "remixmatch")
+ALGORITHMS = ("fixmatch", "flexmatch", "uda", "pseudolabel", "flex_pseudolabel", "pimodel", "meanteacher",
+              "vat_xi1e-3", "mixmatch", "remixmatch")
 RUNS = tuple(f"{name}/small_cnn/lr-constant+float64" for name in ALGORITHMS)
 # quantity -> why it differs (docs/parity.md)
 KNOWN = {"bn_moving_variance": "PyTorch's running variance uses the unbiased batch variance (n / (n - 1))"}
@@ -68,7 +73,7 @@ def test_every_forward_pass_is_compared(runs):
     """The logits row covers every pass kerastl runs: Pseudo-Label 2 (labeled, unlabeled
     frozen), Pi-Model and Mean Teacher 3, VAT 4 (labeled, clean, probe, adversarial),
     MixMatch 5 (2 guesses, 3 chunks), ReMixMatch 7 (guess, 4 chunks, strong view, rotation)."""
-    passes = {"fixmatch": 1, "pseudolabel": 2, "pimodel": 3, "meanteacher": 3, "vat": 4, "mixmatch": 5,
+    passes = {"fixmatch": 1, "pseudolabel": 2, "pimodel": 3, "meanteacher": 3, "vat_xi1e-3": 4, "mixmatch": 5,
               "remixmatch": 7}
     for algorithm, count in passes.items():
         comparison, _ = runs[f"{algorithm}/small_cnn/lr-constant+float64"]
@@ -83,6 +88,24 @@ def test_running_variance_differs_only_by_the_unbiased_estimate(runs):
         summary = comparison.summary()
         assert 0 < summary["bn_moving_variance"]["worst"] < 2e-3
         assert summary["bn_moving_mean"]["ok"] and summary["weights"]["ok"]
+
+
+def test_at_the_default_xi_vat_amplifies_a_1e_12_change_of_usbs_own_weights_a_million_fold(runs):
+    """Why VAT's default setting cannot show step parity for long in any pair of
+    implementations: USB against itself, weights moved by 1e-12, differs by ~1e-6 in the
+    adversarial pass at step 1; at xi 1e-3 the same change stays at ~1e-12."""
+    default, _ = runs["vat/small_cnn/lr-constant+float64+usb-self"]
+    larger_xi, _ = runs["vat_xi1e-3/small_cnn/lr-constant+float64+usb-self"]
+    first_step = {name: [row for row in comparison.rows if row["quantity"] == "logits" and row["step"] == 1][0]
+                  for name, comparison in (("default", default), ("larger_xi", larger_xi))}
+    assert first_step["default"]["relative_error"] > 1e-7 and first_step["default"]["worst_tensor"] == "pass 3"
+    assert first_step["larger_xi"]["relative_error"] < 1e-9
+
+
+def test_vat_at_the_default_xi_agrees_for_its_first_two_steps(runs):
+    comparison, _ = runs["vat/small_cnn/lr-constant+float64"]
+    rows = [row for row in comparison.rows if row["step"] <= 2 and row["quantity"] != "bn_moving_variance"]
+    assert rows and all(row["ok"] for row in rows), [row for row in rows if not row["ok"]]
 
 
 def test_usb_loads_with_stubs_only_for_unused_packages():
@@ -120,7 +143,10 @@ def test_run_names_are_checked():
 # ---------------------------------------------------------------- --merge (no training)
 
 
-def test_merge_takes_the_newest_version_of_runs_made_elsewhere():
+def test_merge_takes_the_newest_version_of_runs_made_elsewhere(monkeypatch):
+    # commits "new", "old" and "before" made today's code; "stale" did not
+    monkeypatch.setattr(ssl_parity.common.provenance, "current",
+                        lambda made_by, dependencies: made_by["commit"] != "stale")
     reference = {"package": "semilearn", "version": "0.3.2"}
     # This harness made fixmatch; it read an old remixmatch from the file when it started.
     ours = {"reference": reference, "runs": {"fixmatch/small_cnn/float64": {"made_by": {"commit": "new"}, "v": 1},
@@ -130,14 +156,17 @@ def test_merge_takes_the_newest_version_of_runs_made_elsewhere():
     on_disk = {"reference": reference, "provenance": {"command": "c", "commit": "before"},
                "runs": {"fixmatch/small_cnn/float64": {"made_by": {"commit": "old"}, "v": 0},
                         "remixmatch/small_cnn/float64": {"made_by": {"commit": "new"}, "v": 2},
-                        "vat/small_cnn/float64": {"v": 3}}}
-    merged = ssl_parity.merged_runs(ours, on_disk, made_here={"fixmatch/small_cnn/float64"})["runs"]
+                        "vat/small_cnn/float64": {"v": 3},
+                        "uda/small_cnn/float64": {"made_by": {"commit": "stale"}, "v": 4}}}
+    merged = ssl_parity.merged_runs(ours, on_disk, made_here={"fixmatch/small_cnn/float64"},
+                                    dependencies=["benchmarks/parity/ssl.py"])["runs"]
     assert merged["fixmatch/small_cnn/float64"]["v"] == 1  # ours is never replaced
     assert merged["remixmatch/small_cnn/float64"]["v"] == 2  # the other harness's newest
     assert merged["vat/small_cnn/float64"] == {"made_by": {"command": "c", "commit": "before"}, "v": 3}
+    assert "uda/small_cnn/float64" not in merged  # made by older code: run again, not carried over
 
 
 def test_merge_takes_nothing_made_against_another_reference():
     ours = {"reference": {"version": "0.3.2"}, "runs": {}}
     other = {"reference": {"version": "0.3.1"}, "runs": {"vat/small_cnn/float64": {"v": 3}}}
-    assert ssl_parity.merged_runs(ours, other, made_here=set())["runs"] == {}
+    assert ssl_parity.merged_runs(ours, other, made_here=set(), dependencies=[])["runs"] == {}
