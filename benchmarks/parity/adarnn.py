@@ -43,6 +43,11 @@ RMSE and MAE on the original scale over every test window, seconds per training 
 Writes benchmarks/results/parity_adarnn.{json,md} with the reference's commit, after every
 row; an interrupted end-to-end run started again with the same options keeps the rows made by
 today's code with the same setup and reference (`end_to_end_made_by`; `--no-reuse`: runs all).
+`--merge` lets several invocations fill one end-to-end table side by side, e.g. one lane per
+core:
+
+    python -m benchmarks.parity.adarnn --only end-to-end --merge --seeds 0 1 2 --series taylor ... &
+    python -m benchmarks.parity.adarnn --only end-to-end --merge --seeds 0 1 2 --series greensboro csv ...
 """
 
 from __future__ import annotations
@@ -522,10 +527,9 @@ def end_to_end(root: str, seeds, series_names, epochs: int, pre_epoch: int, lr: 
     return rows
 
 
-def resumable_rows(path: str, content: dict, record: dict, args) -> list[dict]:
-    """End-to-end rows of an interrupted run to keep: those in the results file at `path` when
-    it was made by today's code against the same reference with the same setup, for the
-    requested series and seeds, a model's reference and kerastl rows only as a pair."""
+def current_rows(path: str, content: dict, record: dict) -> list[dict]:
+    """The end-to-end rows of the results file at `path` when it was made by today's code
+    against the same reference with the same setup (else none)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -537,15 +541,38 @@ def resumable_rows(path: str, content: dict, record: dict, args) -> list[dict]:
         ok, why = False, "another reference commit"
     if ok and earlier.get("end_to_end_setup") != content["end_to_end_setup"]:
         ok, why = False, "another setup"
-    rows = [row for row in (earlier.get("end_to_end") or {}).get("rows", []) if ok and
-            row["series"] in args.series and row["seed"] in args.seeds]
+    rows = (earlier.get("end_to_end") or {}).get("rows", []) if ok else []
+    print(f"end to end: {len(rows)} current rows in {os.path.relpath(path)} ({why})", flush=True)
+    return rows
+
+
+def resumable_rows(path: str, content: dict, record: dict, args) -> list[dict]:
+    """End-to-end rows of an interrupted run to keep: the current rows (`current_rows`) for the
+    requested series and seeds, a model's reference and kerastl rows only as a pair."""
+    rows = [row for row in current_rows(path, content, record)
+            if row["series"] in args.series and row["seed"] in args.seeds]
     sides = {}
     for row in rows:
         sides.setdefault((row["series"], row["model"], row["seed"]), set()).add(row["side"])
-    rows = [row for row in rows if row["model"] not in ("gru", "adarnn") or
+    return [row for row in rows if row["model"] not in ("gru", "adarnn") or
             sides[(row["series"], row["model"], row["seed"])] == {"reference", "kerastl"}]
-    print(f"end to end: keeping {len(rows)} rows of {os.path.relpath(path)} ({why})", flush=True)
-    return rows
+
+
+def row_key(row: dict) -> tuple:
+    return row["series"], row["side"], row["model"], row["seed"]
+
+
+def merged_rows(on_disk: list[dict], ours: list[dict]) -> list[dict]:
+    """`ours` (this invocation's rows) with the rows of `on_disk` it has no row for (another
+    invocation's, run side by side with `--merge`), in a fixed order: series as in SERIES, then
+    model, side (reference first) and seed, so the summary's order does not depend on which
+    invocation finished first."""
+    mine = {row_key(row) for row in ours}
+    rows = [row for row in on_disk if row_key(row) not in mine] + list(ours)
+    models = ("gru", "adarnn")
+    return sorted(rows, key=lambda row: (list(SERIES).index(row["series"]),
+                                         models.index(row["model"]) if row["model"] in models else len(models),
+                                         row["side"] != "reference", row["seed"]))
 
 
 def summarise(rows) -> list[dict]:
@@ -595,6 +622,10 @@ def main():
     parser.add_argument("--adam", choices=ADAM_CHOICES, default="torch",
                         help="kerastl's optimizer: torch (default: PyTorch's Adam update, eps 1e-8, as the "
                              "reference) or keras (Keras' Adam, eps 1e-7, as apps.adarnn)")
+    parser.add_argument("--merge", action="store_true",
+                        help="end to end: keep the current rows other invocations write to the results file, so "
+                             "lanes run side by side (e.g. one per core, each with its own --series / --seeds) "
+                             "fill one table; the file is read and written under a lock")
     common.provenance.add_reuse_option(parser)
     args = parser.parse_args()
     root = common.reference_dir(NAME, args.reference)
@@ -627,16 +658,22 @@ def main():
             f"Both sides: kerastl's windows (len_seq 24), split, min-max scaling, TDC with K = 2 and batches "
             f"(36 per segment); {args.epochs} epochs, pre-training {args.pre_epoch}, lr {args.lr}, GRU 2 x 64, "
             f"bottleneck head 64 (dropout 0.5); {args.steps_per_epoch or 'all'} steps per epoch; the best validation "
-            f"epoch evaluated; seeds {args.seeds}; kerastl's Adam: {ADAM_SETTINGS[args.adam]}.")
+            f"epoch evaluated; kerastl's Adam: {ADAM_SETTINGS[args.adam]}.")
         with tempfile.TemporaryDirectory() as workdir:
             def on_row(rows):
-                content["end_to_end"] = {"rows": rows, "summary": summarise(rows)}
-                write()
+                with common.provenance.locked(previous) if args.merge else contextlib.nullcontext():
+                    if args.merge:  # with the rows the other lanes wrote; they write in turn
+                        rows = merged_rows(current_rows(previous, content, record), rows)
+                    content["end_to_end"] = {"rows": rows, "summary": summarise(rows)}
+                    return write()
 
             kept = resumable_rows(previous, content, record, args) if args.reuse else []
-            end_to_end(root, args.seeds, args.series, args.epochs, args.pre_epoch, args.lr, workdir, on_row,
-                       args.steps_per_epoch, not args.no_auto, args.adam, kept)
-    paths = write()
+            ours = end_to_end(root, args.seeds, args.series, args.epochs, args.pre_epoch, args.lr, workdir, on_row,
+                              args.steps_per_epoch, not args.no_auto, args.adam, kept)
+            # The last write merges too: another lane may have written since this one's last row.
+            paths = on_row(ours)
+    else:
+        paths = write()
     print(open(paths[1]).read())
 
 

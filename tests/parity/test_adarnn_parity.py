@@ -111,3 +111,16 @@ def test_an_interrupted_end_to_end_run_keeps_only_current_complete_pairs(tmp_pat
     monkeypatch.setattr(adarnn.common.provenance, "current", lambda made_by, dependencies: False)
     assert adarnn.resumable_rows(str(path), content, record, args) == []
     assert adarnn.resumable_rows(str(tmp_path / "missing.json"), content, record, args) == []
+
+
+def test_lanes_merging_into_one_table_keep_each_others_rows_in_a_fixed_order():
+    lane_a = [_row("taylor", "reference", "gru", 1), _row("taylor", "kerastl", "gru", 1)]
+    on_disk = [_row("csv", "kerastl", "gru", 0), _row("taylor", "reference", "adarnn", 0),
+               {**_row("taylor", "kerastl", "gru", 1), "rmse": 9.0}]  # a stale copy of lane A's row
+    merged = adarnn.merged_rows(on_disk, lane_a)
+    assert [adarnn.row_key(row) for row in merged] == [
+        ("taylor", "reference", "gru", 1), ("taylor", "kerastl", "gru", 1),  # SERIES order: taylor before csv
+        ("taylor", "reference", "adarnn", 0), ("csv", "kerastl", "gru", 0)]
+    assert merged[1]["rmse"] == 1.0  # this lane's own row wins over what the file held
+    # Whichever lane writes last, the table is the same.
+    assert adarnn.merged_rows(lane_a, on_disk[:2]) == adarnn.merged_rows(on_disk[:2], lane_a)
