@@ -255,6 +255,8 @@ TABLE = {
                           trainable_weights=4)],
     "TokenCoverage": [dict(init_kwargs=dict(vocabulary_size=6), inputs=(np.array([[3, 1, 3, 0], [5, 0, 0, 0]]),),
                            trainable_weights=0, train=False)],
+    "TorchBatchNormalization": [dict(init_kwargs=dict(momentum=0.9, epsilon=1e-3), inputs=(normal(4, 3, 3, 2),),
+                                     trainable_weights=2)],
     "UDA": [ssl_case("UDA", threshold=cpl, temperature=0.5), ssl_case("UDA", threshold=lambda: fixed(0.8))],
     "VAT": [ssl_case("VAT", eps=2.0, xi=1e-3, entmin_weight=0.1, seed=4)],
 }

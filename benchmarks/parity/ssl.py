@@ -31,10 +31,13 @@ variance and class prior, ReMixMatch's p_model). Variants (joined by "+") are di
 that each remove one known cause of difference: `lr-constant` (cosine horizon 2^20 steps,
 so the learning rate does not change over the run; ramp-ups keep the run's length) and
 `float64` (both sides compute in float64, so float32 rounding in TensorFlow's and oneDNN's
-large reductions no longer matters). `lr-constant+float64` removes both: what remains is
-the method. `usb-self` is no comparison with kerastl: USB against USB with every weight of
-the second copy moved by `USB_SELF_NOISE` (relative), to measure how fast the algorithm's own
-dynamics amplify a difference of that size (VAT's do by ~5x per step in float64).
+large reductions no longer matters; kerastl's algorithm state is made in float64 too,
+`float64_state`). `lr-constant+float64` removes both: what remains is the method. `usb-self`
+is no comparison with kerastl: USB against USB with every weight of the second copy moved by
+`USB_SELF_NOISE` (relative), to measure how fast the algorithm's own dynamics amplify a
+difference of that size (VAT's do by ~5x per step in float64). kerastl's network runs with
+`kerastl.nets.torch_batch_norm.TorchBatchNormalization` (PyTorch's moving variance, the
+switch set to the reference); `keras-bn` keeps Keras' layer, to show what that switch changes.
 
 Random draws inside a step (MixUp's lambda and permutation, VAT's start direction) are drawn
 here once per step and fed to both sides: to kerastl through the algorithm's `replay_draws`,
@@ -137,13 +140,6 @@ ALGORITHMS = {
                              usb_args={"ulb_loss_ratio": 50.0}),
     "vat": Algorithm("vat", "vat", views=("x_ulb_w",), uratio=1, masked=False, draws=("vat_direction",),
                      usb_args={"ulb_loss_ratio": 0.3, "vat_eps": 6.0, "vat_embed": False, "ent_loss_ratio": 0.06}),
-    # Diagnostic, not the method's setting: VAT with a probe step xi of 1e-3 on both sides. At
-    # the default 1e-6 the power iteration's KL is ~1e-12, so float64 rounding (~1e-16) is a
-    # 1e-4 relative error in the direction; at 1e-3 it is ~1e-10 (docs/parity.md).
-    "vat_xi1e-3": Algorithm("vat", "vat", views=("x_ulb_w",), uratio=1, masked=False, draws=("vat_direction",),
-                            switches={"xi": 1e-3}, usb_defaults={"vat_loss": {"xi": 1e-3}},
-                            usb_args={"ulb_loss_ratio": 0.3, "vat_eps": 6.0, "vat_embed": False,
-                                      "ent_loss_ratio": 0.06}),
     # USB 0.3.2 runs the two guess passes, the labeled batch alone (unused), then the chunks,
     # and does not interleave them (TorchSSL does, as kerastl by default).
     "mixmatch": Algorithm("mixmatch", "mixmatch", uratio=1, masked=False, draws=("mixup",),
@@ -170,19 +166,25 @@ ALGORITHMS = {
                                   "confidence_variance": ("MaskingHook", "prob_max_var_t"),
                                   "class_prior": ("DistAlignHook", "p_model")}),
 }
+# Diagnostic, not the method's setting: VAT with a probe step xi of 1e-3 on both sides. At the
+# default 1e-6 the power iteration's KL is ~1e-12, so float64 rounding (~1e-16) is a 1e-4
+# relative error in the direction; at 1e-3 it is ~1e-10 (docs/parity.md).
+ALGORITHMS["vat_xi1e-3"] = dataclasses.replace(ALGORITHMS["vat"], switches={"xi": 1e-3},
+                                               usb_defaults={"vat_loss": {"xi": 1e-3}})
 NETWORKS = ("small_cnn", "wrn_28_2")
 # Diagnostic variants, combinable with "+" (see the module doc).
-VARIANTS = ("lr-constant", "float64", "usb-self")
+VARIANTS = ("lr-constant", "float64", "usb-self", "keras-bn")
 BOTH = "lr-constant+float64"
 # WRN-28-2 runs are fewer and shorter (--wrn-steps): a float64 WRN step takes seconds on 2 cores.
 # Pairings that change a setting of the method on both sides, to show a cause of difference.
 DIAGNOSTICS = ("vat_xi1e-3",)
 METHODS = tuple(a for a in ALGORITHMS if a not in DIAGNOSTICS)
 # The published table (docs/parity.md): every method in float64 with the cosine lr, FlexMatch on
-# WRN-28-2, and VAT's diagnostics; the other variants on request (--runs).
+# WRN-28-2, VAT's diagnostics and FixMatch with Keras' batch norm; the other variants on request
+# (--runs).
 DEFAULT_RUNS = (*(f"{a}/small_cnn/float64" for a in METHODS), "flexmatch/wrn_28_2/float64",
                 "vat_xi1e-3/small_cnn/float64", "vat/small_cnn/float64+usb-self",
-                "vat_xi1e-3/small_cnn/float64+usb-self")
+                "vat_xi1e-3/small_cnn/float64+usb-self", "fixmatch/small_cnn/float64+keras-bn")
 NUM_CLASSES = 10
 CONSTANT_LR_HORIZON = 2**20
 USB_SELF_NOISE = 1e-12
@@ -223,6 +225,7 @@ class Setting:
     seed: int = 0
     float64: bool = False
     usb_self: bool = False
+    keras_bn: bool = False
 
     @classmethod
     def from_run(cls, run: str, **overrides) -> "Setting":
@@ -239,6 +242,7 @@ class Setting:
             setting.total_steps = CONSTANT_LR_HORIZON
         setting.float64 = "float64" in variants
         setting.usb_self = "usb-self" in variants
+        setting.keras_bn = "keras-bn" in variants
         return setting
 
     @property
@@ -255,8 +259,8 @@ class Setting:
 
     @property
     def name(self) -> str:
-        variants = [v for v, on in zip(VARIANTS, (self.horizon == CONSTANT_LR_HORIZON, self.float64, self.usb_self))
-                    if on]
+        variants = [v for v, on in zip(VARIANTS, (self.horizon == CONSTANT_LR_HORIZON, self.float64, self.usb_self,
+                                                  self.keras_bn)) if on]
         return f"{self.algorithm}/{self.network}" + (f"/{'+'.join(variants)}" if variants else "")
 
 
@@ -344,10 +348,13 @@ _warm_weights = {}
 
 def keras_network(setting: Setting):
     """kerastl's network for the run, after a short supervised warm start (cached per network
-    and seed, so every run of a network starts from the same weights)."""
+    and seed, so every run of a network starts from the same weights). Its batch-norm layers
+    keep PyTorch's moving variance (`TorchBatchNormalization`, the switch set to the
+    reference) unless the run has the `keras-bn` variant."""
     import keras
 
     from kerastl.nets import small_cnn, wrn_28_2
+    from kerastl.nets.torch_batch_norm import with_torch_batch_norm
 
     def build():
         keras.utils.set_random_seed(setting.seed)
@@ -378,7 +385,7 @@ def keras_network(setting: Setting):
     finally:
         keras.config.set_floatx(previous_floatx)
     network.set_weights(_warm_weights[key])
-    return network
+    return network if setting.keras_bn else with_torch_batch_norm(network)
 
 
 # TensorFlow's LeakyRelu op holds its slope as a float32 attribute: Keras' LeakyReLU(0.1)
@@ -487,6 +494,23 @@ class _RecordingNets:
         return getattr(self._nets, name)
 
 
+def float64_state():
+    """While the block runs, kerastl's algorithms make their moving averages (ReMixMatch's
+    p_model, FreeMatch's and SoftMatch's statistics) in float64. kerastl keeps them in float32
+    under any dtype policy (its algorithm layers are float32, `SSLAlgorithm`), which in a
+    float64 run would leave float32 rounding on its side only: USB's are float64 there.
+    CPL's counts (`CurriculumThreshold`, not an algorithm layer) stay as they are."""
+    import keras
+
+    from kerastl.ssl.algorithms.base import SSLAlgorithm
+
+    def add_weight(layer, *args, **kwargs):
+        kwargs["dtype"] = kwargs.get("dtype") or "float64"
+        return keras.layers.Layer.add_weight(layer, *args, **kwargs)
+
+    return common.patched(SSLAlgorithm, "add_weight", add_weight)
+
+
 # kerastl draw name -> the batch's key
 REPLAYED = {"mixup_lambda": "mixup_lambda", "mixup_order": "mixup_order", "vat_direction": "vat_direction",
             "rotation": "rot_v"}
@@ -504,8 +528,9 @@ class KerastlSide:
         pairing = setting.pairing
         self.setting = setting
         # Ramp-ups take the run's length as horizon (USB's num_train_iter), the lr schedule `horizon`.
-        self.algorithm = build_algorithm(pairing.kerastl, setting.num_unlabeled, NUM_CLASSES, setting.steps,
-                                         warmup=bool(pairing.warmup), p_target=p_target)
+        with float64_state() if setting.float64 else contextlib.nullcontext():
+            self.algorithm = build_algorithm(pairing.kerastl, setting.num_unlabeled, NUM_CLASSES, setting.steps,
+                                             warmup=bool(pairing.warmup), p_target=p_target)
         for name, value in pairing.switches.items():
             if not hasattr(self.algorithm, name):
                 raise ValueError(f"{pairing.kerastl} has no switch {name!r}")

@@ -73,8 +73,10 @@ CPU_PRESET = {"iterations": 1000, "eval_every": 100, "batch_size": 32, "uratio":
 # network -> (labeled batch, uratio, image shape): the cpu preset's batch, TorchSSL's for WRN-28-2
 SPEED_SETUPS = {"small_cnn": (32, 7, (28, 28, 1)), "wrn_28_2": (64, 7, (32, 32, 3))}
 # Peak FLOP/s per core and cycle this CPU's instructions allow (see `peak_flops`).
-FP32_FLOPS_PER_CYCLE = 64  # AVX-512: 16 float32 lanes x 2 (fused multiply-add) x 2 FMA units
+# float32 FLOP per cycle: lanes x 2 (a fused multiply-add) x 2 FMA units
+FP32_FLOPS_PER_CYCLE = {"avx512": 16 * 2 * 2, "avx2": 8 * 2 * 2}
 AMX_BF16_FLOPS_PER_CYCLE = 1024  # AMX TMUL: 16x32 bf16 by 32x16 per 16 cycles = 512 multiply-adds per cycle
+AVX512_BF16_FLOPS_PER_CYCLE = 128  # VDPBF16PS: 16 lanes x 2 bf16 pairs x 2 (multiply-add) x 2 FMA units
 
 
 # ---------------------------------------------------------------- machine
@@ -128,19 +130,25 @@ def peak_flops(threads: int) -> dict:
     cpu = cpu_description()
     mhz = cpu["cpu_mhz"] or (cpu["bogomips"] / 2 if cpu["bogomips"] else None)
     if mhz is None:
-        return {"cpu": cpu, "float32": None, "bf16_amx": None, "derivation": "no clock frequency in /proc/cpuinfo"}
+        return {"cpu": cpu, "float32": None, "bf16": None, "derivation": "no clock frequency in /proc/cpuinfo"}
     hz = mhz * 1e6
-    has_avx512 = "avx512f" in cpu["flags"]
-    has_amx = "amx_bf16" in cpu["flags"]
-    fp32 = threads * hz * (FP32_FLOPS_PER_CYCLE if has_avx512 else 32)
-    bf16 = threads * hz * AMX_BF16_FLOPS_PER_CYCLE if has_amx else None
-    return {"cpu": cpu, "clock_ghz": hz / 1e9, "cores": threads, "float32": fp32, "bf16_amx": bf16,
+    vector = "avx512" if "avx512f" in cpu["flags"] else "avx2"
+    fp32_per_cycle = FP32_FLOPS_PER_CYCLE[vector]
+    if "amx_bf16" in cpu["flags"]:
+        bf16_per_cycle, bf16_how = AMX_BF16_FLOPS_PER_CYCLE, "AMX (TMUL: 512 bf16 multiply-adds per cycle)"
+    elif "avx512_bf16" in cpu["flags"]:
+        bf16_per_cycle, bf16_how = AVX512_BF16_FLOPS_PER_CYCLE, "AVX512-BF16 (VDPBF16PS: 2 bf16 pairs per float32 lane)"
+    else:
+        bf16_per_cycle, bf16_how = None, None
+    lanes = {"avx512": "AVX-512: 16 lanes", "avx2": "AVX2: 8 lanes"}[vector]
+    return {"cpu": cpu, "clock_ghz": hz / 1e9, "cores": threads, "float32": threads * hz * fp32_per_cycle,
+            "bf16": threads * hz * bf16_per_cycle if bf16_per_cycle else None,
             "derivation": (
                 f"{threads} cores x {hz / 1e9:.2f} GHz (the kernel's clock: 'cpu MHz', or BogoMIPS / 2, the TSC "
-                f"rate) x {FP32_FLOPS_PER_CYCLE if has_avx512 else 32} float32 FLOP per cycle "
-                "(AVX-512: 16 lanes x 2 for a fused multiply-add x 2 FMA units per core, as Xeons with AMX have)"
-                + (f"; bf16: x {AMX_BF16_FLOPS_PER_CYCLE} FLOP per cycle with AMX (TMUL: 512 bf16 multiply-adds "
-                   "per cycle)" if has_amx else "")
+                f"rate) x {fp32_per_cycle} float32 FLOP per cycle ({lanes} x 2 for a fused multiply-add x 2 FMA "
+                "units per core)"
+                + (f"; bf16: x {bf16_per_cycle} FLOP per cycle with {bf16_how}" if bf16_per_cycle else
+                   "; bf16: no native instructions (emulated), no peak")
                 + ". Uncertain: the hypervisor hides the exact model, so the number of FMA units (1 or 2) and the "
                   "clock under AVX-512 / AMX load (turbo above, licence-based down-clocking below the TSC rate) "
                   "are assumptions; the cores are virtual and may share physical cores with other guests. Read the "
@@ -337,14 +345,14 @@ def measure_speed(name: str, rounds: int = 5, steps_per_round: int = 4, warmup: 
                     + "x".join(map(str, shape)),
            "images_per_step": images, "forward_flops_per_image": flops,
            "timed_steps_per_side": rounds * steps_per_round,
-           "peak_flops_assumed": {key: peak[key] for key in ("cores", "float32", "bf16_amx") if key in peak},
+           "peak_flops_assumed": {key: peak[key] for key in ("cores", "float32", "bf16") if key in peak},
            "first_step_loss": first_loss,
            "first_step_loss_relative_difference": abs(first_loss["kerastl_float32"] - first_loss["usb"])
            / abs(first_loss["usb"])}
     for side, times in seconds.items():
         median = float(np.median(times))
         rate = images / median
-        peak_used = peak["bf16_amx"] if side == "kerastl_bf16" else peak["float32"]
+        peak_used = peak["bf16"] if side == "kerastl_bf16" else peak["float32"]
         out[side] = {"median_step_s": median, "images_per_s": rate, "step_s": times,
                      "peak_flops_share": None if not peak_used else 3 * flops * rate / peak_used}
         if side == "kerastl_bf16" and peak["float32"]:
@@ -511,7 +519,7 @@ def markdown(results: dict) -> str:
                   "Interleaved rounds, median step time per side; "
                   "kerastl's step includes CPL and the EMA (warm-up on, as apps.flexmatch), USB's is its "
                   "`train_step` + `ParamUpdateHook` + `EMAHook`. FLOP share: 3 x forward FLOPs x images/s / peak "
-                  "(float32 peak for float32, AMX bf16 peak for bf16).", ""]
+                  "(float32 peak for float32, the bf16 peak (AMX or AVX512-BF16) for bf16).", ""]
         rows = []
         for name in SPEED_SETUPS:
             entry = speed.get(name)

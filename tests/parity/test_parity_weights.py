@@ -123,6 +123,26 @@ def test_batch_norm_moving_statistics_follow_momentum_conversion():
     assert common.relative_error(holder.bn.running_var.numpy(), expected_torch) <= TOLERANCE
 
 
+def test_torch_batch_norm_keeps_pytorchs_moving_statistics():
+    """`TorchBatchNormalization` (the switch kerastl's SSL parity sets): three training passes
+    leave the same moving mean and variance as torch.nn.BatchNorm2d, and the same outputs."""
+    from kerastl.nets.torch_batch_norm import TorchBatchNormalization
+
+    model = keras.Sequential([keras.Input((5, 5, 4)), TorchBatchNormalization(momentum=0.9, name="bn")])
+    holder = Holder(bn=torch.nn.BatchNorm2d(4, eps=1e-3, momentum=common.torch_bn_momentum(0.9)))
+    randomise(holder.bn, seed=2)
+    common.copy_torch_to_keras(holder, model)
+    holder.train()
+    for step in range(3):
+        x = inputs(6, 5, 5, 4, seed=step) * 2 + 1
+        ours = model(x, training=True).numpy()
+        theirs = nchw("bn")(holder, x).detach().numpy()
+        assert common.relative_error(ours, theirs) <= TOLERANCE
+    layer = model.get_layer("bn")
+    assert common.relative_error(layer.moving_mean.numpy(), holder.bn.running_mean.numpy()) <= TOLERANCE
+    assert common.relative_error(layer.moving_variance.numpy(), holder.bn.running_var.numpy()) <= TOLERANCE
+
+
 def test_batch_norm_epsilon_mismatch_is_refused():
     model = keras.Sequential([keras.Input((3, 3, 2)), keras.layers.BatchNormalization(name="bn")])
     with pytest.raises(ValueError, match="epsilon 0.001 .* eps 1e-05"):

@@ -15,8 +15,6 @@ from parity import ssl as ssl_parity
 
 STEPS = 5
 RUNS = ("freematch/small_cnn/lr-constant+float64", "softmatch/small_cnn/lr-constant+float64")
-# quantity -> why it differs (docs/parity.md)
-KNOWN = {"bn_moving_variance": "PyTorch's running variance uses the unbiased batch variance (n / (n - 1))"}
 STATE = {"freematch": {"global_threshold", "class_confidence", "label_histogram"},
          "softmatch": {"confidence_mean", "confidence_variance", "class_prior"}}
 
@@ -41,7 +39,7 @@ def test_every_quantity_agrees_within_tolerance(name):
                 "bn_moving_mean", "bn_moving_variance", "ema_weights"} | STATE[algorithm]
     assert set(summary) == expected
     assert all(entry["steps"] == STEPS for entry in summary.values())
-    failing = {quantity: entry for quantity, entry in summary.items() if not entry["ok"] and quantity not in KNOWN}
+    failing = {quantity: entry for quantity, entry in summary.items() if not entry["ok"]}
     assert failing == {}
     assert summary["mask"]["kind"] == ("float" if algorithm == "softmatch" else "exact")
     assert extras["mask_flips"] == []
