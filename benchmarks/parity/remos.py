@@ -243,7 +243,10 @@ def run(modules, direction: str, seed: int, ratio: float, samples: int) -> tuple
     outputs = {"logits": (keras_model.predict(images, verbose=0),
                           torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2))).detach().numpy())}
     comparison.close(1, "logits", *outputs["logits"])
-    reference = reference_slice(modules, torch_model, np.ascontiguousarray(images.transpose(0, 3, 1, 2)), ratio)
+    # A copy: the reference min-max scales the first layer's input in place (`MyNeuronCoverage._scale`),
+    # and for one channel the NCHW transpose of `images` is already contiguous, so without the copy it
+    # would scale kerastl's images too before kerastl profiles them.
+    reference = reference_slice(modules, torch_model, images.transpose(0, 3, 1, 2).copy(), ratio)
     coverage = profile_coverage(keras_model, images, CONVS)
     kernels = layer_kernels(keras_model, CONVS)
     scores = ordinal_scores(kernels, coverage)
